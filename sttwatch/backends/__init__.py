@@ -1,0 +1,94 @@
+"""The backend protocol the pipeline drives, and the registry of backend kinds.
+
+A backend only knows how to start a task and how to ask about it; the pipeline never knows
+which one it drives. A new kind is a new module whose class passes ``kind=`` when subclassing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import BackendUnavailable
+
+# Modules holding the registered kinds; imported on first lookup so an optional kind's
+# dependencies are never imported by the ones that do not need them.
+_MODULES = {"aimlapi": "sttwatch.backends.aimlapi", "local": "sttwatch.backends.local"}
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to transcribe: a local file or a URL, with the model and extra create fields."""
+
+    job_id: int
+    model: str
+    path: Path | None = None
+    url: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Created:
+    generation_id: str
+    cost: dict[str, str] | None = None
+
+
+class TaskState(Enum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Status:
+    state: TaskState
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    raw_status: str | None = None
+    known_status: bool = True
+
+
+class Backend:
+    """Base of every backend kind. Subclasses set ``kind`` by ``class X(Backend, kind=...)``."""
+
+    kind: ClassVar[str] = ""
+    # Whether a generation id outlives this process; the local engine's ids do not.
+    durable_ids: ClassVar[bool] = True
+    registry: ClassVar[dict[str, type[Backend]]] = {}
+
+    def __init_subclass__(cls, kind: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind:
+            cls.kind = kind
+            Backend.registry[kind] = cls
+
+    @property
+    def model_name(self) -> str:
+        raise NotImplementedError
+
+    def create(self, request: Request) -> Created:
+        """Start a task. Raises AuthError, TransientError (incl. RateLimited), PermanentError."""
+        raise NotImplementedError
+
+    def fetch(self, generation_id: str) -> Status:
+        """Ask about a task. Raises ExpiredError for an id the backend no longer knows."""
+        raise NotImplementedError
+
+    def set_listener(self, listener: Callable[[str], None]) -> None:
+        """Called with a generation id when that task may have finished, so the poller can
+        fetch it at once. Remote backends cannot know this and keep the default no-op."""
+
+    def close(self) -> None:
+        """Release sessions, threads and models."""
+
+
+def backend_class(kind: str) -> type[Backend]:
+    """The class registered for ``kind``; unknown kinds list the known ones."""
+    if kind not in _MODULES:
+        raise BackendUnavailable(f"unknown backend {kind!r} (known: {', '.join(_MODULES)})")
+    importlib.import_module(_MODULES[kind])
+    return Backend.registry[kind]

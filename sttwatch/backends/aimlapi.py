@@ -1,0 +1,224 @@
+"""The AI/ML API two-step STT client: ``POST /stt/create`` then ``GET /stt/{generation_id}``.
+
+The provider's docs contradict themselves (status names, ``result`` vs ``output``, ``id`` vs
+``generation_id``, 200 vs 201); every documented variant is accepted here, as listed in
+shared/aimlapi-stt.md. Anything not understood fails with a clear message and an excerpt of
+the raw body, never with the request headers.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import mimetypes
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import requests
+import structlog
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from ..errors import AuthError, ExpiredError, PermanentError, RateLimited, TransientError
+from . import Backend, Created, Request, Status, TaskState
+
+log = structlog.get_logger("sttwatch.aimlapi")
+
+RUNNING = frozenset({"waiting", "active", "queued", "generating", "processing", "pending",
+                     "in_progress", "running", "created"})
+DONE = frozenset({"completed", "complete", "succeeded", "success", "done", "finished"})
+FAILED = frozenset({"error", "failed", "cancelled", "canceled", "timeout", "expired"})
+BAD_FILE = frozenset({400, 413, 415, 422})
+COST_HEADERS = ("x-aimlapi-credits-used", "x-aimlapi-usd-spent")
+
+
+def _excerpt(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def error_message(resp: requests.Response) -> str:
+    """The service's own words from either error body shape, else a body excerpt."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return _excerpt(resp.text) or resp.reason or f"HTTP {resp.status_code}"
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        for k in ("message", "title", "detail"):
+            if body.get(k):
+                msg = body[k]
+                return "; ".join(map(str, msg)) if isinstance(msg, list) else str(msg)
+    return _excerpt(resp.text)
+
+
+def retry_after(resp: requests.Response) -> float | None:
+    """``Retry-After`` as seconds, from either its number or its HTTP-date form."""
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def raise_for_status(resp: requests.Response) -> None:
+    """Map an HTTP answer onto our error types; 2xx passes."""
+    code = resp.status_code
+    if code < 400:
+        return
+    msg = error_message(resp)
+    if code in (401, 403):
+        raise AuthError(code, msg)
+    if code == 429:
+        raise RateLimited(f"HTTP 429: {msg}", retry_after=retry_after(resp), status=code)
+    if code in BAD_FILE:
+        raise PermanentError(f"HTTP {code}: {msg}")
+    if code == 404:
+        raise ExpiredError(f"HTTP 404: {msg}")
+    if code >= 500 or code in (408, 409, 425):
+        raise TransientError(f"HTTP {code}: {msg}", retry_after=retry_after(resp), status=code)
+    raise PermanentError(f"HTTP {code}: {msg}")
+
+
+def parse_status(body: Any) -> Status:
+    """Read a fetch answer in any documented dialect."""
+    if not isinstance(body, dict):
+        raise TransientError(f"unexpected answer: {_excerpt(json.dumps(body))}")
+    raw = body.get("status")
+    status = str(raw).lower() if raw is not None else None
+    payload = body.get("result", body.get("output"))
+    if payload is None and "results" in body:  # the legacy single-call shape: no envelope
+        payload = body
+    if status in FAILED:
+        err = body.get("error")
+        msg = err.get("message") if isinstance(err, dict) else err
+        return Status(TaskState.FAILED, error=str(msg or f"task ended with status {status}"),
+                      raw_status=status)
+    if status in DONE or (status is None and isinstance(payload, dict)):
+        if not isinstance(payload, dict):
+            raise PermanentError(f"finished without a result: {_excerpt(json.dumps(body))}")
+        return Status(TaskState.DONE, result=payload, raw_status=status)
+    return Status(TaskState.RUNNING, raw_status=status, known_status=status in RUNNING)
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    # A 429 is the service saying our concurrency is too high: the pipeline holds back
+    # instead of burning retries on it.
+    return isinstance(exc, TransientError) and not isinstance(exc, RateLimited)
+
+
+def _wait(base: Callable[[RetryCallState], float]) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = getattr(exc, "retry_after", None)
+        return float(hinted) if hinted is not None else base(state)
+    return wait
+
+
+class AimlApiBackend(Backend, kind="aimlapi"):
+    """The AI/ML API; one ``requests.Session`` per thread, every call with a timeout."""
+
+    def __init__(self, base_url: str, api_key: str, model: str, *,
+                 connect_timeout: float = 10.0, read_timeout: float = 60.0, retries: int = 5,
+                 sleep: Callable[[float], None] = time.sleep, max_backoff: float = 30.0) -> None:
+        self._base = base_url.rstrip("/")
+        self._key = api_key
+        self._model = model
+        self._timeouts = (connect_timeout, read_timeout)
+        self._local = threading.local()
+        self._retrying = Retrying(
+            retry=retry_if_exception(_is_retryable), stop=stop_after_attempt(retries),
+            wait=_wait(wait_random_exponential(multiplier=0.5, max=max_backoff)),
+            sleep=sleep, reraise=True,
+            before_sleep=lambda s: log.warning(
+                "request_retry", attempt=s.attempt_number,
+                error=str(s.outcome.exception()) if s.outcome else None))
+
+    @property
+    def model_name(self) -> str:
+        return self._model
+
+    def _session(self) -> requests.Session:
+        s: requests.Session | None = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = requests.Session()
+        return s
+
+    def _send(self, method: str, url: str, *, timeout: tuple[float, float],
+              **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self._key}", **kwargs.pop("headers", {})}
+        try:
+            return self._session().request(method, url, headers=headers, timeout=timeout,
+                                           **kwargs)
+        except requests.Timeout as exc:
+            raise TransientError(f"timed out: {type(exc).__name__}") from None
+        except requests.ConnectionError as exc:
+            raise TransientError(f"connection failed: {type(exc).__name__}") from None
+
+    def create(self, request: Request) -> Created:
+        fields: dict[str, Any] = {"model": request.model or self._model, **request.options}
+        headers = {"X-Client-Request-Id": f"sttwatch-job-{request.job_id}"}
+        url = f"{self._base}/stt/create"
+
+        def once() -> requests.Response:
+            if request.url is not None:
+                resp = self._send("POST", url, json={**fields, "url": request.url},
+                                  headers=headers, timeout=self._timeouts)
+            else:
+                assert request.path is not None
+                size = request.path.stat().st_size
+                # A big upload can take a while before the service answers at all.
+                timeout = (self._timeouts[0], self._timeouts[1] + size / 262144)
+                mime = mimetypes.guess_type(request.path.name)[0] or "application/octet-stream"
+                data = {k: (str(v).lower() if isinstance(v, bool) else str(v))
+                        for k, v in fields.items()}
+                with request.path.open("rb") as fh:
+                    resp = self._send("POST", url, data=data, headers=headers, timeout=timeout,
+                                      files={"audio": (request.path.name, fh, mime)})
+            raise_for_status(resp)
+            return resp
+
+        resp = self._retrying(once)
+        try:
+            body = resp.json()
+        except ValueError:
+            raise TransientError(f"create answered non-JSON: {_excerpt(resp.text)}") from None
+        gen_id = body.get("generation_id") or body.get("id") if isinstance(body, dict) else None
+        if not gen_id:
+            raise PermanentError(f"create answered without a generation_id: "
+                                 f"{_excerpt(resp.text)}")
+        cost = {h: resp.headers[h] for h in COST_HEADERS if h in resp.headers}
+        return Created(str(gen_id), cost or None)
+
+    def fetch(self, generation_id: str) -> Status:
+        url = f"{self._base}/stt/{quote(generation_id, safe='')}"
+
+        def once() -> requests.Response:
+            resp = self._send("GET", url, timeout=self._timeouts)
+            raise_for_status(resp)
+            return resp
+
+        resp = self._retrying(once)
+        try:
+            body = resp.json()
+        except ValueError:
+            raise TransientError(f"fetch answered non-JSON: {_excerpt(resp.text)}") from None
+        return parse_status(body)
+
+    def close(self) -> None:
+        s: requests.Session | None = getattr(self._local, "session", None)
+        if s is not None:
+            s.close()

