@@ -231,7 +231,7 @@ def _check(value: Any, field: Field, key: str, base: Path, errors: list[str]) ->
     if field.minimum is not None and value < field.minimum:
         errors.append(f"at '{key}': must be at least {field.minimum:g}, got {value!r}")
     if kind == "path":
-        return (base / os.path.expanduser(value)).resolve()
+        return (base / os.path.expanduser(os.path.expandvars(value))).resolve()
     if kind == "float":
         return float(value)
     return value

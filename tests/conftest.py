@@ -1,0 +1,142 @@
+"""Shared fixtures: the fake service, config files in tmp_path, the CLI in-process, and a
+real daemon process that tests can SIGTERM or SIGKILL."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fake_service import FakeConfig, FakeService
+
+from sttwatch.cli import main
+
+KEY = "sk-test-0123456789abcdefSECRET"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeService]:
+    with FakeService(FakeConfig(key=KEY, task_seconds=0.3)) as svc:
+        yield svc
+
+
+def write_config(tmp_path: Path, base_url: str = "http://127.0.0.1:9/v1",
+                 **sections: Any) -> Path:
+    """A config in tmp_path watching tmp_path/inbox; ``sections`` are merged on top."""
+    cfg: dict[str, Any] = {
+        "backend": "aimlapi",
+        "api": {"base_url": base_url, "api_key_env": "STTWATCH_TEST_KEY", "retries": 3,
+                "connect_timeout": 2, "read_timeout": 10},
+        "watch": [{"path": "./inbox"}],
+        "state": {"path": "./state/sttwatch.db"},
+        "daemon": {"settle_seconds": 0.5, "rescan_seconds": 30, "first_poll_seconds": 0.2,
+                   "poll_cap_seconds": 2},
+        "log": {"format": "json", "level": "debug"},
+    }
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(name), dict):
+            cfg[name] = {**cfg[name], **value}
+        else:
+            cfg[name] = value
+    (tmp_path / "inbox").mkdir(exist_ok=True)
+    path = tmp_path / "sttwatch.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.err.splitlines() if line.startswith("{")]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    """Call the real CLI in-process with captured streams (httpie's ``http()`` idea)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(args), stdout=out, stderr=err,
+                environ={"STTWATCH_TEST_KEY": KEY} if env is None else env)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+class Daemon:
+    """``sttwatch run`` as a real child process, logging JSON lines to a file."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.config = config
+        self.log = config.parent / "daemon.log"
+        self.env = {**os.environ, "STTWATCH_TEST_KEY": KEY, **(env or {})}
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sttwatch", "run", "--config", str(self.config),
+                 *self.extra], stdout=fh, stderr=fh, env=self.env)
+        return self
+
+    def wait_started(self, timeout: float = 30) -> None:
+        wait_for(lambda: '"event": "starting"' in self.log.read_text(), timeout)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        assert self.proc is not None
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 20) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.log.read_text().splitlines() if x.startswith("{")]
+
+
+@pytest.fixture
+def daemon_factory() -> Iterator[Callable[..., Daemon]]:
+    made: list[Daemon] = []
+
+    def make(config: Path, **kw: Any) -> Daemon:
+        d = Daemon(config, **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait(10)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 30, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def transcript(path: Path, fmt: str = "txt") -> str | None:
+    out = path.with_suffix(f".{fmt}")
+    return out.read_text().strip() if out.exists() else None
