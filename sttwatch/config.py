@@ -56,6 +56,8 @@ WATCH_ITEM: Mapping[str, Field] = {
     "options": Field("map", None, "override of api.options for this folder", nullable=True),
     "formats": Field("strlist", None, "override of output.formats for this folder",
                      nullable=True, choices=FORMAT_KINDS),
+    "backend": Field("str", None, "override of backend for this folder", nullable=True,
+                     choices=BACKEND_KINDS),
 }
 
 SCHEMA: Mapping[str, Field] = {
@@ -92,6 +94,14 @@ SCHEMA: Mapping[str, Field] = {
     "output": _section(
         "transcripts",
         formats=Field("strlist", ["txt"], "any of txt, json, srt, vtt", choices=FORMAT_KINDS),
+        name=Field("str", "{stem}.{format}", "file name template: {stem}, {name}, {format}"),
+        dir=Field("path", None, "write into a mirror of the watched tree here instead of "
+                  "beside the source", nullable=True),
+        on_done=Field("str", "keep", "keep | move | delete the source once transcribed",
+                      choices=("keep", "move", "delete")),
+        done_dir=Field("path", None, "where on_done: move puts sources (mirrored tree)",
+                       nullable=True),
+        error_files=Field("bool", True, "write name.ext.sttwatch-error.json for failed files"),
     ),
     "daemon": _section(
         "timing",
@@ -152,6 +162,17 @@ class WatchConfig:
     model: str | None
     options: Mapping[str, Any] | None
     formats: tuple[str, ...] | None
+    backend: str | None
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    formats: tuple[str, ...]
+    name: str
+    dir: Path | None
+    on_done: str
+    done_dir: Path | None
+    error_files: bool
 
 
 @dataclass(frozen=True)
@@ -172,7 +193,7 @@ class Config:
     local: LocalConfig
     watches: tuple[WatchConfig, ...]
     state_path: Path
-    formats: tuple[str, ...]
+    output: OutputConfig
     daemon: DaemonConfig
     log_level: str
     log_format: str
@@ -279,8 +300,13 @@ def parse(text: str, source: Path) -> Config:
         WatchConfig(path=w["path"], recursive=w["recursive"], patterns=tuple(w["patterns"]),
                     ignore=tuple(w["ignore"]), settle_seconds=w["settle_seconds"],
                     polling=w["polling"], model=w["model"], options=w["options"],
-                    formats=tuple(w["formats"]) if w["formats"] is not None else None)
+                    formats=tuple(w["formats"]) if w["formats"] is not None else None,
+                    backend=w["backend"])
         for w in v["watch"] or [])
+    o = v["output"]
+    errors.extend(_logical_errors(o, watches))
+    if errors:
+        raise ConfigError(source, errors)
     return Config(
         source=source.resolve(),
         backend=v["backend"],
@@ -288,11 +314,31 @@ def parse(text: str, source: Path) -> Config:
         local=LocalConfig(**local),
         watches=watches,
         state_path=v["state"]["path"],
-        formats=tuple(v["output"]["formats"]),
+        output=OutputConfig(formats=tuple(o["formats"]), name=o["name"], dir=o["dir"],
+                            on_done=o["on_done"], done_dir=o["done_dir"],
+                            error_files=o["error_files"]),
         daemon=DaemonConfig(**d),
         log_level=v["log"]["level"],
         log_format=v["log"]["format"],
     )
+
+
+def _logical_errors(o: Mapping[str, Any], watches: tuple[WatchConfig, ...]) -> list[str]:
+    """Rules across keys that a per-key check cannot see."""
+    errors = []
+    if o["on_done"] == "move" and o["done_dir"] is None:
+        errors.append("at 'output.done_dir': required when output.on_done is 'move'")
+    try:
+        o["name"].format(stem="a", name="a.mp3", format="txt")
+    except (KeyError, IndexError, ValueError) as exc:
+        errors.append(f"at 'output.name': bad template {o['name']!r} ({exc}); "
+                      "use {stem}, {name} and {format}")
+    if "{format}" not in o["name"] and len(o["formats"]) > 1:
+        errors.append("at 'output.name': must contain {format} when several formats are "
+                      "written")
+    if "/" in o["name"]:
+        errors.append("at 'output.name': must be a file name, not a path")
+    return errors
 
 
 def load(path: Path | str) -> Config:

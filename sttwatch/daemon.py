@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 import structlog
@@ -24,7 +25,7 @@ from .errors import BackendUnavailable, ConfigError
 from .notify import Notifier
 from .pipeline import JobSettings, Pipeline, PipelineSettings
 from .store import Store
-from .transcripts import up_to_date
+from .transcripts import Placement, up_to_date
 from .watcher import Settled, Watcher
 
 log = structlog.get_logger("sttwatch.daemon")
@@ -92,19 +93,24 @@ def build_backend(cfg: Config, kind: str, key: str | None) -> Backend:
                fetch_url=download)
 
 
-def job_settings(cfg: Config, backend: Backend) -> Callable[[Path], JobSettings]:
+def job_settings(cfg: Config, backends: Mapping[str, Backend],
+                 default: str) -> Callable[[Path], JobSettings]:
     """Per-file create settings: the watch's overrides over the global ones."""
-    local = backend.kind == "local"
-    base_options = {} if local else dict(cfg.api.options)
-    if local and cfg.local.language:
-        base_options["language"] = cfg.local.language
 
     def settings_for(path: Path) -> JobSettings:
         w = cfg.watch_for(path)
+        kind = w.backend if w is not None and w.backend in backends else default
+        assert kind is not None
+        backend = backends[kind]
+        local = kind == "local"
+        options: dict[str, Any] = {} if local else dict(cfg.api.options)
+        if local and cfg.local.language:
+            options["language"] = cfg.local.language
+        options.update(w.options or {} if w is not None else {})
         model = backend.model_name if local or w is None or w.model is None else w.model
-        options = {**base_options, **(w.options or {})} if w else base_options
-        formats = w.formats if w is not None and w.formats is not None else cfg.formats
-        return JobSettings(model, options, formats)
+        formats = w.formats if w is not None and w.formats is not None else cfg.output.formats
+        root = w.path if w is not None else path.parent
+        return JobSettings(kind, model, options, formats, root)
 
     return settings_for
 
@@ -113,7 +119,7 @@ def job_settings(cfg: Config, backend: Backend) -> Callable[[Path], JobSettings]
 class Daemon:
     cfg: Config
     store: Store
-    backend: Backend
+    backends: Mapping[str, Backend]
     pipeline: Pipeline
     watcher: Watcher
     notifier: Notifier
@@ -147,8 +153,9 @@ class Daemon:
         if job is not None and (job.size, job.mtime_ns) == (s.size, s.mtime_ns):
             return
         now = self.clock()
-        formats = self.pipeline.settings_for(s.path).formats
-        if job is None and up_to_date(s.path, formats, s.mtime_ns):
+        js = self.pipeline.settings_for(s.path)
+        if job is None and up_to_date(Placement(s.path, js.root, js.formats, self.cfg.output),
+                                      s.mtime_ns):
             self.store.add_done(path, s.size, s.mtime_ns, now, "transcript already up to date")
             log.info("already_transcribed", path=path)
             return
@@ -165,8 +172,10 @@ class Daemon:
                 f"{c['done']} done, {c['failed']} failed{paused}")
 
     def run(self, *, once: bool = False) -> int:
-        recovered = self.store.recover(self.clock(), ids_survive=self.backend.durable_ids)
-        log.info("starting", backend=self.backend.kind, model=self.backend.model_name,
+        volatile = [k for k, b in self.backends.items() if not b.durable_ids]
+        recovered = self.store.recover(self.clock(), volatile)
+        default = self.pipeline.settings_for(self.cfg.source).backend
+        log.info("starting", backend=default, model=self.backends[default].model_name,
                  watches=[str(w.path) for w in self.cfg.watches], state=str(self.store.path),
                  once=once, **recovered)
         if once:
@@ -217,7 +226,6 @@ class Daemon:
         for t in self._threads.values():
             t.join(timeout=10)
         self.pipeline.close()
-        self.backend.close()
         counts = self.store.counts()
         self.store.close()
         log.info("stopped", **counts)
@@ -226,16 +234,22 @@ class Daemon:
 def build(cfg: Config, *, key: str | None, backend_kind: str,
           clock: Callable[[], float] = time.time,
           environ: Mapping[str, str] | None = None) -> Daemon:
+    """Construct every part in flow order; the only place that picks backends."""
     if not cfg.watches:
         raise ConfigError(cfg.source, ["at 'watch': missing required key (folders to watch)"])
+    kinds = {backend_kind} | {choose_backend(cfg, key, w.backend) for w in cfg.watches
+                              if w.backend not in (None, "auto")}
+    backends = {kind: build_backend(cfg, kind, key) for kind in sorted(kinds)}
     store = Store(cfg.state_path)
-    backend = build_backend(cfg, backend_kind, key)
     d = cfg.daemon
-    max_in_flight = cfg.api.max_in_flight if backend_kind == "aimlapi" else max(
+    max_in_flight = cfg.api.max_in_flight if "aimlapi" in backends else max(
         cfg.local.workers * 2, 2)
-    pipeline = Pipeline(store, backend, PipelineSettings(
+    pipeline = Pipeline(store, backends, PipelineSettings(
         max_in_flight=max_in_flight, first_poll=d.first_poll_seconds,
         poll_cap=d.poll_cap_seconds, job_timeout=d.job_timeout_seconds,
-        max_attempts=d.max_attempts), job_settings(cfg, backend), clock)
-    watcher = Watcher(cfg.watches, d.settle_seconds, clock)
-    return Daemon(cfg, store, backend, pipeline, watcher, Notifier(environ), clock)
+        max_attempts=d.max_attempts), job_settings(cfg, backends, backend_kind),
+        cfg.output, clock)
+    exclude = tuple(p for p in (cfg.output.dir, cfg.output.done_dir, cfg.state_path.parent)
+                    if p is not None and p != cfg.state_path.parent)
+    watcher = Watcher(cfg.watches, d.settle_seconds, clock, exclude=exclude)
+    return Daemon(cfg, store, backends, pipeline, watcher, Notifier(environ), clock)

@@ -24,9 +24,17 @@ from typing import Any
 import structlog
 
 from .backends import Backend, Request, TaskState
+from .config import OutputConfig
 from .errors import AuthError, ExpiredError, PermanentError, RateLimited, TransientError
 from .store import Job, State, Store
-from .transcripts import header, write_transcripts
+from .transcripts import (
+    Placement,
+    clear_error,
+    dispose_source,
+    header,
+    write_error,
+    write_transcripts,
+)
 
 log = structlog.get_logger("sttwatch.pipeline")
 
@@ -35,9 +43,11 @@ log = structlog.get_logger("sttwatch.pipeline")
 class JobSettings:
     """What a job is created with; per-watch overrides arrive through ``settings_for``."""
 
+    backend: str
     model: str
     options: Mapping[str, Any]
     formats: tuple[str, ...]
+    root: Path  # the watched folder the file belongs to (for mirrored output trees)
 
 
 @dataclass(frozen=True)
@@ -82,13 +92,14 @@ class PollSchedule:
 
 
 class Pipeline:
-    """Drives jobs through one backend. Threads: ``submit_loop``, ``poll_loop``."""
+    """Drives jobs through their backends. Threads: ``submit_loop``, ``poll_loop``."""
 
-    def __init__(self, store: Store, backend: Backend, settings: PipelineSettings,
-                 settings_for: Callable[[Path], JobSettings],
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, backends: Mapping[str, Backend],
+                 settings: PipelineSettings, settings_for: Callable[[Path], JobSettings],
+                 output: OutputConfig, clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self.backend = backend
+        self.backends = backends
+        self.output = output
         self.settings = settings
         self.settings_for = settings_for
         self.clock = clock
@@ -107,7 +118,8 @@ class Pipeline:
         self._lock = threading.Lock()
         self._fetching: set[int] = set()
         self._pool = ThreadPoolExecutor(settings.poll_workers, thread_name_prefix="poll")
-        backend.set_listener(self._task_may_be_done)
+        for backend in backends.values():
+            backend.set_listener(self._task_may_be_done)
 
     # --- submitting ------------------------------------------------------------------------
 
@@ -132,8 +144,8 @@ class Pipeline:
         try:
             if path.stat().st_size == 0:
                 raise PermanentError("empty file (0 bytes): nothing to transcribe")
-            created = self.backend.create(Request(job.id, js.model, path=path,
-                                                  options=js.options))
+            created = self.backends[js.backend].create(
+                Request(job.id, js.model, path=path, options=js.options))
         except RateLimited as exc:
             self._limit = max(1, self.store.in_flight() - 1)
             self._hold(exc.retry_after or 2.0)
@@ -158,7 +170,7 @@ class Pipeline:
             self._auth_pauses = 0
             self.auth_error = None
             now = self.clock()
-            if self.store.set_pending(job.id, created.generation_id, now,
+            if self.store.set_pending(job.id, js.backend, created.generation_id, now,
                                       now + self.schedule.first_delay(), created.cost):
                 bound.info("submitted", generation_id=created.generation_id)
                 self.wake_poll.set()
@@ -198,7 +210,8 @@ class Pipeline:
                 self._fetching.add(job.id)
             self._pool.submit(self._fetch_guarded, job)
         for job in self.store.fetched():
-            self.finish(job)
+            if job.id not in self._fetching:
+                self.finish(job)
         nxt = self.store.next_due(State.PENDING)
         return 1.0 if nxt is None else min(1.0, max(0.01, nxt - self.clock()))
 
@@ -217,8 +230,12 @@ class Pipeline:
         bound = log.bind(job_id=job.id, path=job.path, generation_id=gen, attempt=job.attempts)
         now = self.clock()
         age = now - (job.submitted_at or now)
+        backend = self.backends.get(job.backend or "")
+        if backend is None:  # its backend is no longer configured: start over
+            self._requeue_or_fail(job, f"backend {job.backend} is gone", bound)
+            return
         try:
-            status = self.backend.fetch(gen)
+            status = backend.fetch(gen)
         except ExpiredError as exc:
             self._requeue_or_fail(job, f"service forgot the task: {exc}", bound)
             return
@@ -265,26 +282,50 @@ class Pipeline:
     # --- endings ---------------------------------------------------------------------------
 
     def finish(self, job: Job) -> None:
-        """Write the transcripts of a stored result, then mark the job done."""
+        """Write the transcripts of a stored result, mark the job done, then tidy up."""
         assert job.result is not None
-        js = self.settings_for(Path(job.path))
+        source = Path(job.path)
+        js = self.settings_for(source)
+        place = Placement(source, js.root, js.formats, self.output)
+        keys = place.keys()
+        key = self.store.claim_output(job.id, keys)
+        if key != keys[0]:
+            log.warning("output_name_taken", job_id=job.id, path=job.path, wanted=keys[0],
+                        using=key)
         now = self.clock()
+        paths = place.paths(key)
         try:
-            written = write_transcripts(job, job.result, js.formats,
-                                        header(job, self.backend.kind, js.model, now))
+            write_transcripts(paths, js.formats, job.result,
+                              header(job, job.backend or js.backend, js.model, now))
         except (OSError, ValueError) as exc:
             self._fail(job, f"cannot write transcript: {exc}")
             return
-        if self.store.mark_done(job.id, self.clock()):
-            self._job_left()
-            log.info("done", job_id=job.id, path=job.path, generation_id=job.generation_id,
-                     outputs=[str(p) for p in written])
+        if not self.store.mark_done(job.id, self.clock()):
+            return
+        self._job_left()
+        log.info("done", job_id=job.id, path=job.path, generation_id=job.generation_id,
+                 outputs=[str(p) for p in paths])
+        try:
+            clear_error(source)
+            moved = dispose_source(place)
+        except OSError as exc:
+            log.error("on_done_failed", job_id=job.id, path=job.path, error=str(exc))
+            return
+        if moved != source:
+            log.info("source_disposed", job_id=job.id, path=job.path,
+                     action=self.output.on_done, to=str(moved) if moved else None)
 
     def _fail(self, job: Job, reason: str) -> None:
-        if self.store.mark_failed(job.id, reason, self.clock()):
-            self.failed_this_run += 1
-            self._job_left()
-            log.error("failed", job_id=job.id, path=job.path, reason=reason)
+        if not self.store.mark_failed(job.id, reason, self.clock()):
+            return
+        self.failed_this_run += 1
+        self._job_left()
+        log.error("failed", job_id=job.id, path=job.path, reason=reason)
+        if self.output.error_files:
+            try:
+                write_error(Path(job.path), reason, job.attempts, self.clock())
+            except OSError as exc:
+                log.warning("error_file_failed", job_id=job.id, error=str(exc))
 
     def _job_left(self) -> None:
         if self._limit < self.settings.max_in_flight and self.clock() > self._hold_until + 30:
@@ -308,3 +349,5 @@ class Pipeline:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for backend in self.backends.values():
+            backend.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -54,6 +54,8 @@ class Job:
     created_at: float
     updated_at: float
     finished_at: float | None
+    backend: str | None
+    output_key: str | None
 
 
 DDL = (
@@ -72,19 +74,24 @@ DDL = (
         result TEXT,
         cost TEXT,
         service_seconds REAL,
+        backend TEXT,
+        output_key TEXT,
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL,
         finished_at REAL)""",
     "CREATE INDEX IF NOT EXISTS jobs_state_next ON jobs(state, next_at)",
+    "CREATE INDEX IF NOT EXISTS jobs_output_key ON jobs(output_key)",
 )
 _COLS = ("id, path, size, mtime_ns, state, generation_id, attempts, polls, submitted_at, "
-         "next_at, error, result, cost, created_at, updated_at, finished_at")
+         "next_at, error, result, cost, created_at, updated_at, finished_at, backend, "
+         "output_key")
 
 
 def _job(row: tuple[Any, ...]) -> Job:
     return Job(row[0], row[1], row[2], row[3], State(row[4]), row[5], row[6], row[7], row[8],
                row[9], row[10], json.loads(row[11]) if row[11] else None,
-               json.loads(row[12]) if row[12] else None, row[13], row[14], row[15])
+               json.loads(row[12]) if row[12] else None, row[13], row[14], row[15], row[16],
+               row[17])
 
 
 class Store:
@@ -161,22 +168,39 @@ class Store:
 
     # --- start-up --------------------------------------------------------------------------
 
-    def recover(self, now: float, *, ids_survive: bool = True) -> dict[str, int]:
+    def recover(self, now: float, volatile_backends: Iterable[str] = ()) -> dict[str, int]:
         """Undo what a crash left half-done: a job caught inside its create call has no id,
         so it goes back to ``seen`` (the one duplicate we accept); every pending id is polled
-        at once, or, when the backend's ids do not outlive a process, queued again without
-        counting an attempt. Atomic."""
+        at once, except ids of backends whose ids die with the process, which are queued
+        again without counting an attempt. Atomic."""
+        volatile = list(volatile_backends)
+        marks = ",".join("?" * len(volatile)) or "NULL"
         with self._tx() as db:
             resubmit = db.execute("UPDATE jobs SET state='seen', next_at=0, updated_at=? "
                                   "WHERE state='submitting'", (now,)).rowcount
-            if ids_survive:
-                repoll = db.execute("UPDATE jobs SET next_at=? WHERE state='pending'",
-                                    (now,)).rowcount
-            else:
-                repoll = db.execute("UPDATE jobs SET state='seen', generation_id=NULL, "
-                                    "attempts=MAX(attempts-1, 0), next_at=0, updated_at=? "
-                                    "WHERE state='pending'", (now,)).rowcount
-        return {"resubmit": resubmit, "repoll": repoll}
+            requeue = db.execute("UPDATE jobs SET state='seen', generation_id=NULL, "
+                                 "attempts=MAX(attempts-1, 0), next_at=0, updated_at=? "
+                                 f"WHERE state='pending' AND backend IN ({marks})",
+                                 (now, *volatile)).rowcount
+            repoll = db.execute("UPDATE jobs SET next_at=? WHERE state='pending'",
+                                (now,)).rowcount
+        return {"resubmit": resubmit + requeue, "repoll": repoll}
+
+    def claim_output(self, job_id: int, keys: Sequence[str]) -> str:
+        """Give the job the first output name no other job holds (a job keeps the name it
+        got), so two sources never write the same transcript. Atomic."""
+        with self._tx() as db:
+            row = db.execute("SELECT output_key FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row and row[0] in keys:
+                return str(row[0])
+            chosen = keys[-1]
+            for key in keys:
+                if db.execute("SELECT 1 FROM jobs WHERE output_key=? AND id!=?",
+                              (key, job_id)).fetchone() is None:
+                    chosen = key
+                    break
+            db.execute("UPDATE jobs SET output_key=? WHERE id=?", (chosen, job_id))
+        return chosen
 
     def by_generation_id(self, generation_id: str) -> Job | None:
         found = self._select("generation_id = ? AND state='pending'", (generation_id,))
@@ -197,15 +221,15 @@ class Store:
                            "updated_at=? WHERE id=? AND state='seen'", [(now, i) for i in ids])
         return self._select(f"id IN ({','.join('?' * len(ids))})", ids) if ids else []
 
-    def set_pending(self, job_id: int, generation_id: str, now: float, first_poll_at: float,
-                    cost: dict[str, str] | None) -> bool:
+    def set_pending(self, job_id: int, backend: str, generation_id: str, now: float,
+                    first_poll_at: float, cost: dict[str, str] | None) -> bool:
         """Commit the id the moment the create call returns. Atomic; False if the job moved."""
         with self._tx() as db:
             return db.execute(
-                "UPDATE jobs SET state='pending', generation_id=?, submitted_at=?, next_at=?, "
-                "polls=0, cost=?, updated_at=? WHERE id=? AND state='submitting'",
-                (generation_id, now, first_poll_at, json.dumps(cost) if cost else None, now,
-                 job_id)).rowcount == 1
+                "UPDATE jobs SET state='pending', backend=?, generation_id=?, submitted_at=?, "
+                "next_at=?, polls=0, cost=?, updated_at=? WHERE id=? AND state='submitting'",
+                (backend, generation_id, now, first_poll_at,
+                 json.dumps(cost) if cost else None, now, job_id)).rowcount == 1
 
     def requeue(self, job_id: int, now: float, not_before: float, reason: str,
                 *, refund_attempt: bool = False) -> bool:

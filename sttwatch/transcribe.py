@@ -65,7 +65,7 @@ def transcribe_one(backend: Backend, request: Request, schedule: PollSchedule,
 def transcribe_all(cfg: Config, kind: str, key: str | None, inputs: Sequence[str], fmt: str,
                    out: TextIO, err: TextIO) -> int:
     backend = build_backend(cfg, kind, key)
-    settings_for = job_settings(cfg, backend)
+    settings_for = job_settings(cfg, {kind: backend}, kind)
     schedule = PollSchedule(cfg.daemon.first_poll_seconds, cfg.daemon.poll_cap_seconds, [])
     writer = get_format(fmt)
     code = ExitCode.OK

@@ -1,31 +1,62 @@
-"""Where transcripts go and how a stored result becomes files there.
+"""Where a job's files go, and how a stored result becomes files there.
 
-The one place that knows the naming rule, so the writer and the scanner (which skips sources
-whose transcripts are already up to date) can never disagree about it.
+The one place that knows the naming rule (template, optional mirror folder, the fallback name
+that keeps ``talk.mp3`` and ``talk.wav`` from overwriting each other), the error sidecar and
+what happens to the source afterwards, so the writer and the scanner can never disagree.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .config import OutputConfig
 from .outputs import get_format, write_atomic
 from .store import Job
 
-
-def output_paths(source: Path, formats: Sequence[str]) -> list[Path]:
-    """``dir/name.ext`` gives ``dir/name.txt`` (and ``.json``, ``.srt``, ``.vtt``)."""
-    return [source.with_name(f"{source.stem}.{kind}") for kind in formats]
+ERROR_SUFFIX = ".sttwatch-error.json"
 
 
-def up_to_date(source: Path, formats: Sequence[str], source_mtime_ns: int) -> bool:
+@dataclass(frozen=True)
+class Placement:
+    """The output rule for one source: its watch root, formats and the configured naming."""
+
+    source: Path
+    root: Path
+    formats: tuple[str, ...]
+    output: OutputConfig
+
+    def folder(self) -> Path:
+        if self.output.dir is None:
+            return self.source.parent
+        return self.output.dir / self.source.parent.relative_to(self.root)
+
+    def keys(self) -> tuple[str, str]:
+        """The preferred name pattern and the fallback with the source's extension in it;
+        ``{format}`` is left in place so one key covers every format."""
+        t, s = self.output.name, self.source
+        first = t.format(stem=s.stem, name=s.name, format="{format}")
+        second = t.format(stem=s.name, name=s.name, format="{format}")
+        if second == first:
+            second = f"{s.name}.{{format}}"
+        return str(self.folder() / first), str(self.folder() / second)
+
+    def paths(self, key: str | None = None) -> list[Path]:
+        pattern = key or self.keys()[0]
+        return [Path(pattern.replace("{format}", kind)) for kind in self.formats]
+
+
+def up_to_date(place: Placement, source_mtime_ns: int) -> bool:
     """Every transcript exists and is newer than the source: nothing to do for this file."""
     try:
-        return all(p.stat().st_mtime_ns >= source_mtime_ns
-                   for p in output_paths(source, formats))
+        return all(p.stat().st_mtime_ns >= source_mtime_ns for p in place.paths())
     except OSError:
         return False
 
@@ -41,7 +72,7 @@ def _sha256(path: Path) -> str | None:
     return h.hexdigest()
 
 
-def _iso(ts: float | None) -> str | None:
+def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds") if ts else None
 
 
@@ -50,15 +81,45 @@ def header(job: Job, backend: str, model: str, now: float) -> dict[str, Any]:
     source = Path(job.path)
     return {"source": str(source), "size": job.size, "sha256": _sha256(source),
             "backend": backend, "model": model, "generation_id": job.generation_id,
-            "created": _iso(job.submitted_at), "finished": _iso(now), "cost": job.cost}
+            "created": iso(job.submitted_at), "finished": iso(now), "cost": job.cost}
 
 
-def write_transcripts(job: Job, result: Mapping[str, Any], formats: Sequence[str],
-                      job_header: Mapping[str, Any]) -> list[Path]:
+def write_transcripts(paths: Sequence[Path], formats: Sequence[str],
+                      result: Mapping[str, Any], job_header: Mapping[str, Any]) -> None:
     """Render every format first, then write each atomically: a render error leaves no file."""
-    source = Path(job.path)
     rendered = [(path, get_format(kind).render(result, job_header))
-                for path, kind in zip(output_paths(source, formats), formats, strict=True)]
+                for path, kind in zip(paths, formats, strict=True)]
     for path, text in rendered:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text)
-    return [p for p, _ in rendered]
+
+
+def error_file(source: Path) -> Path:
+    return source.with_name(source.name + ERROR_SUFFIX)
+
+
+def write_error(source: Path, reason: str, attempts: int, now: float) -> None:
+    doc = {"source": str(source), "reason": reason, "attempts": attempts, "when": iso(now)}
+    write_atomic(error_file(source), json.dumps(doc, indent=2) + "\n")
+
+
+def clear_error(source: Path) -> None:
+    error_file(source).unlink(missing_ok=True)
+
+
+def dispose_source(place: Placement) -> Path | None:
+    """``output.on_done``: keep the source, move it into ``done_dir`` (mirrored), or delete
+    it. Runs only after every transcript is safely written. Returns where it went."""
+    action = place.output.on_done
+    if action == "delete":
+        place.source.unlink(missing_ok=True)
+        return None
+    if action == "move" and place.output.done_dir is not None:
+        target = place.output.done_dir / place.source.relative_to(place.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(target):
+            target = target.with_name(f"{target.stem}.{int(place.source.stat().st_mtime)}"
+                                      f"{target.suffix}")
+        shutil.move(str(place.source), str(target))
+        return target
+    return place.source

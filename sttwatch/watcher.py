@@ -39,9 +39,12 @@ class Settled:
     mtime_ns: int
 
 
-def accepts(watch: WatchConfig, path: Path) -> bool:
+def accepts(watch: WatchConfig, path: Path, exclude: Sequence[Path] = ()) -> bool:
     """Is this a recording this watch should take? Hidden names (rsync's ``.name.XXXXXX``,
-    our own temp files), download temp names and our own outputs never are."""
+    our own temp files), download temp names, our own outputs and the output and done
+    folders never are."""
+    if any(path.is_relative_to(x) for x in exclude):
+        return False
     try:
         rel = path.relative_to(watch.path)
     except ValueError:
@@ -93,6 +96,7 @@ class Watcher:
     watches: Sequence[WatchConfig]
     default_settle: float
     clock: Callable[[], float]
+    exclude: tuple[Path, ...] = ()
     hints: queue.Queue[tuple[str, str]] = field(default_factory=queue.Queue)
     _candidates: dict[str, _Candidate] = field(default_factory=dict)
     _observers: list[BaseObserver] = field(default_factory=list)
@@ -158,7 +162,7 @@ class Watcher:
     def _settle_for(self, path: Path) -> tuple[WatchConfig, float] | None:
         for w in sorted(self.watches, key=lambda w: len(w.path.parts), reverse=True):
             if path.is_relative_to(w.path):
-                if not accepts(w, path):
+                if not accepts(w, path, self.exclude):
                     return None
                 return w, w.settle_seconds if w.settle_seconds is not None else self.default_settle
         return None

@@ -88,6 +88,7 @@ class _Task:
 def make_fake_audio(path: str | Path, text: str) -> Path:
     """Write a fake audio file whose transcript will be ``text``."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(MAGIC + text.encode("utf-8"))
     return path
 
