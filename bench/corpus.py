@@ -118,6 +118,7 @@ def sox(*args: str | Path) -> None:
 def concat(parts: list[Path], out: Path) -> Path:
     """Join WAV files with sox (same rate and channels, as espeak-ng writes them)."""
     if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".part.wav")
         sox(*parts, tmp)
         tmp.replace(out)
@@ -128,6 +129,7 @@ def build_clips(cache: Path, min_seconds: float, per_clip: int = 2) -> list[Clip
     """Clips of ``per_clip`` consecutive paragraphs, each paragraph in its own voice and speed,
     until the total reaches ``min_seconds``. Rounds rotate the voices, so every round sounds
     different; everything is cached by content."""
+    per_clip = max(1, min(per_clip, len(PARAGRAPHS)))
     clips: list[Clip] = []
     total, k = 0.0, 0
     while total < min_seconds:

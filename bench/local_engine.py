@@ -13,7 +13,7 @@ the child from os.wait4), and corpus WER (jiwer, lowercase, punctuation stripped
 Goal: the daemon (c) at >= 0.95x direct.
 
 Run:  /tmp/venv/bin/python bench/local_engine.py [--min-audio 600] [--reps 2]
-      [--ways a,b,c,c2] [--cache bench/.cache]
+      [--per-clip 2] [--ways a,b,c,c2] [--cache bench/.cache]
 """
 
 from __future__ import annotations
@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-audio", type=float, default=600,
                    help="seconds of speech at least (default 600)")
     p.add_argument("--reps", type=int, default=2, help="interleaved repetitions (default 2)")
+    p.add_argument("--per-clip", type=int, default=2,
+                   help="paragraphs joined into one recording (default 2, ~25 s)")
     p.add_argument("--ways", default="a,b,c,c2", help="subset of a,b,c,c2 (default all)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
                    help="where generated speech is kept (default bench/.cache)")
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad := set(ways) - set(LABELS):
         p.error(f"unknown ways: {sorted(bad)}")
 
-    clips = build_clips(args.cache, args.min_audio)
+    clips = build_clips(args.cache, args.min_audio, args.per_clip)
     audio = sum(c.seconds for c in clips)
     print(f"local engine: {len(clips)} espeak-ng clips, {audio:.1f} s of audio "
           f"({min(c.seconds for c in clips):.0f}-{max(c.seconds for c in clips):.0f} s each), "

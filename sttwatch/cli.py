@@ -8,6 +8,7 @@ up, so a broken file is reported plainly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -153,7 +154,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
          stderr: TextIO | None = None, environ: Mapping[str, str] | None = None) -> int:
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
-        args = _parser().parse_args(argv)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse's own usage errors and --help
         return int(exc.code or 0)
     try:

@@ -109,7 +109,7 @@ SCHEMA: Mapping[str, Field] = {
         rescan_seconds=Field("float", 300.0, "full rescan period (finds missed events)",
                              minimum=1),
         first_poll_seconds=Field("float", 1.0, "first fetch delay before any history",
-                                 minimum=0.05),
+                                 minimum=0.1),
         poll_cap_seconds=Field("float", 20.0, "longest gap between fetches of one job",
                                minimum=0.1),
         job_timeout_seconds=Field("float", 3600.0, "a job not finished by then is resubmitted",
@@ -330,12 +330,12 @@ def _logical_errors(o: Mapping[str, Any], watches: tuple[WatchConfig, ...]) -> l
         errors.append("at 'output.done_dir': required when output.on_done is 'move'")
     try:
         o["name"].format(stem="a", name="a.mp3", format="txt")
-    except (KeyError, IndexError, ValueError) as exc:
+    except Exception as exc:  # any str.format failure is the user's template
         errors.append(f"at 'output.name': bad template {o['name']!r} ({exc}); "
                       "use {stem}, {name} and {format}")
-    if "{format}" not in o["name"] and len(o["formats"]) > 1:
-        errors.append("at 'output.name': must contain {format} when several formats are "
-                      "written")
+    if "{format}" not in o["name"]:
+        errors.append("at 'output.name': must contain {format}, so a transcript can never "
+                      "take the recording's own name")
     if "/" in o["name"]:
         errors.append("at 'output.name': must be a file name, not a path")
     return errors

@@ -54,6 +54,12 @@ class RateLimited(TransientError):
     """A 429: the service's own limit is lower than ours, so hold back instead of retrying."""
 
 
+class OutcomeUnknown(TransientError):
+    """A create whose request went out but whose answer never came (read timeout, reset):
+    the task may exist. Never retried blindly; the pipeline requeues the job and counts it,
+    since a second submission is the only kind of duplicate we accept."""
+
+
 class PermanentError(SttwatchError):
     """This job cannot succeed as it is (bad file, rejected request, failed task)."""
 

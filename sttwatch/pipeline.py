@@ -25,7 +25,14 @@ import structlog
 
 from .backends import Backend, Request, TaskState
 from .config import OutputConfig
-from .errors import AuthError, ExpiredError, PermanentError, RateLimited, TransientError
+from .errors import (
+    AuthError,
+    ExpiredError,
+    OutcomeUnknown,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
 from .store import Job, State, Store
 from .transcripts import (
     Placement,
@@ -148,16 +155,21 @@ class Pipeline:
                 Request(job.id, js.model, path=path, options=js.options))
         except RateLimited as exc:
             self._limit = max(1, self.store.in_flight() - 1)
-            self._hold(exc.retry_after or 2.0)
-            self.store.requeue(job.id, self.clock(), 0, str(exc), refund_attempt=True)
+            self._hold(min(300.0, exc.retry_after or 2.0))
+            self.store.requeue(job.id, self.clock(), 0, str(exc), refund_attempt=True,
+                               expect=job)
             bound.warning("rate_limited", limit=self._limit, retry_after=exc.retry_after)
         except AuthError as exc:
             self._auth_failed(exc)
-            self.store.requeue(job.id, self.clock(), 0, str(exc), refund_attempt=True)
+            self.store.requeue(job.id, self.clock(), 0, str(exc), refund_attempt=True,
+                               expect=job)
         except TransientError as exc:
+            if isinstance(exc, OutcomeUnknown):
+                bound.warning("create_outcome_unknown", error=str(exc))
             self._outages += 1
             delay = self._hold(min(300.0, 5.0 * 2 ** min(self._outages - 1, 6)))
-            self.store.requeue(job.id, self.clock(), 0, str(exc), refund_attempt=True)
+            self.store.requeue(job.id, self.clock(), 0, str(exc), refund_attempt=True,
+                               expect=job)
             bound.warning("service_unavailable", error=str(exc), retry_in=round(delay, 1))
         except FileNotFoundError:
             self.store.forget([job.path])
@@ -275,7 +287,7 @@ class Pipeline:
         self._last_miss.pop(job.id, None)
         if job.attempts >= self.settings.max_attempts:
             self._fail(job, f"{reason} (after {job.attempts} attempts)")
-        elif self.store.requeue(job.id, self.clock(), 0, reason):
+        elif self.store.requeue(job.id, self.clock(), 0, reason, expect=job):
             bound.warning("resubmitting", reason=reason)
             self.wake_submit.set()
 
@@ -316,7 +328,7 @@ class Pipeline:
                      action=self.output.on_done, to=str(moved) if moved else None)
 
     def _fail(self, job: Job, reason: str) -> None:
-        if not self.store.mark_failed(job.id, reason, self.clock()):
+        if not self.store.mark_failed(job.id, reason, self.clock(), expect=job):
             return
         self.failed_this_run += 1
         self._job_left()

@@ -87,6 +87,13 @@ _COLS = ("id, path, size, mtime_ns, state, generation_id, attempts, polls, submi
          "output_key")
 
 
+def _guard(expect: Job | None) -> tuple[str, tuple[Any, ...]]:
+    if expect is None:
+        return "", ()
+    return (" AND state=? AND generation_id IS ? AND size=? AND mtime_ns=?",
+            (expect.state.value, expect.generation_id, expect.size, expect.mtime_ns))
+
+
 def _job(row: tuple[Any, ...]) -> Job:
     return Job(row[0], row[1], row[2], row[3], State(row[4]), row[5], row[6], row[7], row[8],
                row[9], row[10], json.loads(row[11]) if row[11] else None,
@@ -107,7 +114,12 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         with self._tx() as db:
-            for stmt in DDL:
+            db.execute(DDL[0])
+            have = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+            for column in ("backend TEXT", "output_key TEXT"):  # added after 0.1.0's first cut
+                if column.split()[0] not in have:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
+            for stmt in DDL[1:]:
                 db.execute(stmt)
 
     def close(self) -> None:
@@ -153,7 +165,8 @@ class Store:
             elif (row[1], row[2]) != (size, mtime_ns):
                 db.execute("UPDATE jobs SET size=?, mtime_ns=?, state='seen', generation_id="
                            "NULL, attempts=0, polls=0, next_at=0, error=NULL, result=NULL, "
-                           "submitted_at=NULL, finished_at=NULL, updated_at=? WHERE id=?",
+                           "cost=NULL, service_seconds=NULL, submitted_at=NULL, "
+                           "finished_at=NULL, updated_at=? WHERE id=?",
                            (size, mtime_ns, now, row[0]))
             else:
                 return None
@@ -232,14 +245,17 @@ class Store:
                  json.dumps(cost) if cost else None, now, job_id)).rowcount == 1
 
     def requeue(self, job_id: int, now: float, not_before: float, reason: str,
-                *, refund_attempt: bool = False) -> bool:
-        """Put a submitting or pending job back in the queue (outage, expired id, deadline)."""
+                *, refund_attempt: bool = False, expect: Job | None = None) -> bool:
+        """Put a submitting or pending job back in the queue (outage, expired id, deadline).
+        With ``expect``, only if the job is still in the state and task the caller saw, so a
+        late answer about an old task never touches a newer version of the file."""
         refund = "attempts=MAX(attempts-1, 0), " if refund_attempt else ""
+        guard, args = _guard(expect)
         with self._tx() as db:
             return db.execute(
                 f"UPDATE jobs SET state='seen', generation_id=NULL, {refund}next_at=?, error=?, "
-                "updated_at=? WHERE id=? AND state IN ('submitting', 'pending')",
-                (not_before, reason, now, job_id)).rowcount == 1
+                f"updated_at=? WHERE id=? AND state IN ('submitting', 'pending'){guard}",
+                (not_before, reason, now, job_id, *args)).rowcount == 1
 
     # --- polling ---------------------------------------------------------------------------
 
@@ -280,11 +296,15 @@ class Store:
                               "updated_at=? WHERE id=? AND state='fetched'",
                               (note, now, now, job_id)).rowcount == 1
 
-    def mark_failed(self, job_id: int, reason: str, now: float) -> bool:
+    def mark_failed(self, job_id: int, reason: str, now: float, *,
+                    expect: Job | None = None) -> bool:
+        """End a job as failed; ``expect`` guards against stale answers as in ``requeue``."""
+        guard, args = _guard(expect)
         with self._tx() as db:
             return db.execute("UPDATE jobs SET state='failed', error=?, finished_at=?, "
                               "updated_at=? WHERE id=? AND state IN ('seen', 'submitting', "
-                              "'pending', 'fetched')", (reason, now, now, job_id)).rowcount == 1
+                              f"'pending', 'fetched'){guard}",
+                              (reason, now, now, job_id, *args)).rowcount == 1
 
     # --- operators -------------------------------------------------------------------------
 

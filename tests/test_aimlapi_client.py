@@ -245,11 +245,6 @@ def test_closed_port_is_transient(tmp_path: Path, make_backend: MakeBackend) -> 
     assert len(sleeps) == 2  # one retry per call
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "aimlapi.py: requests.Timeout becomes TransientError in _send and tenacity retries it inside "
-    "create(); a create whose answer timed out has usually been accepted, so each blind retry "
-    "starts (and bills) another task for the same file: DESIGN.md allows a duplicate only for a "
-    "crash inside the create call. Here 3 tasks are created for one call"))
 def test_a_create_that_timed_out_is_not_sent_again(tmp_path: Path,
                                                    make_backend: MakeBackend) -> None:
     with FakeService(FakeConfig(key=KEY, create_latency=0.3)) as svc:
@@ -294,10 +289,6 @@ def scripted() -> Iterator[Callable[[list[tuple[int, dict[str, str], Any]]], str
         server.server_close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "aimlapi.py _wait: a Retry-After on a retried 5xx is honoured with no cap (max_backoff only "
-    "bounds the exponential part), so 'Retry-After: 3600' on a 503 blocks create()/fetch() "
-    "inside tenacity for an hour, holding the submit thread or a poll worker"))
 def test_retry_after_on_a_server_error_is_capped(
         scripted: Callable[..., str], make_backend: MakeBackend) -> None:
     base = scripted([(503, {"Retry-After": "3600"}, {"message": "maintenance"}),
@@ -308,11 +299,6 @@ def test_retry_after_on_a_server_error_is_capped(
     assert sleeps and max(sleeps) <= 30.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "aimlapi.py retry_after(): email.utils.parsedate_to_datetime raises ValueError on a "
-    "malformed Retry-After (e.g. 'soon'); it escapes create() as a bare ValueError instead of "
-    "RateLimited, which Pipeline._create does not catch (the submit thread dies with the job "
-    "left in 'submitting')"))
 def test_a_malformed_retry_after_still_gives_rate_limited(
         tmp_path: Path, scripted: Callable[..., str], make_backend: MakeBackend) -> None:
     base = scripted([(429, {"Retry-After": "soon"}, {"message": "Too many requests"})])

@@ -202,11 +202,6 @@ def test_unreadable_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
     assert "cannot read the file" in problems[0] and str(tmp_path / "missing.yaml") in message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "config._logical_errors (config.py, the output.name check) catches KeyError, IndexError "
-    "and ValueError from str.format but not AttributeError: output.name '{stem.nope}' makes "
-    "parse() raise AttributeError, so cli.main shows a traceback instead of a ConfigError "
-    "naming output.name"))
 def test_a_bad_name_template_is_a_config_error(tmp_path: Path) -> None:
     _message, problems = problems_of(write(tmp_path, "output:\n  name: '{stem.nope}.{format}'\n"))
     assert len(problems) == 1 and "at 'output.name'" in problems[0]

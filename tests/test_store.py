@@ -353,11 +353,6 @@ class ChangedWhileFetching(Backend):
         return Status(TaskState.FAILED, error="Generation failed", raw_status="failed")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Store.mark_failed is guarded by state only, not by generation id, and accepts 'seen': "
-    "Pipeline._fetch fails the job by id when the OLD task's answer is 'failed', so the NEW "
-    "version queued meanwhile by add_seen is marked failed (and gets an error file) instead "
-    "of being transcribed"))
 def test_a_stale_failure_answer_does_not_fail_the_new_version(store: Store,
                                                               tmp_path: Path) -> None:
     source = tmp_path / "talk.mp3"

@@ -27,7 +27,14 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ..errors import AuthError, ExpiredError, PermanentError, RateLimited, TransientError
+from ..errors import (
+    AuthError,
+    ExpiredError,
+    OutcomeUnknown,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
 from . import Backend, Created, Request, Status, TaskState
 
 log = structlog.get_logger("sttwatch.aimlapi")
@@ -53,12 +60,14 @@ def error_message(resp: requests.Response) -> str:
         return _excerpt(resp.text) or resp.reason or f"HTTP {resp.status_code}"
     if isinstance(body, dict):
         err = body.get("error")
+        details = body.get("errors") or body.get("details")
+        extra = f" ({_excerpt(json.dumps(details), 200)})" if details else ""
         if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
+            return str(err["message"]) + extra
         for k in ("message", "title", "detail"):
             if body.get(k):
                 msg = body[k]
-                return "; ".join(map(str, msg)) if isinstance(msg, list) else str(msg)
+                return ("; ".join(map(str, msg)) if isinstance(msg, list) else str(msg)) + extra
     return _excerpt(resp.text)
 
 
@@ -70,8 +79,12 @@ def retry_after(resp: requests.Response) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
         when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
+    except (TypeError, ValueError):
+        return None  # unreadable: fall back to our own backoff
+    return max(0.0, when.timestamp() - time.time())
 
 
 def raise_for_status(resp: requests.Response) -> None:
@@ -116,16 +129,43 @@ def parse_status(body: Any) -> Status:
 
 def _is_retryable(exc: BaseException) -> bool:
     # A 429 is the service saying our concurrency is too high: the pipeline holds back
-    # instead of burning retries on it.
-    return isinstance(exc, TransientError) and not isinstance(exc, RateLimited)
+    # instead of burning retries on it. A create with an unknown outcome may have made a
+    # task: sending it again blindly could bill twice.
+    return isinstance(exc, TransientError) and not isinstance(exc, (RateLimited,
+                                                                     OutcomeUnknown))
 
 
-def _wait(base: Callable[[RetryCallState], float]) -> Callable[[RetryCallState], float]:
+def _wait(base: Callable[[RetryCallState], float],
+          cap: float) -> Callable[[RetryCallState], float]:
+    """Honour ``Retry-After`` when the service sent one, within our cap (a retrying thread
+    must not sleep for an hour); jittered exponential backoff otherwise."""
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         hinted = getattr(exc, "retry_after", None)
-        return float(hinted) if hinted is not None else base(state)
+        return min(cap, float(hinted)) if hinted is not None else base(state)
     return wait
+
+
+def _nothing_sent(exc: requests.RequestException) -> bool:
+    """True when the request never reached the service (no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and (
+        "NewConnectionError" in type(reason).__name__ or "NameResolution" in repr(reason))
+
+
+def _form_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Multipart wants strings: booleans as true/false, lists as repeated fields."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            out[key] = [str(v) for v in value]
+        else:
+            out[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
 
 
 class AimlApiBackend(Backend, kind="aimlapi"):
@@ -141,7 +181,7 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         self._local = threading.local()
         self._retrying = Retrying(
             retry=retry_if_exception(_is_retryable), stop=stop_after_attempt(retries),
-            wait=_wait(wait_random_exponential(multiplier=0.5, max=max_backoff)),
+            wait=_wait(wait_random_exponential(multiplier=0.5, max=max_backoff), max_backoff),
             sleep=sleep, reraise=True,
             before_sleep=lambda s: log.warning(
                 "request_retry", attempt=s.attempt_number,
@@ -158,15 +198,17 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         return s
 
     def _send(self, method: str, url: str, *, timeout: tuple[float, float],
-              **kwargs: Any) -> requests.Response:
+              creates: bool = False, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self._key}", **kwargs.pop("headers", {})}
         try:
             return self._session().request(method, url, headers=headers, timeout=timeout,
                                            **kwargs)
-        except requests.Timeout as exc:
-            raise TransientError(f"timed out: {type(exc).__name__}") from None
-        except requests.ConnectionError as exc:
-            raise TransientError(f"connection failed: {type(exc).__name__}") from None
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            what = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
+            if creates and not _nothing_sent(exc):
+                raise OutcomeUnknown(f"create {what} after sending ({type(exc).__name__}); "
+                                     "the task may exist") from None
+            raise TransientError(f"{what}: {type(exc).__name__}") from None
 
     def create(self, request: Request) -> Created:
         fields: dict[str, Any] = {"model": request.model or self._model, **request.options}
@@ -176,17 +218,16 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         def once() -> requests.Response:
             if request.url is not None:
                 resp = self._send("POST", url, json={**fields, "url": request.url},
-                                  headers=headers, timeout=self._timeouts)
+                                  headers=headers, timeout=self._timeouts, creates=True)
             else:
                 assert request.path is not None
                 size = request.path.stat().st_size
                 # A big upload can take a while before the service answers at all.
                 timeout = (self._timeouts[0], self._timeouts[1] + size / 262144)
                 mime = mimetypes.guess_type(request.path.name)[0] or "application/octet-stream"
-                data = {k: (str(v).lower() if isinstance(v, bool) else str(v))
-                        for k, v in fields.items()}
                 with request.path.open("rb") as fh:
-                    resp = self._send("POST", url, data=data, headers=headers, timeout=timeout,
+                    resp = self._send("POST", url, data=_form_fields(fields), headers=headers,
+                                      timeout=timeout, creates=True,
                                       files={"audio": (request.path.name, fh, mime)})
             raise_for_status(resp)
             return resp
