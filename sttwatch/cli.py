@@ -21,9 +21,10 @@ from typing import TextIO
 from . import __version__
 from . import config as configmod
 from . import log as logsetup
-from .daemon import ExitCode, build, choose_backend, read_api_key
+from .daemon import ExitCode
 from .errors import BackendUnavailable, ConfigError
 from .store import Store
+from .wiring import build, choose_backend, read_api_key
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -344,6 +344,26 @@ class Pipeline:
             self._limit += 1  # additive increase after a quiet spell since the last 429
         self.wake_submit.set()
 
+    def reconfigure(self, settings: PipelineSettings,
+                    settings_for: Callable[[Path], JobSettings], output: OutputConfig) -> None:
+        """A reloaded config; each attribute swap is atomic, jobs in flight are untouched."""
+        self.settings = settings
+        self.settings_for = settings_for
+        self.output = output
+        self._limit = min(self._limit, settings.max_in_flight)
+        self.wake_submit.set()
+
+    def waiting_on(self) -> dict[str, Any]:
+        """Why work may be held back right now, for ``status`` and systemd's STATUS line."""
+        now = self.clock()
+        return {
+            "auth_rejected": str(self.auth_error) if self.auth_error else None,
+            "submits_held_seconds": round(max(0.0, self._hold_until - now), 1),
+            "in_flight_limit": self._limit,
+            "max_in_flight": self.settings.max_in_flight,
+            "expected_task_seconds": round(self.schedule.expected(), 2),
+        }
+
     # --- loops -----------------------------------------------------------------------------
 
     def submit_loop(self, stop: threading.Event) -> None:

@@ -81,6 +81,7 @@ DDL = (
         finished_at REAL)""",
     "CREATE INDEX IF NOT EXISTS jobs_state_next ON jobs(state, next_at)",
     "CREATE INDEX IF NOT EXISTS jobs_output_key ON jobs(output_key)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 _COLS = ("id, path, size, mtime_ns, state, generation_id, attempts, polls, submitted_at, "
          "next_at, error, result, cost, created_at, updated_at, finished_at, backend, "
@@ -346,6 +347,30 @@ class Store:
 
     def failed(self, limit: int = 20) -> list[Job]:
         return self._select("state='failed' ORDER BY finished_at DESC LIMIT ?", (limit,))
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """What the running daemon wants ``status`` to see (its pauses, its heartbeat)."""
+        with self._tx() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO "
+                       "UPDATE SET value=excluded.value", (key, json.dumps(value)))
+
+    def get_meta(self, key: str) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def spend(self) -> dict[str, float]:
+        """Cost headers the service sent, added up over every job that has them."""
+        totals: dict[str, float] = {}
+        with self._lock:
+            rows = self._db.execute("SELECT cost FROM jobs WHERE cost IS NOT NULL").fetchall()
+        for (raw,) in rows:
+            for name, value in json.loads(raw).items():
+                try:
+                    totals[name] = totals.get(name, 0.0) + float(value)
+                except ValueError:
+                    continue
+        return totals
 
     def oldest_unfinished(self) -> Job | None:
         found = self._select("state IN ('seen', 'submitting', 'pending', 'fetched') "

@@ -13,10 +13,11 @@ from typing import TextIO
 
 from .backends import Backend, Request, TaskState
 from .config import Config
-from .daemon import ExitCode, build_backend, job_settings
+from .daemon import ExitCode
 from .errors import AuthError, ExpiredError, PermanentError, TransientError
 from .outputs import get_format
 from .pipeline import PollSchedule
+from .wiring import build_backend, job_settings
 
 
 def _is_url(text: str) -> bool:
