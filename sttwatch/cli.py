@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -42,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", "-c", type=Path)
     tr.add_argument("--backend", choices=("aimlapi", "local"))
     tr.add_argument("--format", "-f", default="txt", choices=configmod.FORMAT_KINDS)
+    ck = sub.add_parser("check", help="check the config, folders, limits and the API key")
+    ck.add_argument("--config", "-c", required=True, type=Path)
     for name, text in (("status", "show what the daemon is doing"),
                        ("retry", "queue failed files again"),
                        ("forget", "drop files from the state file")):
@@ -77,33 +78,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
 
 def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO,
                environ: Mapping[str, str]) -> int:
-    cfg = configmod.load(args.config)
-    store = Store(cfg.state_path)
-    try:
-        now = time.time()
-        oldest = store.oldest_unfinished()
-        counts = store.counts()
-        failures = store.failed(10)
-    finally:
-        store.close()
-    if args.json:
-        out.write(json.dumps({
-            "state_file": str(cfg.state_path),
-            "counts": counts,
-            "oldest_unfinished": None if oldest is None else {
-                "path": oldest.path, "state": oldest.state.value,
-                "age_seconds": round(now - oldest.created_at, 1), "last_error": oldest.error},
-            "recent_failures": [{"path": j.path, "reason": j.error, "attempts": j.attempts}
-                                for j in failures],
-        }, indent=2) + "\n")
-        return ExitCode.OK
-    out.write("  ".join(f"{k}: {v}" for k, v in counts.items()) + "\n")
-    if oldest is not None:
-        out.write(f"oldest unfinished: {oldest.path} ({oldest.state.value}, "
-                  f"{now - oldest.created_at:.0f} s)"
-                  + (f", last error: {oldest.error}" if oldest.error else "") + "\n")
-    for j in failures:
-        out.write(f"failed: {j.path}: {j.error}\n")
+    from .status import status
+    status(configmod.load(args.config), out, args.json)
     return ExitCode.OK
 
 
@@ -145,9 +121,15 @@ def cmd_transcribe(args: argparse.Namespace, out: TextIO, err: TextIO,
     return transcribe_all(cfg, kind, key, args.inputs, args.format, out, err)
 
 
+def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO,
+              environ: Mapping[str, str]) -> int:
+    from .check import check
+    return check(configmod.load(args.config), environ, out)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO, Mapping[str, str]], int]] = {
     "run": cmd_run, "status": cmd_status, "retry": cmd_retry, "forget": cmd_forget,
-    "transcribe": cmd_transcribe,
+    "transcribe": cmd_transcribe, "check": cmd_check,
 }
 
 

@@ -1,0 +1,154 @@
+"""``sttwatch check``: the config loader, plus what loading cannot see.
+
+Folders that exist and are writable, the inotify watch limit against the folders to watch,
+folders on network filesystems (which send no events), the local engine's presence, and a
+cheap request that shows whether the service accepts the key. Every problem is one line with
+its fix; the key itself is only ever shown as ``set`` or ``missing``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TextIO
+
+import requests
+
+from .config import Config, WatchConfig
+from .errors import ConfigError
+from .store import Store
+from .wiring import read_api_key
+
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs",
+              "fuse.sshfs", "fuse.rclone", "fuse.s3fs", "davfs", "fuse.gvfsd-fuse")
+
+
+def mount_fstype(path: Path, mounts: str) -> str:
+    """The filesystem type of the deepest mount point holding ``path``."""
+    best, fstype = "", "unknown"
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) >= 3:
+            point = parts[1].replace("\\040", " ")
+            if (str(path) == point or str(path).startswith(point.rstrip("/") + "/")) and len(
+                    point) > len(best):
+                best, fstype = point, parts[2]
+    return fstype
+
+
+def _kind(configured: str | None, key: str | None) -> str:
+    return ("aimlapi" if key else "local") if configured in (None, "auto") else str(configured)
+
+
+def _folders(watch: WatchConfig) -> int:
+    if not watch.recursive:
+        return 1
+    return sum(1 for _ in os.walk(watch.path))
+
+
+class Report:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.problems = 0
+
+    def ok(self, text: str) -> None:
+        self.out.write(f"ok: {text}\n")
+
+    def problem(self, text: str, fix: str) -> None:
+        self.problems += 1
+        self.out.write(f"problem: {text}; fix: {fix}\n")
+
+
+def _check_watch(r: Report, w: WatchConfig, mounts: str) -> None:
+    if not w.path.is_dir():
+        r.problem(f"watch folder {w.path} does not exist", f"mkdir -p '{w.path}'")
+        return
+    try:
+        with tempfile.NamedTemporaryFile(dir=w.path, prefix=".sttwatch-check-"):
+            pass
+    except OSError as exc:
+        r.problem(f"watch folder {w.path} is not writable ({exc.strerror})",
+                  "run sttwatch as the folder's owner, or grant it write access (and "
+                  "ReadWritePaths= in the unit)")
+        return
+    fstype = mount_fstype(w.path, mounts)
+    if (fstype in NETWORK_FS or fstype.startswith("fuse.")) and not w.polling:
+        r.problem(f"watch folder {w.path} is on a network filesystem ({fstype}), which sends "
+                  "no events for changes made elsewhere", "set 'polling: true' on this watch")
+    else:
+        r.ok(f"watch folder {w.path} ({fstype}{', polling' if w.polling else ''})")
+
+
+def _check_service(r: Report, cfg: Config, key: str) -> None:
+    url = f"{cfg.api.base_url.rstrip('/')}/stt/sttwatch-check-unknown-id"
+    try:
+        resp = requests.get(url, headers={"Authorization": f"Bearer {key}"},
+                            timeout=(cfg.api.connect_timeout, cfg.api.read_timeout))
+    except requests.RequestException as exc:
+        r.problem(f"cannot reach {cfg.api.base_url} ({type(exc).__name__})",
+                  "check the network, a proxy, or api.base_url")
+        return
+    if resp.status_code in (401, 403):
+        r.problem(f"the service refused the API key (HTTP {resp.status_code})",
+                  "set a valid key (or top up the account's credits)")
+    elif resp.status_code >= 500:
+        r.problem(f"the service answered HTTP {resp.status_code}", "try again later")
+    else:
+        r.ok(f"the service at {cfg.api.base_url} accepts the key")
+
+
+def check(cfg: Config, environ: Mapping[str, str], out: TextIO,
+          mounts: str | None = None) -> int:
+    r = Report(out)
+    r.ok(f"config {cfg.source} loads")
+    try:
+        key = read_api_key(cfg, environ)
+    except ConfigError as exc:
+        r.problem("; ".join(exc.problems), "make the key file readable by this user")
+        key = None
+    where = (f"file {cfg.api.api_key_file}" if cfg.api.api_key_file
+             else f"environment variable {cfg.api.api_key_env}")
+    r.ok(f"API key {'set' if key else 'missing'} ({where})")
+    kinds = {_kind(w.backend if w.backend not in (None, "auto") else cfg.backend, key)
+             for w in cfg.watches} or {_kind(cfg.backend, key)}
+    if "aimlapi" in kinds:
+        if key:
+            _check_service(r, cfg, key)
+        else:
+            r.problem(f"backend aimlapi has no API key ({where})",
+                      f"export {cfg.api.api_key_env}=... or set api.api_key_file")
+    if "local" in kinds:
+        try:
+            import faster_whisper  # noqa: F401
+        except ImportError:
+            r.problem("the local engine is not installed", "pip install 'sttwatch[local]'")
+        else:
+            r.ok(f"local engine installed (model {cfg.local.model})")
+    if not cfg.watches:
+        r.problem("no folders to watch", "add a 'watch:' entry with a path")
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            mounts = ""
+    for w in cfg.watches:
+        _check_watch(r, w, mounts)
+    limit_file = Path("/proc/sys/fs/inotify/max_user_watches")
+    if limit_file.exists():
+        limit = int(limit_file.read_text())
+        needed = sum(_folders(w) for w in cfg.watches if w.path.is_dir() and not w.polling)
+        if needed * 2 > limit:
+            r.problem(f"{needed} folders to watch against an inotify limit of {limit}",
+                      f"sysctl fs.inotify.max_user_watches={max(needed * 4, 65536)}")
+        else:
+            r.ok(f"inotify: {needed} folders to watch, limit {limit}")
+    try:
+        Store(cfg.state_path).close()
+        r.ok(f"state file {cfg.state_path} opens")
+    except Exception as exc:
+        r.problem(f"state file {cfg.state_path} cannot be opened ({exc})",
+                  "make its folder writable, or set state.path")
+    out.write("all good\n" if not r.problems else f"{r.problems} problem(s)\n")
+    return 0 if not r.problems else 1
