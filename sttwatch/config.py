@@ -87,6 +87,8 @@ SCHEMA: Mapping[str, Field] = {
         language=Field("str", None, "language code, or null to detect", nullable=True),
         vad_filter=Field("bool", False, "skip silence with the VAD"),
         workers=Field("int", 1, "files transcribed at once", minimum=1),
+        chunk_seconds=Field("float", 120.0, "longer files are decoded and transcribed in "
+                            "pieces of about this length (bounds memory)", minimum=30),
     ),
     "watch": Field("list", [], "folders to watch (needed by 'run')", children=WATCH_ITEM),
     "state": _section("the state file",
@@ -149,6 +151,7 @@ class LocalConfig:
     language: str | None
     vad_filter: bool
     workers: int
+    chunk_seconds: float
 
 
 @dataclass(frozen=True)

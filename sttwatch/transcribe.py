@@ -6,6 +6,7 @@ poll schedule, and printed in the chosen format. No state file: this is a one-of
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,12 +44,15 @@ def _progress(err: TextIO, label: str) -> tuple[object, object]:
 
 def transcribe_one(backend: Backend, request: Request, schedule: PollSchedule,
                    err: TextIO, label: str) -> dict[str, object]:
+    finished = threading.Event()  # the local engine says when; the service cannot
+    backend.set_listener(lambda _gen: finished.set())
     created = backend.create(request)
     started = time.monotonic()
     delay = schedule.first_delay()
     tty = err.isatty()
     while True:
-        time.sleep(delay)
+        finished.wait(delay)
+        finished.clear()
         status = backend.fetch(created.generation_id)
         age = time.monotonic() - started
         if status.state is TaskState.DONE:
@@ -60,7 +64,7 @@ def transcribe_one(backend: Backend, request: Request, schedule: PollSchedule,
         if tty and backend.kind != "local":
             err.write(f"\r{label}: {status.raw_status} {age:.0f} s")
             err.flush()
-        delay = min(schedule.next_delay(age), 0.2 if backend.kind == "local" else 30.0)
+        delay = schedule.next_delay(age)
 
 
 def transcribe_all(cfg: Config, kind: str, key: str | None, inputs: Sequence[str], fmt: str,

@@ -75,7 +75,8 @@ def build_backend(cfg: Config, kind: str, key: str | None) -> Backend:
     lc = cfg.local
     return cls(LocalSettings(model=lc.model, device=lc.device, compute_type=lc.compute_type,
                              threads=lc.threads, beam_size=lc.beam_size, language=lc.language,
-                             vad_filter=lc.vad_filter, workers=lc.workers),
+                             vad_filter=lc.vad_filter, workers=lc.workers,
+                             chunk_seconds=lc.chunk_seconds),
                fetch_url=download)
 
 

@@ -129,3 +129,21 @@ def test_daemon_local_survives_kill_9(tmp_path: Path, daemon_factory) -> None:  
     assert again.stop() == 0
     for path, text in expected.items():
         assert jiwer.wer(words(text), words(transcript(path) or "")) < 0.3, path
+
+
+def test_long_file_is_transcribed_in_pieces_with_absolute_times(tmp_path: Path) -> None:
+    text = " ".join(SENTENCES * 4)
+    wav = speak(text, tmp_path / "long.wav", speed=170)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("local:\n  chunk_seconds: 30\n")
+    r = run_cli("transcribe", "--config", str(cfg), "--backend", "local", "--format", "json",
+                str(wav), env={})
+    assert r.code == 0, r.err
+    result = json.loads(r.out)["result"]
+    alt = result["results"]["channels"][0]["alternatives"][0]
+    duration = result["metadata"]["duration"]
+    assert duration > 65  # so at least two pieces were needed
+    assert jiwer.wer(words(text), words(alt["transcript"])) < 0.2
+    starts = [w["start"] for w in alt["words"]]
+    assert starts == sorted(starts)
+    assert duration - 10 < alt["words"][-1]["end"] <= duration + 0.5

@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +24,7 @@ import structlog
 
 from ..errors import BackendUnavailable, ExpiredError
 from . import Backend, Created, Request, Status, TaskState
+from .audio import SAMPLE_RATE, probe_duration, stream_chunks
 
 log = structlog.get_logger("sttwatch.local")
 
@@ -58,38 +59,52 @@ class LocalSettings:
     vad_filter: bool = False
     workers: int = 1
     word_timestamps: bool = True
+    chunk_seconds: float = 120.0
 
 
-def build_result(segments: Iterable[Any], info: Any, request_id: str, model: str,
-                 progress: Callable[[float], None] | None = None) -> dict[str, Any]:
-    """faster-whisper's segments in the service's (Deepgram's) result shape."""
-    texts: list[str] = []
-    words: list[dict[str, Any]] = []
-    confidences: list[float] = []
-    duration = float(info.duration or 0.0)
-    for seg in segments:
-        texts.append(seg.text.strip())
-        for w in seg.words or ():
-            shown = w.word.strip()
-            words.append({"word": _PUNCT.sub("", shown).lower(), "punctuated_word": shown,
-                          "start": round(float(w.start), 3), "end": round(float(w.end), 3),
-                          "confidence": round(float(w.probability), 4)})
-            confidences.append(float(w.probability))
-        if progress and duration:
-            progress(min(1.0, float(seg.end) / duration))
-    alternative: dict[str, Any] = {"transcript": " ".join(t for t in texts if t)}
-    if confidences:
-        alternative["confidence"] = round(sum(confidences) / len(confidences), 4)
-    alternative["words"] = words
-    return {
-        "metadata": {"request_id": request_id, "duration": round(duration, 3), "channels": 1,
-                     "models": [model],
-                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-        "results": {"channels": [{"alternatives": [alternative],
-                                  "detected_language": info.language,
-                                  "language_probability": round(
-                                      float(info.language_probability or 0.0), 4)}]},
-    }
+@dataclass
+class _Collected:
+    """Segments gathered over one or more pieces of a recording, in absolute time."""
+
+    texts: list[str] = field(default_factory=list)
+    words: list[dict[str, Any]] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)
+    language: str | None = None
+    language_probability: float = 0.0
+
+    def add(self, segments: Iterable[Any], info: Any, offset: float, total: float,
+            progress: Callable[[float], None] | None) -> None:
+        if self.language is None:
+            self.language = info.language
+            self.language_probability = float(info.language_probability or 0.0)
+        for seg in segments:
+            self.texts.append(seg.text.strip())
+            for w in seg.words or ():
+                shown = w.word.strip()
+                self.words.append({
+                    "word": _PUNCT.sub("", shown).lower(), "punctuated_word": shown,
+                    "start": round(offset + float(w.start), 3),
+                    "end": round(offset + float(w.end), 3),
+                    "confidence": round(float(w.probability), 4)})
+                self.confidences.append(float(w.probability))
+            if progress and total:
+                progress(min(1.0, (offset + float(seg.end)) / total))
+
+    def result(self, request_id: str, model: str, duration: float) -> dict[str, Any]:
+        """In the service's (Deepgram's) result shape, so every writer works unchanged."""
+        alternative: dict[str, Any] = {"transcript": " ".join(t for t in self.texts if t)}
+        if self.confidences:
+            alternative["confidence"] = round(sum(self.confidences) / len(self.confidences), 4)
+        alternative["words"] = self.words
+        return {
+            "metadata": {"request_id": request_id, "duration": round(duration, 3),
+                         "channels": 1, "models": [model],
+                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            "results": {"channels": [{"alternatives": [alternative],
+                                      "detected_language": self.language,
+                                      "language_probability": round(
+                                          self.language_probability, 4)}]},
+        }
 
 
 class LocalBackend(Backend, kind="local"):
@@ -135,15 +150,28 @@ class LocalBackend(Backend, kind="local"):
         self._progress = progress
 
     def transcribe(self, path: Path, request_id: str, options: dict[str, Any]) -> dict[str, Any]:
-        """One file, in the calling thread (the pool calls it; so does the benchmark)."""
+        """One file, in the calling thread (the pool calls it; so does the benchmark). A file
+        longer than ``chunk_seconds`` is decoded and transcribed piece by piece, each piece
+        prompted with the end of the previous one's text."""
         s = self._settings
-        language = options.get("language", s.language)
-        progress = self._progress
-        segments, info = self._model.transcribe(
-            str(path), beam_size=s.beam_size, language=language, vad_filter=s.vad_filter,
-            word_timestamps=s.word_timestamps)
-        return build_result(segments, info, request_id, s.model,
-                            (lambda f: progress(request_id, f)) if progress else None)
+        kwargs = {"beam_size": s.beam_size, "language": options.get("language", s.language),
+                  "vad_filter": s.vad_filter, "word_timestamps": s.word_timestamps}
+        hook = self._progress
+        progress = (lambda f: hook(request_id, f)) if hook else None
+        got = _Collected()
+        duration = probe_duration(path)
+        if duration is not None and duration <= s.chunk_seconds:
+            segments, info = self._model.transcribe(str(path), **kwargs)
+            got.add(segments, info, 0.0, float(info.duration or 0.0), progress)
+            return got.result(request_id, s.model, float(info.duration or 0.0))
+        end = 0.0
+        for offset, audio in stream_chunks(path, s.chunk_seconds):
+            prompt = " ".join(got.texts)[-200:] or None
+            segments, info = self._model.transcribe(audio, initial_prompt=prompt, **kwargs)
+            got.add(segments, info, offset, duration or 0.0, progress)
+            end = offset + len(audio) / SAMPLE_RATE
+            del audio
+        return got.result(request_id, s.model, end)
 
     def _run(self, request: Request, gen_id: str) -> dict[str, Any]:
         options = dict(request.options)

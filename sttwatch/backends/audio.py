@@ -1,0 +1,84 @@
+"""Decoding long recordings piece by piece, so an hour of audio is never in memory at once.
+
+faster-whisper's own ``decode_audio`` holds the whole file decoded (twice, briefly: the raw
+16-bit buffer and its float32 copy) and then builds features for all of it; for an hour that
+is gigabytes. Here the file is decoded with the same resampler settings (16 kHz mono s16,
+then /32768) into pieces of about ``chunk_seconds``, each cut at the quietest moment near its
+end so no word is split at a boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+SAMPLE_RATE = 16000
+SEARCH_SECONDS = 5.0  # where to look for a quiet cut before the nominal chunk end
+WINDOW = SAMPLE_RATE // 10  # 100 ms energy windows
+
+
+def probe_duration(path: Path) -> float | None:
+    """The container's own idea of the duration, without decoding; None when unknown."""
+    import av
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if container.duration is not None:
+                return float(container.duration) / 1_000_000
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+    except (av.error.FFmpegError, IndexError):
+        return None
+    return None
+
+
+def quiet_cut(audio: Any, start: int, end: int) -> int:
+    """The sample index at the centre of the quietest 100 ms window in [start, end)."""
+    import numpy as np
+
+    region = audio[start:end].astype(np.float32)
+    n = len(region) // WINDOW
+    if n == 0:
+        return end
+    energy = (region[: n * WINDOW].reshape(n, WINDOW) ** 2).mean(axis=1)
+    return start + int(np.argmin(energy)) * WINDOW + WINDOW // 2
+
+
+def stream_chunks(path: Path, chunk_seconds: float) -> Iterator[tuple[float, Any]]:
+    """Yield ``(offset_seconds, float32 samples)`` pieces of the decoded recording."""
+    import av
+    import numpy as np
+
+    target = int(chunk_seconds * SAMPLE_RATE)
+    search = int(SEARCH_SECONDS * SAMPLE_RATE)
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono",
+                                                  rate=SAMPLE_RATE)
+    pending: list[Any] = []
+    buffered = 0
+    offset = 0
+    with av.open(str(path), metadata_errors="ignore") as container:
+        frames = container.decode(audio=0)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except av.error.InvalidDataError:
+                continue  # a damaged frame: skip it, as faster-whisper does
+            for out in resampler.resample(frame):
+                pending.append(out.to_ndarray().reshape(-1))
+                buffered += pending[-1].shape[0]
+            if buffered >= target + search:
+                audio = np.concatenate(pending)
+                cut = quiet_cut(audio, target - search, target + search)
+                yield offset / SAMPLE_RATE, audio[:cut].astype(np.float32) / 32768.0
+                offset += cut
+                pending, buffered = [audio[cut:]], audio.shape[0] - cut
+        for out in resampler.resample(None):
+            pending.append(out.to_ndarray().reshape(-1))
+    if pending:
+        audio = np.concatenate(pending)
+        if audio.shape[0]:
+            yield offset / SAMPLE_RATE, audio.astype(np.float32) / 32768.0
