@@ -151,8 +151,9 @@ class LocalBackend(Backend, kind="local"):
 
     def transcribe(self, path: Path, request_id: str, options: dict[str, Any]) -> dict[str, Any]:
         """One file, in the calling thread (the pool calls it; so does the benchmark). A file
-        longer than ``chunk_seconds`` is decoded and transcribed piece by piece, each piece
-        prompted with the end of the previous one's text."""
+        longer than ``chunk_seconds`` is decoded and transcribed piece by piece. (Prompting
+        each piece with the previous one's text was tried and made the word error rate
+        worse on a 10-minute recording: 4.6% against 3.0% without.)"""
         s = self._settings
         kwargs = {"beam_size": s.beam_size, "language": options.get("language", s.language),
                   "vad_filter": s.vad_filter, "word_timestamps": s.word_timestamps}
@@ -166,8 +167,7 @@ class LocalBackend(Backend, kind="local"):
             return got.result(request_id, s.model, float(info.duration or 0.0))
         end = 0.0
         for offset, audio in stream_chunks(path, s.chunk_seconds):
-            prompt = " ".join(got.texts)[-200:] or None
-            segments, info = self._model.transcribe(audio, initial_prompt=prompt, **kwargs)
+            segments, info = self._model.transcribe(audio, **kwargs)
             got.add(segments, info, offset, duration or 0.0, progress)
             end = offset + len(audio) / SAMPLE_RATE
             del audio
