@@ -219,6 +219,8 @@ _TYPES: Mapping[str, tuple[type, ...]] = {
 
 def _check(value: Any, field: Field, key: str, base: Path, errors: list[str]) -> Any:
     """Validate one value against its field; returns the cleaned value (paths resolved)."""
+    if value is None and field.kind == "section":
+        value = {}  # 'api:' with nothing under it means all defaults
     if value is None:
         if field.nullable or (field.default is None and not field.required):
             return None

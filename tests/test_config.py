@@ -116,7 +116,7 @@ def test_full_config_gives_frozen_dataclasses_with_paths_beside_the_file(
     assert isinstance(cfg.api.connect_timeout, float)
     assert cfg.local == LocalConfig(model="base.en", device="cuda", compute_type="float16",
                                     threads=2, beam_size=1, language="en", vad_filter=True,
-                                    workers=3)
+                                    workers=3, chunk_seconds=120.0)
     inbox, shared = cfg.watches
     assert attrs(inbox, WATCH_INBOX) == WATCH_INBOX
     assert inbox.path == (etc / "inbox").resolve()
@@ -247,3 +247,9 @@ def test_example_config_shows_the_defaults(tmp_path: Path) -> None:
     (watch,) = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))["watch"]
     minimal = config.parse(f"watch:\n  - path: {watch['path']}\n", tmp_path / "x.yaml")
     assert example == minimal
+
+
+def test_an_empty_section_means_its_defaults(tmp_path: Path) -> None:
+    cfg = config.parse("api:\nlocal:\noutput:\nwatch:\n  - path: ./in\n", tmp_path / "c.yaml")
+    assert cfg.api.model == "#g1_whisper-tiny" and cfg.local.model == "tiny.en"
+    assert cfg.output.formats == ("txt",)
