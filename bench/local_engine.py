@@ -5,8 +5,9 @@ Ways (each one its own child process, so model loading counts and peak RSS is pe
   a   faster-whisper in a loop: WhisperModel(resolve_model("tiny.en"), device cpu, int8,
       cpu_threads 2), transcribe(beam_size 5, word_timestamps True), all segments consumed
   b   python -m sttwatch transcribe --backend local FILES...
-  c   python -m sttwatch run --config CFG --once on a fresh inbox copy (backend local)
-  c2  as c with local.workers 2, local.threads 1
+  c   python -m sttwatch run --config CFG --once on a fresh inbox copy (backend local), with
+      the direct call's settings: local.workers 1, local.threads 2
+  c2  as c with the defaults: local.workers 2, each with cores / workers = 1 thread
 Repetitions interleave (a, b, c, c2 per rep). Reported per way: audio seconds per wall
 second (median), ratio to (a) in the same rep (median), CPU seconds, peak RSS (ru_maxrss of
 the child from os.wait4), and corpus WER (jiwer, lowercase, punctuation stripped).
@@ -36,7 +37,7 @@ from corpus import DEFAULT_CACHE, Clip, build_clips, normalize
 
 GOAL = 0.95
 LABELS = {"a": "faster-whisper direct", "b": "sttwatch transcribe", "c": "sttwatch run --once",
-          "c2": "run --once workers 2"}
+          "c2": "run --once default 2x1"}
 
 
 @dataclass
@@ -129,7 +130,7 @@ def run_way(way: str, rep: int, clips: list[Clip], tmp: Path) -> Run:
                                       *files], work / "out.log", env)
         texts = parse_transcribe((work / "out.log").read_text(errors="replace"))
     else:
-        local = {"workers": 2, "threads": 1} if way == "c2" else {}
+        local = {"workers": 1, "threads": 2} if way == "c" else {}
         cfg, copies = daemon_inbox(work, clips, local)
         wall, cpu, rss, code = spawn([py, "-m", "sttwatch", "run", "--config", str(cfg),
                                       "--once"], work / "out.log", env)

@@ -86,7 +86,7 @@ SCHEMA: Mapping[str, Field] = {
         beam_size=Field("int", 5, "beam search width", minimum=1),
         language=Field("str", None, "language code, or null to detect", nullable=True),
         vad_filter=Field("bool", False, "skip silence with the VAD"),
-        workers=Field("int", 1, "files transcribed at once", minimum=1),
+        workers=Field("int", 2, "files transcribed at once", minimum=1),
         chunk_seconds=Field("float", 120.0, "longer files are decoded and transcribed in "
                             "pieces of about this length (bounds memory)", minimum=30),
     ),

@@ -6,6 +6,7 @@ poll schedule, and printed in the chosen format. No state file: this is a one-of
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Sequence
@@ -69,6 +70,8 @@ def transcribe_one(backend: Backend, request: Request, schedule: PollSchedule,
 
 def transcribe_all(cfg: Config, kind: str, key: str | None, inputs: Sequence[str], fmt: str,
                    out: TextIO, err: TextIO) -> int:
+    # One file at a time here: a single worker with every core beats idle extra workers.
+    cfg = dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, workers=1))
     backend = build_backend(cfg, kind, key)
     settings_for = job_settings(cfg, {kind: backend}, kind)
     schedule = PollSchedule(cfg.daemon.first_poll_seconds, cfg.daemon.poll_cap_seconds, [])

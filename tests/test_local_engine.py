@@ -147,3 +147,21 @@ def test_long_file_is_transcribed_in_pieces_with_absolute_times(tmp_path: Path) 
     starts = [w["start"] for w in alt["words"]]
     assert starts == sorted(starts)
     assert duration - 10 < alt["words"][-1]["end"] <= duration + 0.5
+
+
+def test_compressed_formats_people_actually_drop(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    ffmpeg = shutil.which("ffmpeg")
+    assert ffmpeg, "ffmpeg is not installed (apt-get install ffmpeg)"
+    wav = speak(SENTENCES[0], tmp_path / "src.wav")
+    cfg = write_config(tmp_path, backend="local")
+    inbox = tmp_path / "inbox"
+    for name in ("talk.mp3", "memo.m4a", "voice.ogg", "clip.webm"):
+        subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(wav), str(inbox / name)],
+                       check=True)
+    r = run_cli("run", "--config", str(cfg), "--once", env={})
+    assert r.code == 0, r.err
+    for name in ("talk.mp3", "memo.m4a", "voice.ogg", "clip.webm"):
+        got = transcript(inbox / name) or ""
+        assert jiwer.wer(words(SENTENCES[0]), words(got)) < 0.25, (name, got)

@@ -57,7 +57,7 @@ class LocalSettings:
     beam_size: int = 5
     language: str | None = None
     vad_filter: bool = False
-    workers: int = 1
+    workers: int = 2
     word_timestamps: bool = True
     chunk_seconds: float = 120.0
 
