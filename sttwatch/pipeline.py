@@ -12,10 +12,9 @@ small pool.
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from .errors import (
     RateLimited,
     TransientError,
 )
+from .schedule import PollSchedule
 from .store import Job, State, Store
 from .transcripts import (
     Placement,
@@ -65,37 +65,6 @@ class PipelineSettings:
     job_timeout: float = 3600.0
     max_attempts: int = 3
     poll_workers: int = 4
-
-
-class PollSchedule:
-    """When to fetch a job: first near the moment it is likely done (learned from recent
-    tasks), then quickly around it, backing off with the job's age to a cap."""
-
-    MIN_GAP = 0.1
-    GROWTH = 0.15
-
-    def __init__(self, first_poll: float, cap: float, history: Sequence[float]) -> None:
-        self._first = first_poll
-        self._cap = cap
-        self._history = list(history)[-32:]
-        self._lock = threading.Lock()
-
-    def expected(self) -> float:
-        with self._lock:
-            return statistics.median(self._history) if self._history else self._first
-
-    def learn(self, seconds: float) -> None:
-        with self._lock:
-            self._history = [*self._history[-31:], seconds]
-
-    def first_delay(self) -> float:
-        return min(self._cap, max(self.MIN_GAP, self.expected()))
-
-    def next_delay(self, age: float) -> float:
-        wait = self.expected() - age
-        if wait > self.MIN_GAP:
-            return min(self._cap, wait)
-        return min(self._cap, max(self.MIN_GAP, self.GROWTH * age))
 
 
 class Pipeline:

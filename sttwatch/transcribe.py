@@ -18,7 +18,7 @@ from .config import Config
 from .daemon import ExitCode
 from .errors import AuthError, ExpiredError, PermanentError, TransientError
 from .outputs import get_format
-from .pipeline import PollSchedule
+from .schedule import PollSchedule
 from .wiring import build_backend, job_settings
 
 

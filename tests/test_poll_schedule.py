@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from sttwatch.pipeline import PollSchedule
+from sttwatch.schedule import PollSchedule
 
 AGES = [i * 0.05 for i in range(12001)]  # 0 .. 600 s
 
