@@ -225,9 +225,10 @@ class Pipeline:
             self.store.schedule_poll(job.id, gen, self._hold_until, self.clock())
             return
         except (TransientError, PermanentError) as exc:
-            bound.warning("fetch_failed", error=str(exc))
-            self.store.schedule_poll(job.id, gen, self.clock() + min(60.0, max(2.0, age / 4)),
-                                     self.clock())
+            hinted = getattr(exc, "retry_after", None)
+            delay = min(300.0, hinted) if hinted is not None else min(60.0, max(2.0, age / 4))
+            bound.warning("fetch_failed", error=str(exc), retry_in=round(delay, 1))
+            self.store.schedule_poll(job.id, gen, self.clock() + delay, self.clock())
             return
         now = self.clock()
         if status.state is TaskState.RUNNING:
