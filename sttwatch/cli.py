@@ -151,3 +151,6 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         return ExitCode.CONFIG
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    except OSError as exc:  # a watch folder that cannot be created, a state file on a full disk
+        err.write(f"sttwatch: {exc.strerror or exc}: {exc.filename or ''}\n")
+        return ExitCode.FAILED

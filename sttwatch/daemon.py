@@ -79,8 +79,9 @@ class Daemon:
             return
         now = self.clock()
         js = self.pipeline.settings_for(s.path)
-        if job is None and up_to_date(Placement(s.path, js.root, js.formats, self.cfg.output),
-                                      s.mtime_ns):
+        place = Placement(s.path, js.root, js.formats, self.cfg.output)
+        holder = self.store.output_holder(place.keys()[0])
+        if job is None and holder in (None, path) and up_to_date(place, s.mtime_ns):
             self.store.add_done(path, s.size, s.mtime_ns, now, "transcript already up to date")
             log.info("already_transcribed", path=path)
             return
@@ -89,6 +90,20 @@ class Daemon:
             log.info("queued", job_id=new.id, path=path, size=s.size,
                      new_version=job is not None)
             self.pipeline.wake_submit.set()
+
+    def _admit_all(self) -> None:
+        """One file's trouble (an undecodable name, a vanished folder) never stops the loop."""
+        for settled in self.watcher.tick():
+            try:
+                str(settled.path).encode("utf-8")
+            except UnicodeEncodeError:
+                log.error("unsupported_file_name", path=repr(str(settled.path)),
+                          fix="rename the file to a UTF-8 name")
+                continue
+            try:
+                self.admit(settled)
+            except Exception as exc:
+                log.exception("admit_failed", path=str(settled.path), error=str(exc))
 
     def _status_line(self) -> str:
         c = self.store.counts()
@@ -117,11 +132,18 @@ class Daemon:
             log.error("reload_refused", reason=str(exc), action="the old config stays")
             self.notifier.send(ready=1, status=self._status_line())
             return
+        watcher = self.wiring.watcher(new, self.clock)
+        try:
+            watcher.start()
+        except OSError as exc:
+            watcher.stop()
+            log.error("reload_refused", reason=f"cannot watch: {exc}",
+                      action="the old config stays")
+            self.notifier.send(ready=1, status=self._status_line())
+            return
         self.watcher.stop()
-        self.cfg = new
+        self.watcher, self.cfg = watcher, new
         self.pipeline.reconfigure(settings, settings_for, new.output)
-        self.watcher = self.wiring.watcher(new, self.clock)
-        self.watcher.start()
         log.info("reloaded", watches=[str(w.path) for w in new.watches])
         self.notifier.send(ready=1, status=self._status_line())
 
@@ -145,8 +167,7 @@ class Daemon:
         code = ExitCode.OK
         try:
             while not self.stop_requested.wait(0.1):
-                for settled in self.watcher.tick():
-                    self.admit(settled)
+                self._admit_all()
                 now = self.clock()
                 if not once and now >= next_rescan:
                     next_rescan = now + self.cfg.daemon.rescan_seconds
@@ -179,7 +200,7 @@ class Daemon:
         self.pipeline.wake_submit.set()
         self.pipeline.wake_poll.set()
         for t in self._threads.values():
-            t.join(timeout=10)
+            t.join(timeout=20)  # an upload in progress may finish (unit: TimeoutStopSec=30)
         self.pipeline.close()
         counts = self.store.counts()
         self.store.set_meta("daemon", None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +93,9 @@ class Pipeline:
         self._ready: set[str] = set()
         self._lock = threading.Lock()
         self._fetching: set[int] = set()
+        self._finishing: set[int] = set()
+        self._write_retry: dict[int, float] = {}
+        self._write_tries: dict[int, int] = {}
         self._pool = ThreadPoolExecutor(settings.poll_workers, thread_name_prefix="poll")
         for backend in backends.values():
             backend.set_listener(self._task_may_be_done)
@@ -132,20 +135,27 @@ class Pipeline:
             self._auth_failed(exc)
             self.store.requeue(job.id, self.clock(), 0, str(exc), refund_attempt=True,
                                expect=job)
+        except OutcomeUnknown as exc:
+            # The task may exist and be billed: this attempt counts, so a service that is
+            # always slower than our read timeout fails the file after max_attempts.
+            bound.warning("create_outcome_unknown", error=str(exc))
+            self._requeue_or_fail(job, str(exc), bound, not_before=self._outage())
         except TransientError as exc:
-            if isinstance(exc, OutcomeUnknown):
-                bound.warning("create_outcome_unknown", error=str(exc))
-            self._outages += 1
-            delay = self._hold(min(300.0, 5.0 * 2 ** min(self._outages - 1, 6)))
+            delay = self._outage()
             self.store.requeue(job.id, self.clock(), 0, str(exc), refund_attempt=True,
                                expect=job)
-            bound.warning("service_unavailable", error=str(exc), retry_in=round(delay, 1))
+            bound.warning("service_unavailable", error=str(exc),
+                          retry_in=round(delay - self.clock(), 1))
         except FileNotFoundError:
             self.store.forget([job.path])
             bound.info("source_gone")
         except (PermanentError, OSError) as exc:
             self._fail(job, str(exc) if isinstance(exc, PermanentError)
                        else f"cannot read source: {exc.strerror}")
+        except Exception as exc:  # a bug or an odd library error must not strand the job
+            bound.exception("create_crashed", error=f"{type(exc).__name__}: {exc}")
+            self._requeue_or_fail(job, f"unexpected error: {type(exc).__name__}", bound,
+                                  not_before=self._outage())
         else:
             self._outages = 0
             self._auth_pauses = 0
@@ -155,6 +165,14 @@ class Pipeline:
                                       now + self.schedule.first_delay(), created.cost):
                 bound.info("submitted", generation_id=created.generation_id)
                 self.wake_poll.set()
+            else:  # the file changed during the call: its task is paid for but orphaned
+                bound.warning("task_orphaned", generation_id=created.generation_id)
+
+    def _outage(self) -> float:
+        """Hold creates back, longer with each failure in a row; returns when to retry."""
+        self._outages += 1
+        self._hold(min(300.0, 5.0 * 2 ** min(self._outages - 1, 6)))
+        return self._hold_until
 
     def _hold(self, seconds: float) -> float:
         self._hold_until = max(self._hold_until, self.clock() + seconds)
@@ -184,23 +202,31 @@ class Pipeline:
             job = self.store.by_generation_id(gen_id)
             if job is not None:
                 due[job.id] = job
+        dispatched = 0
         for job in due.values():
             with self._lock:
                 if job.id in self._fetching:
                     continue
                 self._fetching.add(job.id)
             self._pool.submit(self._fetch_guarded, job)
+            dispatched += 1
         for job in self.store.fetched():
-            if job.id not in self._fetching:
+            if self._write_retry.get(job.id, 0.0) <= now:
                 self.finish(job)
         nxt = self.store.next_due(State.PENDING)
-        return 1.0 if nxt is None else min(1.0, max(0.01, nxt - self.clock()))
+        if nxt is None:
+            return 1.0
+        # Due jobs that are still being fetched must not make this loop spin.
+        return min(1.0, max(0.25 if due and not dispatched else 0.01, nxt - self.clock()))
 
     def _fetch_guarded(self, job: Job) -> None:
         try:
             self._fetch(job)
-        except Exception as exc:  # a pool thread must never die silently
-            log.exception("fetch_crashed", job_id=job.id, error=str(exc))
+        except Exception as exc:  # a pool thread must never die silently, nor spin
+            log.exception("fetch_crashed", job_id=job.id, error=f"{type(exc).__name__}: {exc}")
+            if job.generation_id is not None:
+                self.store.schedule_poll(job.id, job.generation_id, self.clock() + 10.0,
+                                         self.clock())
         finally:
             with self._lock:
                 self._fetching.discard(job.id)
@@ -224,7 +250,13 @@ class Pipeline:
             self._auth_failed(exc)
             self.store.schedule_poll(job.id, gen, self._hold_until, self.clock())
             return
-        except (TransientError, PermanentError) as exc:
+        except PermanentError as exc:
+            self._fail(job, f"cannot read the task's answer: {exc}")
+            return
+        except TransientError as exc:
+            if age > self.settings.job_timeout:
+                self._requeue_or_fail(job, f"no answer after {age:.0f} s: {exc}", bound)
+                return
             hinted = getattr(exc, "retry_after", None)
             delay = min(300.0, hinted) if hinted is not None else min(60.0, max(2.0, age / 4))
             bound.warning("fetch_failed", error=str(exc), retry_in=round(delay, 1))
@@ -253,23 +285,42 @@ class Pipeline:
                 if got is not None and got.state is State.FETCHED:
                     self.finish(got)
 
-    def _requeue_or_fail(self, job: Job, reason: str, bound: Any) -> None:
+    def _requeue_or_fail(self, job: Job, reason: str, bound: Any,
+                         not_before: float = 0.0) -> None:
         self._last_miss.pop(job.id, None)
         if job.attempts >= self.settings.max_attempts:
             self._fail(job, f"{reason} (after {job.attempts} attempts)")
-        elif self.store.requeue(job.id, self.clock(), 0, reason, expect=job):
+        elif self.store.requeue(job.id, self.clock(), not_before, reason, expect=job):
             bound.warning("resubmitting", reason=reason)
             self.wake_submit.set()
 
     # --- endings ---------------------------------------------------------------------------
 
     def finish(self, job: Job) -> None:
-        """Write the transcripts of a stored result, mark the job done, then tidy up."""
+        """Write the transcripts of a stored result, mark the job done, then tidy up. One
+        finisher per job at a time: the poll loop and a pool thread may both reach here."""
+        with self._lock:
+            if job.id in self._finishing:
+                return
+            self._finishing.add(job.id)
+        try:
+            current = self.store.get(job.path)
+            if current is not None and current.id == job.id and current.state is State.FETCHED:
+                self._finish(current)
+        finally:
+            with self._lock:
+                self._finishing.discard(job.id)
+
+    def _finish(self, job: Job) -> None:
         assert job.result is not None
         source = Path(job.path)
         js = self.settings_for(source)
         place = Placement(source, js.root, js.formats, self.output)
-        keys = place.keys()
+        keys: Sequence[str] = place.keys()
+        if self.output.on_done != "keep":
+            # The inbox empties as it goes, so names come back ("Recording.m4a"): an
+            # existing transcript belongs to an earlier recording and must not be replaced.
+            keys = place.unused_keys(job.output_key)
         key = self.store.claim_output(job.id, keys)
         if key != keys[0]:
             log.warning("output_name_taken", job_id=job.id, path=job.path, wanted=keys[0],
@@ -279,23 +330,39 @@ class Pipeline:
         try:
             write_transcripts(paths, js.formats, job.result,
                               header(job, job.backend or js.backend, js.model, now))
-        except (OSError, ValueError) as exc:
-            self._fail(job, f"cannot write transcript: {exc}")
+        except ValueError as exc:
+            self._fail(job, f"cannot render transcript: {exc}")
             return
-        if not self.store.mark_done(job.id, self.clock()):
+        except OSError as exc:
+            # The service has delivered (and billed) this result: keep it and try the write
+            # again later instead of failing the file and paying for it twice.
+            tries = self._write_tries.get(job.id, 0) + 1
+            self._write_tries[job.id] = tries
+            self._write_retry[job.id] = now + min(300.0, 5.0 * 2 ** min(tries - 1, 6))
+            log.error("write_failed", job_id=job.id, path=job.path, error=str(exc),
+                      retry_in=round(self._write_retry[job.id] - now))
+            return
+        self._write_retry.pop(job.id, None)
+        self._write_tries.pop(job.id, None)
+        if not self.store.mark_done(job.id, self.clock(), expect=job):
             return
         self._job_left()
         log.info("done", job_id=job.id, path=job.path, generation_id=job.generation_id,
                  outputs=[str(p) for p in paths])
         try:
             clear_error(source)
+            if self.output.on_done == "keep":
+                return
+            st = source.stat()
+            if (st.st_size, st.st_mtime_ns) != (job.size, job.mtime_ns):
+                log.warning("source_changed_not_disposed", job_id=job.id, path=job.path)
+                return
             moved = dispose_source(place)
         except OSError as exc:
             log.error("on_done_failed", job_id=job.id, path=job.path, error=str(exc))
             return
-        if moved != source:
-            log.info("source_disposed", job_id=job.id, path=job.path,
-                     action=self.output.on_done, to=str(moved) if moved else None)
+        log.info("source_disposed", job_id=job.id, path=job.path, action=self.output.on_done,
+                 to=str(moved) if moved else None)
 
     def _fail(self, job: Job, reason: str) -> None:
         if not self.store.mark_failed(job.id, reason, self.clock(), expect=job):

@@ -167,7 +167,7 @@ class Store:
                 db.execute("UPDATE jobs SET size=?, mtime_ns=?, state='seen', generation_id="
                            "NULL, attempts=0, polls=0, next_at=0, error=NULL, result=NULL, "
                            "cost=NULL, service_seconds=NULL, submitted_at=NULL, "
-                           "finished_at=NULL, updated_at=? WHERE id=?",
+                           "output_key=NULL, finished_at=NULL, updated_at=? WHERE id=?",
                            (size, mtime_ns, now, row[0]))
             else:
                 return None
@@ -215,6 +215,13 @@ class Store:
                     break
             db.execute("UPDATE jobs SET output_key=? WHERE id=?", (chosen, job_id))
         return chosen
+
+    def output_holder(self, key: str) -> str | None:
+        """The source whose transcripts go by this name, if any job claimed it."""
+        with self._lock:
+            row = self._db.execute("SELECT path FROM jobs WHERE output_key=? LIMIT 1",
+                                   (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def by_generation_id(self, generation_id: str) -> Job | None:
         found = self._select("generation_id = ? AND state='pending'", (generation_id,))
@@ -291,11 +298,14 @@ class Store:
 
     # --- endings ---------------------------------------------------------------------------
 
-    def mark_done(self, job_id: int, now: float, note: str | None = None) -> bool:
+    def mark_done(self, job_id: int, now: float, note: str | None = None, *,
+                  expect: Job | None = None) -> bool:
+        """The transcripts are written; ``expect`` guards against a newer version."""
+        guard, args = _guard(expect)
         with self._tx() as db:
             return db.execute("UPDATE jobs SET state='done', error=?, finished_at=?, "
-                              "updated_at=? WHERE id=? AND state='fetched'",
-                              (note, now, now, job_id)).rowcount == 1
+                              f"updated_at=? WHERE id=? AND state='fetched'{guard}",
+                              (note, now, now, job_id, *args)).rowcount == 1
 
     def mark_failed(self, job_id: int, reason: str, now: float, *,
                     expect: Job | None = None) -> bool:

@@ -48,6 +48,21 @@ class Placement:
             second = f"{s.name}.{{format}}"
         return str(self.folder() / first), str(self.folder() / second)
 
+    def unused_keys(self, own: str | None) -> list[str]:
+        """Names whose transcripts do not exist yet (or are this job's own claim), with
+        numbered variants after the usual two."""
+        t, s = self.output.name, self.source
+        numbered = (str(self.folder() / t.format(stem=f"{s.stem}-{n}", name=f"{s.stem}-{n}"
+                                                 f"{s.suffix}", format="{format}"))
+                    for n in range(2, 10000))
+        out = []
+        for key in (*self.keys(), *numbered):
+            if key == own or not any(p.exists() for p in self.paths(key)):
+                out.append(key)
+                if len(out) == 2:
+                    break
+        return out
+
     def paths(self, key: str | None = None) -> list[Path]:
         pattern = key or self.keys()[0]
         return [Path(pattern.replace("{format}", kind)) for kind in self.formats]

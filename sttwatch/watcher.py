@@ -29,6 +29,7 @@ log = structlog.get_logger("sttwatch.watcher")
 
 TEMP_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", "~",
                  ".swp", ".sttwatch-error.json")
+CLOSE_QUIET = 1.0  # seconds of no change after a close-after-write before a file is taken
 OUTPUT_SUFFIXES = tuple(f".{k}" for k in FORMAT_KINDS)
 
 
@@ -103,7 +104,9 @@ class Watcher:
 
     def start(self) -> None:
         """Start the observers first, then scan, so a file created during the scan is seen."""
-        self._observers = [self._observe(w) for w in self.watches]
+        self._observers = []
+        for w in self.watches:
+            self._observers.append(self._observe(w))
         self.scan()
 
     def _observe(self, watch: WatchConfig) -> BaseObserver:
@@ -203,7 +206,12 @@ class Watcher:
                 cand.sig, cand.changed_at = sig, now
                 if cand.sig is not None and cand.closed_sig not in (None, sig):
                     cand.closed_sig = None
-            if cand.quick or cand.closed_sig == sig or now - cand.changed_at >= found[1]:
+            # After a close with no growth since, a short quiet spell still has to pass:
+            # writers that append in several open/write/close rounds would otherwise have
+            # each round taken (and paid for) as a new version.
+            closed_quiet = cand.closed_sig == sig and now - cand.changed_at >= min(
+                found[1], CLOSE_QUIET)
+            if cand.quick or closed_quiet or now - cand.changed_at >= found[1]:
                 settled.append(Settled(Path(raw), sig[0], sig[1]))
                 del self._candidates[raw]
         return settled

@@ -34,13 +34,24 @@ def read_api_key(cfg: Config, environ: Mapping[str, str]) -> str | None:
         except OSError as exc:
             raise ConfigError(cfg.source, [f"at 'api.api_key_file': cannot read "
                                            f"{api.api_key_file}: {exc.strerror}"]) from None
+        except UnicodeDecodeError:
+            raise ConfigError(cfg.source, [f"at 'api.api_key_file': {api.api_key_file} "
+                                           "is not text"]) from None
         if not key:
             raise ConfigError(cfg.source, [f"at 'api.api_key_file': {api.api_key_file} "
                                            "is empty"])
-        return key
-    if api.api_key_env:
-        return environ.get(api.api_key_env, "").strip() or None
-    return None
+    elif api.api_key_env:
+        key = environ.get(api.api_key_env, "").strip()
+        if not key:
+            return None
+    else:
+        return None
+    if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+        where = "api.api_key_file" if api.api_key_file is not None else "api.api_key_env"
+        raise ConfigError(cfg.source, [f"at '{where}': the API key holds characters that "
+                                       "cannot be sent in an HTTP header (spaces, invisible "
+                                       "or non-ASCII characters pasted with it?)"])
+    return key
 
 
 def choose_backend(cfg: Config, key: str | None, override: str | None = None) -> str:

@@ -203,8 +203,9 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         try:
             return self._session().request(method, url, headers=headers, timeout=timeout,
                                            **kwargs)
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            what = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
+        except requests.RequestException as exc:  # every transport failure, cut-off bodies too
+            what = ("timed out" if isinstance(exc, requests.Timeout) else "connection failed"
+                    if isinstance(exc, requests.ConnectionError) else "request failed")
             if creates and not _nothing_sent(exc):
                 raise OutcomeUnknown(f"create {what} after sending ({type(exc).__name__}); "
                                      "the task may exist") from None

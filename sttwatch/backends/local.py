@@ -62,6 +62,10 @@ class LocalSettings:
     chunk_seconds: float = 120.0
 
 
+class Abandoned(RuntimeError):
+    """A transcription cut short by shutdown; the job is done again after the restart."""
+
+
 @dataclass
 class _Collected:
     """Segments gathered over one or more pieces of a recording, in absolute time."""
@@ -73,11 +77,13 @@ class _Collected:
     language_probability: float = 0.0
 
     def add(self, segments: Iterable[Any], info: Any, offset: float, total: float,
-            progress: Callable[[float], None] | None) -> None:
+            progress: Callable[[float], None] | None, stopping: threading.Event) -> None:
         if self.language is None:
             self.language = info.language
             self.language_probability = float(info.language_probability or 0.0)
-        for seg in segments:
+        for seg in segments:  # one segment per ~30 s window: a stop is noticed quickly
+            if stopping.is_set():
+                raise Abandoned("the engine is shutting down")
             self.texts.append(seg.text.strip())
             for w in seg.words or ():
                 shown = w.word.strip()
@@ -137,6 +143,7 @@ class LocalBackend(Backend, kind="local"):
         self._tasks: dict[str, Future[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._listener: Callable[[str], None] | None = None
+        self._stopping = threading.Event()
         self._progress: Callable[[str, float], None] | None = None
 
     @property
@@ -163,12 +170,13 @@ class LocalBackend(Backend, kind="local"):
         duration = probe_duration(path)
         if duration is not None and duration <= s.chunk_seconds:
             segments, info = self._model.transcribe(str(path), **kwargs)
-            got.add(segments, info, 0.0, float(info.duration or 0.0), progress)
+            got.add(segments, info, 0.0, float(info.duration or 0.0), progress,
+                    self._stopping)
             return got.result(request_id, s.model, float(info.duration or 0.0))
         end = 0.0
         for offset, audio in stream_chunks(path, s.chunk_seconds):
             segments, info = self._model.transcribe(audio, **kwargs)
-            got.add(segments, info, offset, duration or 0.0, progress)
+            got.add(segments, info, offset, duration or 0.0, progress, self._stopping)
             end = offset + len(audio) / SAMPLE_RATE
             del audio
         return got.result(request_id, s.model, end)
@@ -210,6 +218,8 @@ class LocalBackend(Backend, kind="local"):
         return Status(TaskState.DONE, result=future.result(), raw_status="completed")
 
     def close(self) -> None:
+        """Abandon running work: its jobs are requeued at the next start anyway."""
+        self._stopping.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
