@@ -127,6 +127,13 @@ def parse_status(body: Any) -> Status:
     return Status(TaskState.RUNNING, raw_status=status, known_status=status in RUNNING)
 
 
+def _json_body(resp: requests.Response, what: str, error: type[TransientError]) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        raise error(f"{what} answered non-JSON: {_excerpt(resp.text)}") from None
+
+
 def _is_retryable(exc: BaseException) -> bool:
     # A 429 is the service saying our concurrency is too high: the pipeline holds back
     # instead of burning retries on it. A create with an unknown outcome may have made a
@@ -234,10 +241,8 @@ class AimlApiBackend(Backend, kind="aimlapi"):
             return resp
 
         resp = self._retrying(once)
-        try:
-            body = resp.json()
-        except ValueError:
-            raise TransientError(f"create answered non-JSON: {_excerpt(resp.text)}") from None
+        # A 2xx we cannot read may still have made a task: never resent blindly.
+        body = _json_body(resp, "create", OutcomeUnknown)
         gen_id = body.get("generation_id") or body.get("id") if isinstance(body, dict) else None
         if not gen_id:
             raise PermanentError(f"create answered without a generation_id: "
@@ -253,12 +258,7 @@ class AimlApiBackend(Backend, kind="aimlapi"):
             raise_for_status(resp)
             return resp
 
-        resp = self._retrying(once)
-        try:
-            body = resp.json()
-        except ValueError:
-            raise TransientError(f"fetch answered non-JSON: {_excerpt(resp.text)}") from None
-        return parse_status(body)
+        return parse_status(_json_body(self._retrying(once), "fetch", TransientError))
 
     def close(self) -> None:
         s: requests.Session | None = getattr(self._local, "session", None)
