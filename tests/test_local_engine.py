@@ -165,3 +165,23 @@ def test_compressed_formats_people_actually_drop(tmp_path: Path) -> None:
     for name in ("talk.mp3", "memo.m4a", "voice.ogg", "clip.webm"):
         got = transcript(inbox / name) or ""
         assert jiwer.wer(words(SENTENCES[0]), words(got)) < 0.25, (name, got)
+
+
+def test_one_daemon_two_backends_by_folder(tmp_path: Path) -> None:
+    from conftest import KEY
+    from fake_service import FakeConfig, FakeService, make_fake_audio
+    with FakeService(FakeConfig(key=KEY, task_seconds=0.2)) as svc:
+        (tmp_path / "offline").mkdir()
+        cfg = write_config(tmp_path, svc.base_url, output={"formats": ["txt", "json"]},
+                           watch=[{"path": "./inbox"},
+                                  {"path": "./offline", "backend": "local"}])
+        make_fake_audio(tmp_path / "inbox" / "remote.mp3", "sent to the service")
+        speak("one two three", tmp_path / "offline" / "here.wav")
+        r = run_cli("run", "--config", str(cfg), "--once")
+        assert r.code == 0, r.err
+        assert [c.text for c in svc.creates()] == ["sent to the service"]
+    remote = json.loads((tmp_path / "inbox" / "remote.json").read_text())
+    here = json.loads((tmp_path / "offline" / "here.json").read_text())
+    assert remote["sttwatch"]["backend"] == "aimlapi"
+    assert here["sttwatch"]["backend"] == "local"
+    assert words(transcript(tmp_path / "offline" / "here.wav") or "") == "one two three"
