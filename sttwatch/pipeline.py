@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,38 +32,13 @@ from .errors import (
     TransientError,
 )
 from .schedule import PollSchedule
+from .settings import JobSettings, PipelineSettings
 from .store import Job, State, Store
-from .transcripts import (
-    Placement,
-    clear_error,
-    dispose_source,
-    header,
-    write_error,
-    write_transcripts,
-)
+from .transcripts import Placement, header, tidy_source, write_error, write_transcripts
 
 log = structlog.get_logger("sttwatch.pipeline")
 
-
-@dataclass(frozen=True)
-class JobSettings:
-    """What a job is created with; per-watch overrides arrive through ``settings_for``."""
-
-    backend: str
-    model: str
-    options: Mapping[str, Any]
-    formats: tuple[str, ...]
-    root: Path  # the watched folder the file belongs to (for mirrored output trees)
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    max_in_flight: int = 16
-    first_poll: float = 1.0
-    poll_cap: float = 20.0
-    job_timeout: float = 3600.0
-    max_attempts: int = 3
-    poll_workers: int = 4
+__all__ = ["JobSettings", "Pipeline", "PipelineSettings"]
 
 
 class Pipeline:
@@ -94,8 +68,7 @@ class Pipeline:
         self._lock = threading.Lock()
         self._fetching: set[int] = set()
         self._finishing: set[int] = set()
-        self._write_retry: dict[int, float] = {}
-        self._write_tries: dict[int, int] = {}
+        self._write_retry: dict[int, tuple[int, float]] = {}  # job id -> (tries, next try)
         self._pool = ThreadPoolExecutor(settings.poll_workers, thread_name_prefix="poll")
         for backend in backends.values():
             backend.set_listener(self._task_may_be_done)
@@ -211,7 +184,7 @@ class Pipeline:
             self._pool.submit(self._fetch_guarded, job)
             dispatched += 1
         for job in self.store.fetched():
-            if self._write_retry.get(job.id, 0.0) <= now:
+            if self._write_retry.get(job.id, (0, 0.0))[1] <= now:
                 self.finish(job)
         nxt = self.store.next_due(State.PENDING)
         if nxt is None:
@@ -316,11 +289,7 @@ class Pipeline:
         source = Path(job.path)
         js = self.settings_for(source)
         place = Placement(source, js.root, js.formats, self.output)
-        keys: Sequence[str] = place.keys()
-        if self.output.on_done != "keep":
-            # The inbox empties as it goes, so names come back ("Recording.m4a"): an
-            # existing transcript belongs to an earlier recording and must not be replaced.
-            keys = place.unused_keys(job.output_key)
+        keys = place.candidate_keys(job.output_key)
         key = self.store.claim_output(job.id, keys)
         if key != keys[0]:
             log.warning("output_name_taken", job_id=job.id, path=job.path, wanted=keys[0],
@@ -336,33 +305,25 @@ class Pipeline:
         except OSError as exc:
             # The service has delivered (and billed) this result: keep it and try the write
             # again later instead of failing the file and paying for it twice.
-            tries = self._write_tries.get(job.id, 0) + 1
-            self._write_tries[job.id] = tries
-            self._write_retry[job.id] = now + min(300.0, 5.0 * 2 ** min(tries - 1, 6))
+            tries = self._write_retry.get(job.id, (0, 0.0))[0] + 1
+            delay = min(300.0, 5.0 * 2 ** min(tries - 1, 6))
+            self._write_retry[job.id] = (tries, now + delay)
             log.error("write_failed", job_id=job.id, path=job.path, error=str(exc),
-                      retry_in=round(self._write_retry[job.id] - now))
+                      retry_in=round(delay))
             return
         self._write_retry.pop(job.id, None)
-        self._write_tries.pop(job.id, None)
         if not self.store.mark_done(job.id, self.clock(), expect=job):
             return
         self._job_left()
         log.info("done", job_id=job.id, path=job.path, generation_id=job.generation_id,
                  outputs=[str(p) for p in paths])
         try:
-            clear_error(source)
-            if self.output.on_done == "keep":
-                return
-            st = source.stat()
-            if (st.st_size, st.st_mtime_ns) != (job.size, job.mtime_ns):
-                log.warning("source_changed_not_disposed", job_id=job.id, path=job.path)
-                return
-            moved = dispose_source(place)
+            outcome = tidy_source(place, job.size, job.mtime_ns)
         except OSError as exc:
             log.error("on_done_failed", job_id=job.id, path=job.path, error=str(exc))
             return
-        log.info("source_disposed", job_id=job.id, path=job.path, action=self.output.on_done,
-                 to=str(moved) if moved else None)
+        if outcome is not None:
+            log.info(outcome.pop("event"), job_id=job.id, path=job.path, **outcome)
 
     def _fail(self, job: Job, reason: str) -> None:
         if not self.store.mark_failed(job.id, reason, self.clock(), expect=job):

@@ -48,6 +48,12 @@ class Placement:
             second = f"{s.name}.{{format}}"
         return str(self.folder() / first), str(self.folder() / second)
 
+    def candidate_keys(self, own: str | None) -> Sequence[str]:
+        """Names to claim, preferred first. When sources leave the folder (``on_done``), the
+        inbox empties and names come back ("Recording.m4a"): an existing transcript then
+        belongs to an earlier recording and must not be replaced."""
+        return self.keys() if self.output.on_done == "keep" else self.unused_keys(own)
+
     def unused_keys(self, own: str | None) -> list[str]:
         """Names whose transcripts do not exist yet (or are this job's own claim), with
         numbered variants after the usual two."""
@@ -120,6 +126,21 @@ def write_error(source: Path, reason: str, attempts: int, now: float) -> None:
 
 def clear_error(source: Path) -> None:
     error_file(source).unlink(missing_ok=True)
+
+
+def tidy_source(place: Placement, size: int, mtime_ns: int) -> dict[str, Any] | None:
+    """After every transcript is written: drop the error sidecar and apply ``on_done``, but
+    only to the version that was transcribed (a file rewritten meanwhile stays). Returns
+    the event to log, if any."""
+    clear_error(place.source)
+    if place.output.on_done == "keep":
+        return None
+    st = place.source.stat()
+    if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+        return {"event": "source_changed_not_disposed"}
+    moved = dispose_source(place)
+    return {"event": "source_disposed", "action": place.output.on_done,
+            "to": str(moved) if moved else None}
 
 
 def dispose_source(place: Placement) -> Path | None:
