@@ -22,7 +22,7 @@ from .errors import BackendUnavailable, ConfigError
 from .notify import Notifier
 from .pipeline import Pipeline
 from .store import Store
-from .transcripts import Placement, up_to_date
+from .transcripts import Placement, sweep_leftovers, up_to_date
 from .watcher import Settled, Watcher
 
 if TYPE_CHECKING:
@@ -154,6 +154,9 @@ class Daemon:
         log.info("starting", backend=default, model=self.backends[default].model_name,
                  watches=[str(w.path) for w in self.cfg.watches], state=str(self.store.path),
                  once=once, **recovered)
+        for root in {self.cfg.output.dir or w.path for w in self.cfg.watches}:
+            for path in sweep_leftovers(root, 60.0, self.clock()):
+                log.info("leftover_removed", path=str(path))
         if once:
             self.watcher.scan()
         else:

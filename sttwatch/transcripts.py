@@ -7,9 +7,11 @@ what happens to the source afterwards, so the writer and the scanner can never d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +24,9 @@ from .outputs import get_format, write_atomic
 from .store import Job
 
 ERROR_SUFFIX = ".sttwatch-error.json"
+# What write_atomic's mkstemp leaves when the process is killed mid-write:
+# ".talk.txt.k3j_9x2a.tmp". Only names of our own outputs match.
+LEFTOVER = re.compile(r"^\..+\.(txt|json|srt|vtt)\.[a-z0-9_]{8}\.tmp$")
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,21 @@ def tidy_source(place: Placement, size: int, mtime_ns: int) -> dict[str, Any] | 
     moved = dispose_source(place)
     return {"event": "source_disposed", "action": place.output.on_done,
             "to": str(moved) if moved else None}
+
+
+def sweep_leftovers(root: Path, min_age: float, now: float) -> list[Path]:
+    """Remove half-written temp files a killed process left under ``root``. Young ones are
+    left alone: another writer may still be busy with them."""
+    removed = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            if LEFTOVER.match(name):
+                with contextlib.suppress(OSError):
+                    if now - path.stat().st_mtime >= min_age:
+                        path.unlink()
+                        removed.append(path)
+    return removed
 
 
 def dispose_source(place: Placement) -> Path | None:

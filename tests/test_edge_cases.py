@@ -145,3 +145,21 @@ def test_reload_to_an_unusable_folder_is_refused(tmp_path: Path, fake: FakeServi
     make_fake_audio(tmp_path / "inbox" / "still.mp3", "still watching")
     wait_for(lambda: transcript(tmp_path / "inbox" / "still.mp3") == "still watching")
     assert d.stop() == 0
+
+
+def test_half_written_temp_files_from_a_kill_are_swept(tmp_path: Path,
+                                                       fake: FakeService) -> None:
+    cfg = write_config(tmp_path, fake.base_url)
+    inbox = tmp_path / "inbox"
+    old = time.time() - 3600
+    leftover = inbox / ".talk.txt.k3j_9x2a.tmp"
+    young = inbox / ".memo.srt.abcdefgh.tmp"
+    users = inbox / ".notes.tmp"  # not ours: never touched
+    for p in (leftover, young, users):
+        p.write_text("partial")
+    os.utime(leftover, (old, old))
+    os.utime(users, (old, old))
+    r = run_cli("run", "--config", str(cfg), "--once")
+    assert r.code == 0
+    assert not leftover.exists() and young.exists() and users.exists()
+    assert any(e["event"] == "leftover_removed" for e in r.events())
