@@ -163,3 +163,19 @@ def test_half_written_temp_files_from_a_kill_are_swept(tmp_path: Path,
     assert r.code == 0
     assert not leftover.exists() and young.exists() and users.exists()
     assert any(e["event"] == "leftover_removed" for e in r.events())
+
+
+def test_a_failed_transcript_write_keeps_the_result_and_retries(
+        tmp_path: Path, fake: FakeService, daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the output folder should be")
+    cfg = write_config(tmp_path, fake.base_url, output={"dir": "./blocker/out"})
+    make_fake_audio(tmp_path / "inbox" / "a.mp3", "paid for once")
+    d = daemon_factory(cfg).start()
+    wait_for(lambda: any(e["event"] == "write_failed" for e in d.events()), timeout=20)
+    blocker.unlink()
+    out = tmp_path / "blocker" / "out" / "a.txt"
+    wait_for(out.exists, timeout=30)
+    assert out.read_text().strip() == "paid for once"
+    assert d.stop() == 0
+    assert len(fake.creates()) == 1  # the stored result was written, not bought again
