@@ -21,7 +21,7 @@ from .config import Config
 from .errors import BackendUnavailable, ConfigError
 from .notify import Notifier
 from .pipeline import Pipeline
-from .store import Store
+from .store import UNFINISHED, Store
 from .transcripts import Placement, sweep_leftovers, up_to_date
 from .watcher import Settled, Watcher
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from .wiring import Wiring
 
 log = structlog.get_logger("sttwatch.daemon")
+
+STATUS_REFRESH = 10.0  # seconds; status.STALE_AFTER must stay well above it
 
 
 class ExitCode:
@@ -53,6 +55,8 @@ class Daemon:
     reload_requested: threading.Event = field(default_factory=threading.Event)
     _workers_stop: threading.Event = field(default_factory=threading.Event)
     _threads: dict[str, threading.Thread] = field(default_factory=dict)
+    _last_meta: dict[str, object] = field(default_factory=dict)
+    _last_meta_at: float = 0.0
 
     def _start_worker(self, name: str) -> None:
         target = {"submit": self.pipeline.submit_loop, "poll": self.pipeline.poll_loop}[name]
@@ -117,9 +121,18 @@ class Daemon:
         status = self._status_line()
         if healthy:
             self.notifier.send(watchdog=1, status=status)
-        self.store.set_meta("daemon", {"pid": os.getpid(), "heartbeat": self.clock(),
-                                       "healthy": healthy, "status": status,
-                                       **self.pipeline.waiting_on()})
+        # The state file is fsynced on every write: only write when something changed, or
+        # often enough for ``status`` to tell a live daemon from a dead one.
+        meta = {"pid": os.getpid(), "healthy": healthy, "status": status,
+                **self.pipeline.waiting_on()}
+        now = self.clock()
+        if meta != self._last_meta or now - self._last_meta_at >= STATUS_REFRESH:
+            self.store.set_meta("daemon", {**meta, "heartbeat": now})
+            self._last_meta, self._last_meta_at = meta, now
+
+    def _unfinished(self) -> int:
+        c = self.store.counts()
+        return sum(c[state.value] for state in UNFINISHED)
 
     def reload(self) -> None:
         """SIGHUP: swap in a new config (watch folders, options, formats, timing) without
@@ -186,7 +199,7 @@ class Daemon:
                         code = ExitCode.AUTH
                         break
                     if (self.watcher.waiting() == 0 and self.watcher.hints.empty()
-                            and not self.store.unfinished()):
+                            and not self._unfinished()):
                         code = ExitCode.FAILED if self.pipeline.failed_this_run else ExitCode.OK
                         break
             log.info("stop_requested" if self.stop_requested.is_set() else "finished")
