@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import TYPE_CHECKING
 
 import structlog
@@ -33,7 +34,10 @@ log = structlog.get_logger("sttwatch.daemon")
 STATUS_REFRESH = 10.0  # seconds; status.STALE_AFTER must stay well above it
 
 
-class ExitCode:
+class ExitCode(IntEnum):
+    """What ``sttwatch`` exits with; documented in the README and the unit's
+    RestartPreventExitStatus= (a config error is not worth a restart)."""
+
     OK = 0
     FAILED = 1
     CONFIG = 2
