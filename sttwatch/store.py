@@ -345,9 +345,6 @@ class Store:
                                    "'pending')").fetchone()
         return int(row[0])
 
-    def unfinished(self) -> list[Job]:
-        return self._select("state IN ('seen', 'submitting', 'pending', 'fetched')")
-
     def next_due(self, state: State) -> float | None:
         """The earliest ``next_at`` of jobs in ``state``: how long the pipeline may sleep."""
         with self._lock:
