@@ -239,7 +239,8 @@ def test_mark_failed_from_every_unfinished_state(store: Store) -> None:
     assert {st for st in State if counts[st.value]} == set(State) - {State.DONE, State.FAILED}
     assert get(store, pend.path).state is State.PENDING
 
-    for job in store.unfinished():
+    paths = ("/rec/pending.mp3", "/rec/fetched.mp3", "/rec/submitting.mp3", "/rec/seen.mp3")
+    for job in [get(store, p) for p in paths]:
         assert store.mark_failed(job.id, f"bad {job.state.value}", 200.0)
         failed = get(store, job.path)
         assert failed.state is State.FAILED and failed.error == f"bad {job.state.value}"
