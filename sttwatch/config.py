@@ -8,7 +8,7 @@ All problems are collected before raising, so a user fixes a broken file in one 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,13 +202,17 @@ class Config:
     log_format: str
 
     def watch_for(self, path: Path) -> WatchConfig | None:
-        """The watch whose folder holds ``path`` (the deepest one when folders nest)."""
-        best: WatchConfig | None = None
-        for w in self.watches:
-            if path.is_relative_to(w.path) and (
-                    best is None or len(w.path.parts) > len(best.path.parts)):
-                best = w
-        return best
+        return watch_for(self.watches, path)
+
+
+def watch_for(watches: Sequence[WatchConfig], path: Path) -> WatchConfig | None:
+    """The watch whose folder holds ``path`` (the deepest one when folders nest)."""
+    best: WatchConfig | None = None
+    for w in watches:
+        if path.is_relative_to(w.path) and (
+                best is None or len(w.path.parts) > len(best.path.parts)):
+            best = w
+    return best
 
 
 _TYPES: Mapping[str, tuple[type, ...]] = {

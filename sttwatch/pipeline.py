@@ -41,6 +41,11 @@ log = structlog.get_logger("sttwatch.pipeline")
 __all__ = ["JobSettings", "Pipeline", "PipelineSettings"]
 
 
+def backoff(failures: int, first: float, cap: float) -> float:
+    """Seconds to wait after ``failures`` in a row: doubling from ``first`` up to ``cap``."""
+    return min(cap, first * 2.0 ** min(max(failures - 1, 0), 30))
+
+
 class Pipeline:
     """Drives jobs through their backends. Threads: ``submit_loop``, ``poll_loop``."""
 
@@ -144,7 +149,7 @@ class Pipeline:
     def _outage(self) -> float:
         """Hold creates back, longer with each failure in a row; returns when to retry."""
         self._outages += 1
-        self._hold(min(300.0, 5.0 * 2 ** min(self._outages - 1, 6)))
+        self._hold(backoff(self._outages, 5.0, 300.0))
         return self._hold_until
 
     def _hold(self, seconds: float) -> float:
@@ -154,7 +159,7 @@ class Pipeline:
     def _auth_failed(self, exc: AuthError) -> None:
         self.auth_error = exc
         self._auth_pauses += 1
-        delay = self._hold(min(900.0, 30.0 * 2 ** min(self._auth_pauses - 1, 5)))
+        delay = self._hold(backoff(self._auth_pauses, 30.0, 900.0))
         log.error("api_key_rejected", status=exc.status, error=str(exc),
                   action="submitting paused; jobs stay queued", retry_in=round(delay))
 
@@ -306,7 +311,7 @@ class Pipeline:
             # The service has delivered (and billed) this result: keep it and try the write
             # again later instead of failing the file and paying for it twice.
             tries = self._write_retry.get(job.id, (0, 0.0))[0] + 1
-            delay = min(300.0, 5.0 * 2 ** min(tries - 1, 6))
+            delay = backoff(tries, 5.0, 300.0)
             self._write_retry[job.id] = (tries, now + delay)
             log.error("write_failed", job_id=job.id, path=job.path, error=str(exc),
                       retry_in=round(delay))

@@ -23,7 +23,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from .config import FORMAT_KINDS, WatchConfig
+from .config import FORMAT_KINDS, WatchConfig, watch_for
 
 log = structlog.get_logger("sttwatch.watcher")
 
@@ -163,12 +163,10 @@ class Watcher:
         return count
 
     def _settle_for(self, path: Path) -> tuple[WatchConfig, float] | None:
-        for w in sorted(self.watches, key=lambda w: len(w.path.parts), reverse=True):
-            if path.is_relative_to(w.path):
-                if not accepts(w, path, self.exclude):
-                    return None
-                return w, w.settle_seconds if w.settle_seconds is not None else self.default_settle
-        return None
+        w = watch_for(self.watches, path)
+        if w is None or not accepts(w, path, self.exclude):
+            return None
+        return w, w.settle_seconds if w.settle_seconds is not None else self.default_settle
 
     def tick(self) -> list[Settled]:
         """Take in queued hints, then hand on every candidate that has settled."""
