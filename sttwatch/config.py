@@ -58,6 +58,10 @@ WATCH_ITEM: Mapping[str, Field] = {
                      nullable=True, choices=FORMAT_KINDS),
     "backend": Field("str", None, "override of backend for this folder", nullable=True,
                      choices=BACKEND_KINDS),
+    "follow_symlinks": Field("bool", False, "take symlinked recordings (only those whose "
+                             "target lies inside a watched folder)"),
+    "create": Field("bool", False, "create the folder when it is missing (otherwise a missing "
+                    "folder is waited for: it may be a share that is not mounted yet)"),
 }
 
 SCHEMA: Mapping[str, Field] = {
@@ -91,8 +95,12 @@ SCHEMA: Mapping[str, Field] = {
                             "pieces of about this length (bounds memory)", minimum=30),
     ),
     "watch": Field("list", [], "folders to watch (needed by 'run')", children=WATCH_ITEM),
-    "state": _section("the state file",
-                      path=Field("path", "./sttwatch-state.db", "SQLite state file")),
+    "state": _section(
+        "where jobs are kept: one SQLite file (one daemon) or a PostgreSQL database (many)",
+        path=Field("path", "./sttwatch-state.db", "SQLite state file"),
+        url=Field("str", None, "postgresql://user@host/db: a store shared by several daemons "
+                  "(pip install 'sttwatch[postgres]'); give either url or path", nullable=True),
+    ),
     "output": _section(
         "transcripts",
         formats=Field("strlist", ["txt"], "any of txt, json, srt, vtt", choices=FORMAT_KINDS),
@@ -117,6 +125,12 @@ SCHEMA: Mapping[str, Field] = {
         job_timeout_seconds=Field("float", 3600.0, "a job not finished by then is resubmitted",
                                   minimum=1),
         max_attempts=Field("int", 3, "submissions of one file before it is failed", minimum=1),
+        host_id=Field("str", None, "this daemon's name in a shared store (null: the host name); "
+                      "several daemons on one machine each set their own", nullable=True),
+        lease_seconds=Field("float", 60.0, "a job claimed by a daemon that stops renewing it "
+                            "is taken over by another after this long", minimum=5),
+        once_timeout=Field("float", 600.0, "run --once gives up (exit 5) when the service has "
+                           "been unreachable this long", minimum=1),
     ),
     "log": _section(
         "logging",
@@ -166,6 +180,8 @@ class WatchConfig:
     options: Mapping[str, Any] | None
     formats: tuple[str, ...] | None
     backend: str | None
+    follow_symlinks: bool = False
+    create: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,6 +202,9 @@ class DaemonConfig:
     poll_cap_seconds: float
     job_timeout_seconds: float
     max_attempts: int
+    host_id: str | None = None
+    lease_seconds: float = 60.0
+    once_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -200,6 +219,7 @@ class Config:
     daemon: DaemonConfig
     log_level: str
     log_format: str
+    state_url: str | None = None
 
     def watch_for(self, path: Path) -> WatchConfig | None:
         return watch_for(self.watches, path)
@@ -310,10 +330,19 @@ def parse(text: str, source: Path) -> Config:
                     ignore=tuple(w["ignore"]), settle_seconds=w["settle_seconds"],
                     polling=w["polling"], model=w["model"], options=w["options"],
                     formats=tuple(w["formats"]) if w["formats"] is not None else None,
-                    backend=w["backend"])
+                    backend=w["backend"], follow_symlinks=w["follow_symlinks"],
+                    create=w["create"])
         for w in v["watch"] or [])
     o = v["output"]
     errors.extend(_logical_errors(o, watches))
+    given_state = raw.get("state") if isinstance(raw, dict) else None
+    if isinstance(given_state, dict) and given_state.get("path") is not None and \
+            given_state.get("url") is not None:
+        errors.append("at 'state': give either 'state.path' (SQLite) or 'state.url' "
+                      "(PostgreSQL), not both")
+    url = v["state"]["url"]
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        errors.append(f"at 'state.url': expected a postgresql:// URL, got {url.split('@')[-1]!r}")
     if errors:
         raise ConfigError(source, errors)
     return Config(
@@ -329,6 +358,7 @@ def parse(text: str, source: Path) -> Config:
         daemon=DaemonConfig(**d),
         log_level=v["log"]["level"],
         log_format=v["log"]["format"],
+        state_url=v["state"]["url"],
     )
 
 

@@ -245,7 +245,9 @@ def test_example_config_shows_the_defaults(tmp_path: Path) -> None:
     """The example's values are the ones a user gets by leaving the keys out."""
     example = config.parse(EXAMPLE.read_text(encoding="utf-8"), tmp_path / "x.yaml")
     (watch,) = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))["watch"]
-    minimal = config.parse(f"watch:\n  - path: {watch['path']}\n", tmp_path / "x.yaml")
+    # The example's inbox is created on first run (create: true), the one non-default value.
+    minimal = config.parse(f"watch:\n  - path: {watch['path']}\n    create: true\n",
+                           tmp_path / "x.yaml")
     assert example == minimal
 
 
