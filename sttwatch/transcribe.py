@@ -18,8 +18,9 @@ from .config import Config
 from .daemon import ExitCode
 from .errors import AuthError, ExpiredError, PermanentError, TransientError
 from .outputs import get_format
+from .plan import Planner
 from .schedule import PollSchedule
-from .wiring import build_backend, job_settings
+from .wiring import build_backend
 
 
 def _is_url(text: str) -> bool:
@@ -73,7 +74,7 @@ def transcribe_all(cfg: Config, kind: str, key: str | None, inputs: Sequence[str
     # One file at a time here: a single worker with every core beats idle extra workers.
     cfg = dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, workers=1))
     backend = build_backend(cfg, kind, key)
-    settings_for = job_settings(cfg, {kind: backend}, kind)
+    planner = Planner(cfg, {kind: backend}, kind)
     schedule = PollSchedule(cfg.daemon.first_poll_seconds, cfg.daemon.poll_cap_seconds, [])
     writer = get_format(fmt)
     code = ExitCode.OK
@@ -81,7 +82,7 @@ def transcribe_all(cfg: Config, kind: str, key: str | None, inputs: Sequence[str
         for n, item in enumerate(inputs, 1):
             url = item if _is_url(item) else None
             path = None if url else Path(item).resolve()
-            js = settings_for(path or Path.cwd())
+            js = planner.plan_for(path or Path.cwd())
             show, done = _progress(err, Path(item).name)
             if hasattr(backend, "set_progress"):
                 backend.set_progress(show)
