@@ -7,8 +7,10 @@ and waits in the row's ``next_at``. Also the one place a job ends as failed, wit
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -17,9 +19,19 @@ from .config import OutputConfig
 from .plan import Planner
 from .store import Job, Plan, State, Store
 from .throttle import backoff
-from .transcripts import Placement, header, tidy_source, write_error, write_transcripts
+from .transcripts import LEFTOVER, Placement, header, tidy_source, write_error, write_transcripts
 
 log = structlog.get_logger("sttwatch.finisher")
+
+
+def clear_leftovers(paths: Sequence[Path]) -> None:
+    """Half-written temp files of these very transcripts, left by a daemon killed while
+    writing them: whoever holds the job's lease is the only writer, so they can go."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            for old in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+                if LEFTOVER.match(old.name):
+                    old.unlink(missing_ok=True)
 
 
 
@@ -67,6 +79,7 @@ class Finisher:
         place = Placement(Path(job.path), Path(plan.root), plan.formats, self.output)
         paths = place.paths(job.output_key)
         now = self.clock()
+        clear_leftovers(paths)
         try:
             write_transcripts(paths, plan.formats, job.result,
                               header(job, plan.backend, plan.model, now))
