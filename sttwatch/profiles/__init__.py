@@ -43,6 +43,9 @@ class Profile:
     # Full-match, case-insensitive patterns of the model names this family serves.
     models: ClassVar[tuple[str, ...]] = ()
     file_field: ClassVar[str] = "audio"
+    # When another family's result arrives, shapes are tried strictest first: a looser one
+    # (OpenAI's bare ``text``) would also accept, and misread, a stricter one's result.
+    looseness: ClassVar[int] = 0
     # Generic option -> the model's own name; a generic option missing here is unsupported.
     option_names: ClassVar[Mapping[str, str]] = {k: k for k in GENERIC_OPTIONS}
     registry: ClassVar[dict[str, type[Profile]]] = {}
@@ -108,7 +111,8 @@ class Profile:
         RenderError when no shape fits, naming the keys it saw."""
         if not isinstance(result, Mapping):
             raise RenderError(f"result is a {type(result).__name__}, not an object")
-        readers = [type(self).read, *(c.read for c in _families() if c is not type(self))]
+        others = sorted(_families(), key=lambda c: c.looseness)
+        readers = dict.fromkeys([type(self).read, *(c.read for c in others)])  # no repeats
         for read in readers:
             if (transcript := read(result)) is not None:
                 return transcript

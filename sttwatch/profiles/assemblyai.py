@@ -43,6 +43,7 @@ def read_assemblyai(result: Mapping[str, Any]) -> Transcript | None:
 
 class AssemblyAiProfile(Profile, family="assemblyai"):
     models: ClassVar[tuple[str, ...]] = (r"(aai|assemblyai)/[\w.-]+",)
+    looseness: ClassVar[int] = 1
     option_names: ClassVar[Mapping[str, str]] = {
         "language": "language_code", "detect_language": "language_detection",
         "diarize": "speaker_labels", "speakers": "speakers_expected", "keywords": "word_boost"}

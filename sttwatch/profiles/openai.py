@@ -35,6 +35,7 @@ class OpenAiProfile(Profile, family="openai"):
     models: ClassVar[tuple[str, ...]] = (r"(openai/)?gpt-4o(-mini)?-transcribe[\w.-]*",
                                          r"openai/whisper-1")
     file_field: ClassVar[str] = "file"
+    looseness: ClassVar[int] = 2
     option_names: ClassVar[Mapping[str, str]] = {
         "language": "language", "detect_language": AUTOMATIC, "keywords": "prompt"}
 
