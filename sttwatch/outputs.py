@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 from .cues import TXT_WIDTH, Cue, reading_paragraphs, subtitle_cues
 from .errors import RenderError
 from .profiles import profile_for_header
-from .transcript_model import Transcript, speaker_name
+from .transcript_model import Transcript, output_language, speaker_name
 
-__all__ = ["FORMATS", "Cue", "Format", "RenderError", "get_format", "render_all",
-           "subtitle_cues", "transcript_of", "write_atomic"]
+__all__ = ["FORMATS", "Cue", "Format", "RenderError", "get_format", "language_of",
+           "render_all", "subtitle_cues", "transcript_of", "write_atomic"]
 
 
 def transcript_of(result: Mapping[str, Any], header: Mapping[str, Any]) -> Transcript:
@@ -75,6 +75,18 @@ def get_format(kind: str) -> Format:
     if kind not in FORMATS:
         raise ValueError(f"unknown output format {kind!r}; known: {', '.join(sorted(FORMATS))}")
     return FORMATS[kind]()
+
+
+def language_of(result: Mapping[str, Any], header: Mapping[str, Any],
+                configured: Any = None) -> str:
+    """What ``{lang}`` in ``output.name`` becomes for this result: the language it reports,
+    else ``configured`` (the job's ``language`` option), else "und". Never raises, since
+    even an unreadable result gets its json output written under this name."""
+    try:
+        transcript: Transcript | None = transcript_of(result, header)
+    except RenderError:
+        transcript = None
+    return output_language(transcript, configured)
 
 
 def render_all(formats: Sequence[str], result: Mapping[str, Any],

@@ -19,14 +19,17 @@ import requests
 import srt
 import structlog
 import webvtt
+from conftest import write_config
 from fake_service import FakeConfig, FakeService, make_fake_audio
 
 from sttwatch.backends import Request, TaskState
 from sttwatch.backends.aimlapi import AimlApiBackend
-from sttwatch.errors import RenderError
-from sttwatch.outputs import get_format, render_all, transcript_of
+from sttwatch.config import load
+from sttwatch.errors import ConfigError, RenderError
+from sttwatch.outputs import get_format, language_of, render_all, transcript_of
 from sttwatch.profiles import PassThrough, Profile, profile_for
 from sttwatch.transcript_model import output_language, speaker_label
+from sttwatch.transcripts import Placement, up_to_date
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("STTWATCH_UPDATE_GOLDEN") == "1"
@@ -338,3 +341,37 @@ def test_openai_profile_sends_file_and_mapped_options_through_the_client(
                              "prompt": "Vocabulary: sttwatch."}
 
 
+
+
+# --- {lang} in output.name ---------------------------------------------------------------------
+
+def test_lang_in_output_name_is_accepted_and_filled(tmp_path: Path) -> None:
+    cfg = load(write_config(tmp_path, output={"name": "{stem}.{lang}.{format}",
+                                              "formats": ["srt", "txt"]}))
+    inbox = tmp_path / "inbox"
+    source = make_fake_audio(inbox / "talk.mp3", "hi")
+    place = Placement(source, inbox, cfg.output.formats, cfg.output)
+    key = place.keys()[0]
+    assert key == str(inbox / "talk.{lang}.{format}")  # known before the result is
+    result = golden("assemblyai_speakers")
+    lang = language_of(result, {"model": "aai/universal"})
+    assert [p.name for p in place.paths(key, lang)] == ["talk.en.srt", "talk.en.txt"]
+    assert not up_to_date(place, source.stat().st_mtime_ns)
+    for path in place.paths(key, lang):
+        path.write_text("x")
+    assert up_to_date(place, source.stat().st_mtime_ns)  # whatever language it was
+    assert place.unused_keys(None)[0] == str(inbox / "talk.mp3.{lang}.{format}")
+    (inbox / "talk.en.txt").unlink()
+    (inbox / "talk.mp3.de.txt").write_text("not ours: a longer name that only looks alike")
+    assert not up_to_date(place, source.stat().st_mtime_ns)
+    assert [p.name for p in place.paths(key)] == ["talk.und.srt", "talk.und.txt"]
+
+
+def test_language_of_an_unreadable_result_falls_back() -> None:
+    assert language_of({"odd": 1}, {"model": "aai/universal"}, "pt_BR") == "pt"
+    assert language_of({"odd": 1}, {"model": "aai/universal"}) == "und"
+
+
+def test_bad_lang_templates_are_still_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\{stem\}, \{name\}, \{lang\} and \{format\}"):
+        load(write_config(tmp_path, output={"name": "{stem}.{language}.{format}"}))
