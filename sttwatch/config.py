@@ -104,7 +104,8 @@ SCHEMA: Mapping[str, Field] = {
     "output": _section(
         "transcripts",
         formats=Field("strlist", ["txt"], "any of txt, json, srt, vtt", choices=FORMAT_KINDS),
-        name=Field("str", "{stem}.{format}", "file name template: {stem}, {name}, {format}"),
+        name=Field("str", "{stem}.{format}",
+                   "file name template: {stem}, {name}, {lang}, {format}"),
         dir=Field("path", None, "write into a mirror of the watched tree here instead of "
                   "beside the source", nullable=True),
         on_done=Field("str", "keep", "keep | move | delete the source once transcribed",
@@ -368,10 +369,10 @@ def _logical_errors(o: Mapping[str, Any], watches: tuple[WatchConfig, ...]) -> l
     if o["on_done"] == "move" and o["done_dir"] is None:
         errors.append("at 'output.done_dir': required when output.on_done is 'move'")
     try:
-        o["name"].format(stem="a", name="a.mp3", format="txt")
+        o["name"].format(stem="a", name="a.mp3", format="txt", lang="en")
     except Exception as exc:  # any str.format failure is the user's template
         errors.append(f"at 'output.name': bad template {o['name']!r} ({exc}); "
-                      "use {stem}, {name} and {format}")
+                      "use {stem}, {name}, {lang} and {format}")
     if "{format}" not in o["name"]:
         errors.append("at 'output.name': must contain {format}, so a transcript can never "
                       "take the recording's own name")

@@ -1,17 +1,16 @@
-"""Reading a finished result loosely, and laying its text out as subtitle cues.
+"""Laying a transcript out as subtitle cues and reading paragraphs.
 
-Results follow the Deepgram-shaped payload of shared/aimlapi-stt.md: only
-``results.channels[0].alternatives[0].transcript`` is guaranteed, so every richer field
-(words, utterances, paragraphs, metadata.duration) is read loosely and skipped when malformed.
+Works on the one ``Transcript`` model (sttwatch/transcript_model.py), whatever family made
+it: every timing source is optional there, so cues use the most precise one present.
 """
 
 from __future__ import annotations
 
-import math
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from .transcript_model import Paragraph, Span, Transcript, speaker_name
 
 LINE_WIDTH = 42  # common broadcast subtitle limit; longer lines cannot be read in time
 MAX_LINES = 2
@@ -24,70 +23,11 @@ _SENTENCE_END = (".", "?", "!", "\u2026")
 _CLAUSE_END = (",", ";", ":", "\u2014", "\u2013")  # em and en dash
 _CLOSERS = "\"')]}\u00bb\u201d\u2019"  # a period inside quotes still ends the sentence
 
-Segment = tuple[str, float, float]  # text, start, end (seconds)
+
+Piece = tuple[str, float, float, str | None]  # text, start, end (seconds), speaker name
 
 
-def _get(obj: Any, *path: str | int) -> Any:
-    """Walk a loosely-typed payload, yielding None instead of raising on any wrong shape."""
-    for key in path:
-        if isinstance(key, int):
-            if not isinstance(obj, Sequence) or isinstance(obj, str) or len(obj) <= key:
-                return None
-        elif not isinstance(obj, Mapping) or key not in obj:
-            return None
-        obj = obj[key]
-    return obj
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _number(value: Any) -> float | None:
-    """Timings come from JSON, so booleans, strings, NaN and infinities must not pass."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
-
-
-def _text(item: Any, *keys: str) -> str | None:
-    """The first non-blank string among ``keys``, inner whitespace collapsed to one space."""
-    for key in keys:
-        value = _get(item, key)
-        if isinstance(value, str) and value.strip():
-            return " ".join(value.split())
-    return None
-
-
-def transcript_text(result: Mapping[str, Any]) -> str:
-    """Return the one field the service guarantees; without it the payload is not a result."""
-    text = _get(result, "results", "channels", 0, "alternatives", 0, "transcript")
-    if not isinstance(text, str):
-        raise ValueError("result has no results.channels[0].alternatives[0].transcript string")
-    return text.strip()
-
-
-def _paragraphs(result: Mapping[str, Any]) -> list[Any]:
-    """Deepgram nests paragraphs under the alternative; the AI/ML API docs show them under
-    ``results`` (see aimlapi-stt.md), so both places are accepted."""
-    for where in (("results",), ("results", "channels", 0, "alternatives", 0)):
-        if found := _list(_get(result, *where, "paragraphs", "paragraphs")):
-            return found
-    return []
-
-
-def _segments(items: Any, *keys: str) -> list[Segment]:
-    """All-or-nothing: one untimed entry would turn every later cue time into a guess."""
-    out = []
-    for item in _list(items):
-        start, end = _number(_get(item, "start")), _number(_get(item, "end"))
-        if start is None or end is None:
-            return []
-        if text := _text(item, *keys):
-            out.append((text, start, end))
-    return out
-
-
-def _layout(text: str) -> list[str]:
+def _wrap(text: str) -> list[str]:
     """Two balanced lines read faster than a full line followed by a stub."""
     if len(text) <= LINE_WIDTH:
         return [text]
@@ -99,29 +39,47 @@ def _layout(text: str) -> list[str]:
     return textwrap.wrap(text, LINE_WIDTH, break_long_words=False, break_on_hyphens=False)
 
 
-def _fits(words: Sequence[str]) -> bool:
-    return len(_layout(" ".join(words))) <= MAX_LINES
+def _prefix(speaker: str | None) -> str:
+    return f"{speaker}: " if speaker else ""
+
+
+def _layout(text: str, speaker: str | None = None) -> list[str]:
+    """Lines for ``text``, leaving room on the first for the "Speaker 1: " that srt puts
+    there, so every format shares one layout."""
+    prefix = _prefix(speaker)
+    lines = _wrap(prefix + text)
+    if prefix:
+        lines[0] = lines[0][len(prefix):].strip()
+        if not lines[0]:
+            del lines[0]
+    return lines
+
+
+def _fits(words: Sequence[str], speaker: str | None) -> bool:
+    return len(_wrap(_prefix(speaker) + " ".join(words))) <= MAX_LINES
 
 
 def _ends(text: str, marks: tuple[str, ...]) -> bool:
     return text.rstrip(_CLOSERS).endswith(marks)
 
 
-def _group_words(words: list[Segment]) -> list[Segment]:
-    """Greedy grouping: sentence ends and pauses close a cue; a cue that would overflow is cut
-    back to its last clause mark when that leaves the first part reasonably full."""
-    cues: list[Segment] = []
-    cur: list[Segment] = []
+def _group_words(words: list[Piece]) -> list[Piece]:
+    """Greedy grouping: sentence ends, pauses and a change of speaker close a cue; a cue that
+    would overflow is cut back to its last clause mark when that leaves the first part
+    reasonably full."""
+    cues: list[Piece] = []
+    cur: list[Piece] = []
 
     def close(upto: int) -> None:
         nonlocal cur
         part, cur = cur[:upto], cur[upto:]
-        cues.append((" ".join(w[0] for w in part), part[0][1], max(w[2] for w in part)))
+        cues.append((" ".join(w[0] for w in part), part[0][1], max(w[2] for w in part),
+                     part[0][3]))
 
     for word in words:
-        if cur and word[1] - cur[-1][2] > PAUSE_SECONDS:
+        if cur and (word[1] - cur[-1][2] > PAUSE_SECONDS or word[3] != cur[-1][3]):
             close(len(cur))
-        while cur and not (_fits([w[0] for w in [*cur, word]])
+        while cur and not (_fits([w[0] for w in [*cur, word]], word[3])
                            and word[2] - cur[0][1] <= MAX_CUE_SECONDS):
             close(next((i for i in range(len(cur) - 1, 0, -1) if _ends(cur[i - 1][0], _CLAUSE_END)
                         and len(" ".join(w[0] for w in cur[:i])) >= LINE_WIDTH // 2), len(cur)))
@@ -131,81 +89,91 @@ def _group_words(words: list[Segment]) -> list[Segment]:
     if cur:
         close(len(cur))
     nexts = [c[1] for c in cues[1:]] + [float("inf")]
-    return [(text, start, max(end, min(start + MIN_CUE_SECONDS, nxt)))
-            for (text, start, end), nxt in zip(cues, nexts, strict=False)]
+    return [(text, start, max(end, min(start + MIN_CUE_SECONDS, nxt)), who)
+            for (text, start, end, who), nxt in zip(cues, nexts, strict=False)]
 
 
-def _chunks(text: str) -> list[str]:
+def _chunks(text: str, speaker: str | None) -> list[str]:
     """Fill cues greedily, but end one at a sentence end once it holds a line's worth."""
     chunks: list[str] = []
     cur: list[str] = []
     for word in text.split():
         full = bool(cur) and _ends(cur[-1], _SENTENCE_END) and len(" ".join(cur)) >= LINE_WIDTH
-        if cur and (full or not _fits([*cur, word])):
+        if cur and (full or not _fits([*cur, word], speaker)):
             chunks.append(" ".join(cur))
             cur = []
         cur.append(word)
     return [*chunks, " ".join(cur)] if cur else chunks
 
 
-def _spread(text: str, start: float, end: float) -> list[Segment]:
+def _spread(text: str, start: float, end: float, speaker: str | None = None) -> list[Piece]:
     """Without word timings the best guess is that time runs in proportion to characters."""
-    chunks = _chunks(text)
+    chunks = _chunks(text, speaker)
     marks = [0]
     for chunk in chunks:
         marks.append(marks[-1] + len(chunk) + 1)
     scale = (end - start) / marks[-1]
-    return [(c, start + a * scale, start + b * scale)
+    return [(c, start + a * scale, start + b * scale, speaker)
             for c, a, b in zip(chunks, marks, marks[1:], strict=False)]
 
 
 @dataclass(frozen=True)
 class Cue:
-    """A subtitle cue in whole milliseconds, so every format prints exactly the same times."""
+    """A subtitle cue in whole milliseconds, so every format prints exactly the same times.
+    ``speaker`` is the name to show ("Speaker 1"); ``lines`` leave room for it on the first."""
 
     start_ms: int
     end_ms: int
     lines: tuple[str, ...]
+    speaker: str | None = None
 
 
-def subtitle_cues(result: Mapping[str, Any]) -> list[Cue]:
+def _name(label: str | None) -> str | None:
+    return speaker_name(label) if label else None
+
+
+def _timed_spans(t: Transcript) -> list[Span]:
+    """Utterances (or segments), else paragraph sentences when every paragraph has them."""
+    if t.utterances:
+        spans = list(t.utterances)
+    elif t.paragraphs and all(p.sentences for p in t.paragraphs):
+        spans = [Span(s.text, s.start, s.end, s.speaker or p.speaker)
+                 for p in t.paragraphs for s in p.sentences]
+    else:
+        return []
+    return sorted(spans, key=lambda span: span.start)
+
+
+def subtitle_cues(t: Transcript) -> list[Cue]:
     """Use the most precise timing source present (words, utterances, paragraph sentences,
     the duration), then force the times into a valid sequence whatever the payload claimed:
     starts non-decreasing and after the previous end where possible, positive length,
     inside [0, duration] when the duration is known."""
-    transcript = transcript_text(result)
-    if not transcript:
+    if not t.text:
         return []
-    duration = _number(_get(result, "metadata", "duration"))
+    duration = t.duration
     limit = int(duration * 1000) if duration and duration >= 0.002 else None
-    alternative = _get(result, "results", "channels", 0, "alternatives", 0)
-    raw = _group_words(_segments(_get(alternative, "words"), "punctuated_word", "word"))
+    raw = _group_words([(w.text, w.start, w.end, _name(w.speaker)) for w in t.words])
     if not raw:
-        timed = [_segments(_get(p, "sentences"), "text") for p in _paragraphs(result)]
-        segments = _segments(_get(result, "results", "utterances"), "transcript") or (
-            [s for group in timed for s in group] if all(timed) else [])
-        segments.sort(key=lambda seg: seg[1])
-        raw = [c for text, s, e in segments for c in _spread(text, s, max(s, e))]
+        raw = [c for span in _timed_spans(t)
+               for c in _spread(span.text, span.start, max(span.start, span.end),
+                                _name(span.speaker))]
     if not raw:
-        span = limit / 1000 if limit else UNTIMED_CUE_SECONDS * len(_chunks(transcript))
-        raw = _spread(transcript, 0.0, span)
+        span = limit / 1000 if limit else UNTIMED_CUE_SECONDS * len(_chunks(t.text, None))
+        raw = _spread(t.text, 0.0, span)
     cues: list[Cue] = []
     prev_start = prev_end = 0
-    for text, start, end in raw:
+    for text, start, end, speaker in raw:
         s = max(round(start * 1000), prev_end)
         e = max(round(end * 1000), s + 1)
         if limit is not None and e > limit:
             e = limit
             s = min(s, max(prev_start, e - 1))
-        cues.append(Cue(s, e, tuple(_layout(text))))
+        cues.append(Cue(s, e, tuple(_layout(text, speaker)), speaker))
         prev_start, prev_end = s, max(prev_end, e)
     return cues
 
 
-def paragraph_texts(result: Mapping[str, Any]) -> list[str]:
-    """The paragraphs (or utterances) the service found, else the transcript as one."""
-    transcript = transcript_text(result)
-    paragraphs = [" ".join(t for s in _list(_get(p, "sentences")) if (t := _text(s, "text")))
-                  for p in _paragraphs(result)]
-    utterances = [_text(u, "transcript") for u in _list(_get(result, "results", "utterances"))]
-    return [p for p in paragraphs if p] or [u for u in utterances if u] or [transcript]
+def reading_paragraphs(t: Transcript) -> list[Paragraph]:
+    """The paragraphs the service (or its utterances) gave, else the transcript as one."""
+    return [p for p in t.paragraphs if p.text] or ([Paragraph(t.text)] if t.text else [])

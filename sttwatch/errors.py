@@ -6,6 +6,8 @@
   pipeline keeps the job queued.
 - ``PermanentError``: retrying cannot help; the pipeline fails that one job with the reason.
 - ``ExpiredError``: the backend no longer knows a generation id; the job is submitted again.
+- ``RenderError``: a stored result the writers cannot read; the finisher keeps the result,
+  writes the json output and fails the job retryably, without a second create.
 """
 
 from __future__ import annotations
@@ -71,3 +73,8 @@ class PermanentError(SttwatchError):
 class ExpiredError(SttwatchError):
     """The backend does not know this generation id (expired on the service, or a local id
     from before a restart)."""
+
+
+class RenderError(SttwatchError, ValueError):
+    """A finished (and billed) result that no model profile can read. Also a ``ValueError``
+    so a finisher that only knows ``ValueError`` still fails the job with the reason."""

@@ -1,7 +1,9 @@
 """Transcript output formats (txt, json, srt, vtt) and atomic writing beside the source.
 
-Each format is a small class registered by ``kind``; a new format is a new class. How cues
-are cut from a result lives in ``cues.py``.
+Each format is a small class registered by ``kind``; a new format is a new class. Formats
+read the one ``Transcript`` model: ``render`` gets it from the result through the model's
+profile (sttwatch/profiles/), so no writer knows any family's result shape. How cues are cut
+lives in ``cues.py``.
 """
 
 from __future__ import annotations
@@ -14,15 +16,24 @@ import json
 import os
 import tempfile
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from .cues import TXT_WIDTH, Cue, paragraph_texts, subtitle_cues, transcript_text
+from .cues import TXT_WIDTH, Cue, reading_paragraphs, subtitle_cues
+from .errors import RenderError
+from .profiles import profile_for_header
+from .transcript_model import Transcript, output_language, speaker_name
 
-__all__ = ["FORMATS", "Cue", "Format", "get_format", "subtitle_cues", "transcript_text",
-           "write_atomic"]
+__all__ = ["FORMATS", "Cue", "Format", "RenderError", "get_format", "language_of",
+           "render_all", "subtitle_cues", "transcript_of", "write_atomic"]
+
+
+def transcript_of(result: Mapping[str, Any], header: Mapping[str, Any]) -> Transcript:
+    """The result read by the profile of the header's ``model`` and ``backend``. Raises
+    RenderError when no known shape fits."""
+    return profile_for_header(header).parse(result)
 
 
 class Format:
@@ -42,8 +53,17 @@ class Format:
         cls.suffix = cls.__dict__.get("suffix", "." + kind)
         Format._registry[kind] = cls
 
-    def render(self, result: Mapping[str, Any], header: Mapping[str, Any]) -> str:
-        """Turn a finished result into file text; ``header`` describes the job."""
+    def render(self, result: Mapping[str, Any], header: Mapping[str, Any],
+               transcript: Transcript | None = None) -> str:
+        """Turn a finished result into file text; ``header`` describes the job (its
+        ``model`` and ``backend`` choose the profile). Pass ``transcript`` when the caller
+        has read the result already. Raises RenderError on a result no profile can read."""
+        if transcript is None:
+            transcript = transcript_of(result, header)
+        return self.write(transcript, result, header)
+
+    def write(self, transcript: Transcript, result: Mapping[str, Any],
+              header: Mapping[str, Any]) -> str:
         raise NotImplementedError
 
 
@@ -57,15 +77,39 @@ def get_format(kind: str) -> Format:
     return FORMATS[kind]()
 
 
-class TextFormat(Format, kind="txt"):
-    """Plain text for reading and grepping, in paragraphs when the service found them."""
+def language_of(result: Mapping[str, Any], header: Mapping[str, Any],
+                configured: Any = None) -> str:
+    """What ``{lang}`` in ``output.name`` becomes for this result: the language it reports,
+    else ``configured`` (the job's ``language`` option), else "und". Never raises, since
+    even an unreadable result gets its json output written under this name."""
+    try:
+        transcript: Transcript | None = transcript_of(result, header)
+    except RenderError:
+        transcript = None
+    return output_language(transcript, configured)
 
-    def render(self, result: Mapping[str, Any], header: Mapping[str, Any]) -> str:
-        if not transcript_text(result):
+
+def render_all(formats: Sequence[str], result: Mapping[str, Any],
+               header: Mapping[str, Any]) -> list[str]:
+    """Every format's text, reading the result once. Raises RenderError before producing
+    anything when the result cannot be read."""
+    transcript = transcript_of(result, header)
+    return [get_format(kind).write(transcript, result, header) for kind in formats]
+
+
+class TextFormat(Format, kind="txt"):
+    """Plain text for reading and grepping, in paragraphs when the service found them, each
+    opened by its speaker ("Speaker 1: ...") when the service told speakers apart."""
+
+    def write(self, transcript: Transcript, result: Mapping[str, Any],
+              header: Mapping[str, Any]) -> str:
+        paragraphs = reading_paragraphs(transcript)
+        if not paragraphs:
             return ""
-        return "\n\n".join(textwrap.fill(p, TXT_WIDTH, break_long_words=False,
-                                         break_on_hyphens=False)
-                           for p in paragraph_texts(result)) + "\n"
+        return "\n\n".join(
+            textwrap.fill((f"{speaker_name(p.speaker)}: " if p.speaker else "") + p.text,
+                          TXT_WIDTH, break_long_words=False, break_on_hyphens=False)
+            for p in paragraphs) + "\n"
 
 
 def _json_default(value: Any) -> Any:
@@ -80,10 +124,25 @@ def _json_default(value: Any) -> Any:
 
 
 class JsonFormat(Format, kind="json"):
-    """The whole result plus the job header, so nothing the service said is lost."""
+    """The whole result plus the job header, so nothing the service said is lost, and the
+    normalized ``transcript`` fields. Never fails on a result it cannot read: that result is
+    exactly what must be kept, so it is written with ``transcript: null`` and the reason."""
 
-    def render(self, result: Mapping[str, Any], header: Mapping[str, Any]) -> str:
-        body = {"sttwatch": header, "result": result}
+    def render(self, result: Mapping[str, Any], header: Mapping[str, Any],
+               transcript: Transcript | None = None) -> str:
+        try:
+            return super().render(result, header, transcript)
+        except RenderError as exc:
+            return self._dump({"sttwatch": header, "result": result, "transcript": None,
+                               "render_error": str(exc)})
+
+    def write(self, transcript: Transcript, result: Mapping[str, Any],
+              header: Mapping[str, Any]) -> str:
+        return self._dump({"sttwatch": header, "result": result,
+                           "transcript": transcript.as_json()})
+
+    @staticmethod
+    def _dump(body: Mapping[str, Any]) -> str:
         return json.dumps(body, indent=2, ensure_ascii=False, default=_json_default) + "\n"
 
 
@@ -103,17 +162,28 @@ class _Subtitles(Format):
     def escape(self, line: str) -> str:
         return line
 
-    def render(self, result: Mapping[str, Any], header: Mapping[str, Any]) -> str:
+    def speaker(self, name: str) -> str:
+        """What opens the first line of a cue spoken by ``name``."""
+        raise NotImplementedError
+
+    def write(self, transcript: Transcript, result: Mapping[str, Any],
+              header: Mapping[str, Any]) -> str:
         blocks = []
-        for n, cue in enumerate(subtitle_cues(result), 1):
+        for n, cue in enumerate(subtitle_cues(transcript), 1):
             times = " --> ".join(_timestamp(ms, self.decimal) for ms in (cue.start_ms, cue.end_ms))
             lines = [self.escape(line) for line in cue.lines]
+            if cue.speaker and lines:
+                lines[0] = self.speaker(cue.speaker) + lines[0]
             blocks.append("\n".join([str(n)] * self.numbered + [times, *lines, ""]))
         return "\n".join([*self.preamble, *blocks])
 
 
 class SrtFormat(_Subtitles, kind="srt"):
-    """SubRip, the subtitle format nearly every player accepts."""
+    """SubRip, the subtitle format nearly every player accepts; it has no speaker markup, so
+    the speaker is written out ("Speaker 1: ")."""
+
+    def speaker(self, name: str) -> str:
+        return f"{name}: "
 
 
 class VttFormat(_Subtitles, kind="vtt"):
@@ -123,6 +193,10 @@ class VttFormat(_Subtitles, kind="vtt"):
 
     def escape(self, line: str) -> str:
         return html.escape(line, quote=False)
+
+    def speaker(self, name: str) -> str:
+        """A voice span, which players can style or show; ``>`` would end the tag early."""
+        return f"<v {html.escape(name, quote=False)}>"
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -8,6 +8,7 @@ what happens to the source afterwards, so the writer and the scanner can never d
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -22,8 +23,10 @@ from typing import Any
 from .config import OutputConfig
 from .outputs import get_format, write_atomic
 from .store import Job
+from .transcript_model import UNDETERMINED
 
 ERROR_SUFFIX = ".sttwatch-error.json"
+ANY_LANG = "\x00"  # stands for any language in a name (never in a real file name)
 # What write_atomic's mkstemp leaves when the process is killed mid-write:
 # ".talk.txt.k3j_9x2a.tmp". Only names of our own outputs match.
 LEFTOVER = re.compile(r"^\..+\.(txt|json|srt|vtt)\.[a-z0-9_]{8}\.tmp$")
@@ -45,10 +48,11 @@ class Placement:
 
     def keys(self) -> tuple[str, str]:
         """The preferred name pattern and the fallback with the source's extension in it;
-        ``{format}`` is left in place so one key covers every format."""
+        ``{format}`` and ``{lang}`` are left in place so one key covers every format and
+        the key is known before the result says which language it is."""
         t, s = self.output.name, self.source
-        first = t.format(stem=s.stem, name=s.name, format="{format}")
-        second = t.format(stem=s.name, name=s.name, format="{format}")
+        first = t.format(stem=s.stem, name=s.name, format="{format}", lang="{lang}")
+        second = t.format(stem=s.name, name=s.name, format="{format}", lang="{lang}")
         if second == first:
             second = f"{s.name}.{{format}}"
         return str(self.folder() / first), str(self.folder() / second)
@@ -64,25 +68,38 @@ class Placement:
         numbered variants after the usual two."""
         t, s = self.output.name, self.source
         numbered = (str(self.folder() / t.format(stem=f"{s.stem}-{n}", name=f"{s.stem}-{n}"
-                                                 f"{s.suffix}", format="{format}"))
+                                                 f"{s.suffix}", format="{format}",
+                                                 lang="{lang}"))
                     for n in range(2, 10000))
         out = []
         for key in (*self.keys(), *numbered):
-            if key == own or not any(p.exists() for p in self.paths(key)):
+            if key == own or not any(existing(p) for p in self.paths(key, ANY_LANG)):
                 out.append(key)
                 if len(out) == 2:
                     break
         return out
 
-    def paths(self, key: str | None = None) -> list[Path]:
-        pattern = key or self.keys()[0]
+    def paths(self, key: str | None = None, lang: str = UNDETERMINED) -> list[Path]:
+        """The files of ``key``; ``lang`` fills ``{lang}`` (transcript_model.output_language
+        gives it from the result)."""
+        pattern = (key or self.keys()[0]).replace("{lang}", lang)
         return [Path(pattern.replace("{format}", kind)) for kind in self.formats]
+
+
+def existing(path: Path) -> list[Path]:
+    """The files ``path`` names; ``ANY_LANG`` in its name stands for any language tag."""
+    if ANY_LANG not in path.name:
+        return [path] if path.exists() else []
+    tag = re.compile("[a-z]{2,3}".join(map(re.escape, path.name.split(ANY_LANG))))
+    return sorted(p for p in path.parent.glob(glob.escape(path.name).replace(ANY_LANG, "*"))
+                  if tag.fullmatch(p.name))
 
 
 def up_to_date(place: Placement, source_mtime_ns: int) -> bool:
     """Every transcript exists and is newer than the source: nothing to do for this file."""
     try:
-        return all(p.stat().st_mtime_ns >= source_mtime_ns for p in place.paths())
+        return all(any(p.stat().st_mtime_ns >= source_mtime_ns for p in existing(path))
+                   for path in place.paths(lang=ANY_LANG))
     except OSError:
         return False
 

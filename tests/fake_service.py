@@ -56,6 +56,10 @@ class FakeConfig:
     fail_texts: set[str] = dataclasses.field(default_factory=set)
     forget_ids_once: int = 0  # the next N fetches of live ids forget that id (404)
     status_override: str | None = None  # status shown for unfinished tasks, e.g. "paused"
+    # Shape of finished results: "deepgram", "assemblyai" (times in ms), "openai" ({"text"}
+    # only) or "openai_segments" (verbose, with segments); see result_payload().
+    result_shape: str = "deepgram"
+    speakers: int = 0  # > 0: sentences are spoken in turn by this many speakers
 
 
 @dataclasses.dataclass
@@ -68,6 +72,7 @@ class RequestRecord:
     status_code: int
     headers: dict[str, str]  # lower-case names, Authorization included
     time: float  # time.monotonic() when the request arrived
+    file_field: str | None = None  # the multipart field the file came in ("audio" or "file")
 
 
 @dataclasses.dataclass
@@ -137,6 +142,60 @@ def transcript_payload(task: _Task) -> Json:
     language = task.fields.get("language") or "en"
     return {"metadata": metadata, "results": {"channels": [
         {"alternatives": [alternative], "detected_language": language}]}}
+
+
+def _speaker_of_words(text: str, speakers: int) -> list[int | None]:
+    """Speaker per word: sentences are spoken in turn when ``speakers`` > 0."""
+    out: list[int | None] = []
+    sentence = 0
+    for tok in text.split():
+        out.append(sentence % speakers if speakers > 0 else None)
+        sentence += tok.endswith((".", "?", "!"))
+    return out
+
+
+def result_payload(task: _Task, shape: str = "deepgram", speakers: int = 0) -> Json:
+    """The finished result in the shape of one model family, with speakers when asked."""
+    base = transcript_payload(task)
+    words = base["results"]["channels"][0]["alternatives"][0]["words"]
+    who = _speaker_of_words(task.text or "", speakers)
+    turns: list[Json] = []  # sentences: start, end, text, speaker
+    for word, spk in zip(words, who, strict=True):
+        if spk is not None:
+            word["speaker"] = spk
+        if turns and not turns[-1]["text"].endswith((".", "?", "!")):
+            turns[-1]["end"] = word["end"]
+            turns[-1]["text"] += " " + word["punctuated_word"]
+        else:
+            turns.append({"start": word["start"], "end": word["end"], "speaker": spk,
+                          "text": word["punctuated_word"]})
+    text, duration = task.text or "", base["metadata"]["duration"]
+    if shape == "deepgram":
+        if speakers > 0:
+            base["results"]["utterances"] = [
+                {"start": t["start"], "end": t["end"], "transcript": t["text"],
+                 "speaker": t["speaker"], "confidence": 0.98, "channel": 0} for t in turns]
+        return base
+    if shape == "assemblyai":
+        letter = {n: chr(ord("A") + n) for n in range(max(speakers, 1))}
+        aai_words = [{"text": w["punctuated_word"], "start": round(w["start"] * 1000),
+                      "end": round(w["end"] * 1000), "confidence": w["confidence"],
+                      "speaker": letter.get(w.get("speaker", -1))} for w in words]
+        utterances = [{"text": t["text"], "start": round(t["start"] * 1000),
+                       "end": round(t["end"] * 1000), "confidence": 0.98,
+                       "speaker": letter[t["speaker"]]} for t in turns] if speakers > 0 else None
+        return {"id": task.id, "status": "completed", "text": text, "words": aai_words,
+                "utterances": utterances, "language_code": "en_us",
+                "audio_duration": int(duration) + 1, "confidence": 0.98}
+    if shape == "openai":
+        return {"text": text}
+    if shape == "openai_segments":
+        return {"task": "transcribe", "language": "english", "duration": duration,
+                "text": text, "segments": [
+                    {"id": n, "start": t["start"], "end": t["end"], "text": " " + t["text"],
+                     **({"speaker": chr(ord("A") + t["speaker"])} if speakers > 0 else {})}
+                    for n, t in enumerate(turns)]}
+    raise ValueError(f"unknown result shape {shape!r}")
 
 
 class FakeService:
@@ -252,12 +311,13 @@ class FakeService:
         arrived = time.monotonic()
         time.sleep(self.config.create_latency)
         fields: Json = {}
-        filename, audio, text, bad = None, None, None, ""
+        filename, audio, text, bad, field = None, None, None, "", None
         try:
             ctype = headers.get("content-type", "")
             if ctype.startswith("multipart/form-data"):
                 fields, files = parse_multipart(body, ctype)
-                filename, audio = files.get("audio", (None, None))
+                field = next((f for f in ("audio", "file") if f in files), None)
+                filename, audio = files[field] if field else (None, None)
                 if audio is not None and audio.startswith(MAGIC):
                     text = audio[len(MAGIC):].decode("utf-8", "replace").strip()
                 bad = "" if audio else "audio must be a non-empty file"
@@ -272,6 +332,7 @@ class FakeService:
         if not bad and not fields.get("model"):
             bad = "model is required"
         record = RequestRecord("create", None, text, dict(fields), filename, 0, headers, arrived)
+        record.file_field = field
         cfg = self.config
         with self.lock:
             self._advance(time.monotonic())
@@ -333,7 +394,8 @@ class FakeService:
                 wire = STATUS_NAMES[cfg.dialect][state]
                 if state in ("waiting", "running") and cfg.status_override:
                     wire = cfg.status_override
-                result = transcript_payload(task) if state == "completed" else None
+                result = (result_payload(task, cfg.result_shape, cfg.speakers)
+                          if state == "completed" else None)
                 failed = state == "failed"
                 error = {"name": "GenerationError", "message": task.error} if failed else None
                 status, payload = 200, (

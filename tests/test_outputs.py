@@ -14,7 +14,8 @@ import pytest
 import srt
 import webvtt
 
-from sttwatch.outputs import FORMATS, Format, get_format, transcript_text, write_atomic
+from sttwatch.errors import RenderError
+from sttwatch.outputs import FORMATS, Format, get_format, write_atomic
 
 SENTENCES = [
     "Good morning everyone, and welcome to the weekly engineering sync.",
@@ -54,30 +55,47 @@ def plain_payload(transcript: str, duration: float | None = None, **results: Any
     return payload
 
 
+def transcript_text(payload: dict[str, Any]) -> str:
+    return str(payload["results"]["channels"][0]["alternatives"][0]["transcript"])
+
+
 def squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def srt_cues(payload: dict[str, Any]) -> list[srt.Subtitle]:
-    text = get_format("srt").render(payload, {})
+def srt_cues(payload: dict[str, Any], header: dict[str, Any] | None = None) -> list[srt.Subtitle]:
+    text = get_format("srt").render(payload, header or {})
     cues = list(srt.parse(text))
     assert [c.index for c in cues] == list(range(1, len(cues) + 1))
     return cues
 
 
-def vtt_cues(payload: dict[str, Any]) -> list[tuple[float, float, str]]:
-    text = get_format("vtt").render(payload, {})
+Timed = tuple[float, float, str, "str | None"]  # start, end, text, speaker
+
+
+def vtt_cues(payload: dict[str, Any], header: dict[str, Any] | None = None) -> list[Timed]:
+    text = get_format("vtt").render(payload, header or {})
     assert text.startswith("WEBVTT\n\n") or text == "WEBVTT\n"
+    captions = webvtt.from_string(text, strict=True).captions
     return [(c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000,
-             html.unescape(c.text)) for c in webvtt.from_string(text, strict=True).captions]
+             html.unescape(c.text), c.voice) for c in captions]
+
+
+def spoken_cues(payload: dict[str, Any], header: dict[str, Any] | None = None) -> list[Timed]:
+    """The cues of both subtitle formats, which must agree exactly: srt's "Speaker 1: "
+    prefix and vtt's voice span name the same speaker."""
+    from_srt: list[Timed] = []
+    for c in srt_cues(payload, header):
+        match = re.match(r"(Speaker \d+|[^\n:]+): ", c.content)
+        speaker = match.group(1) if match else None
+        body = c.content[match.end():] if match else c.content
+        from_srt.append((c.start.total_seconds(), c.end.total_seconds(), body, speaker))
+    assert from_srt == vtt_cues(payload, header)
+    return from_srt
 
 
 def timeline(payload: dict[str, Any]) -> list[tuple[float, float, str]]:
-    """The same cues from both formats, which must agree exactly."""
-    from_srt = [(c.start.total_seconds(), c.end.total_seconds(), c.content)
-                for c in srt_cues(payload)]
-    assert from_srt == vtt_cues(payload)
-    return from_srt
+    return [(start, end, text) for start, end, text, _ in spoken_cues(payload)]
 
 
 def check_valid(cues: list[tuple[float, float, str]], duration: float | None) -> None:
@@ -93,8 +111,8 @@ def check_valid(cues: list[tuple[float, float, str]], duration: float | None) ->
         previous_start, previous_end = start, end
 
 
-def joined(cues: list[tuple[float, float, str]]) -> str:
-    return squash(" ".join(text.replace("\n", " ") for _, _, text in cues))
+def joined(cues: list[tuple[float, float, str]] | list[Timed]) -> str:
+    return squash(" ".join(cue[2].replace("\n", " ") for cue in cues))
 
 
 def test_word_timed_cues_are_valid_and_keep_every_word() -> None:
@@ -160,6 +178,8 @@ def test_utterances_fallback() -> None:
     assert cues[0] == (0.3, 2.1, "Hi there.")
     assert cues[1][0] == 2.4 and cues[-1][1] == 30.0 and len(cues) > 2
     assert joined(cues) == squash(transcript_text(payload))
+    speakers = [who for *_, who in spoken_cues(payload)]
+    assert speakers == ["Speaker 1"] + ["Speaker 2"] * (len(cues) - 1)
 
 
 def test_paragraph_sentences_fallback() -> None:
@@ -238,11 +258,13 @@ def test_empty_transcript_gives_files_without_cues(transcript: str) -> None:
 @pytest.mark.parametrize("bad", [{}, {"results": {}}, {"results": {"channels": []}},
                                  plain_payload(None)])  # type: ignore[arg-type]
 def test_missing_transcript_is_a_clear_error(bad: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="transcript"):
-        transcript_text(bad)
     for kind in ("txt", "srt", "vtt"):
-        with pytest.raises(ValueError, match="transcript"):
-            get_format(kind).render(bad, {})
+        with pytest.raises(RenderError, match="no transcript in any known shape"):
+            get_format(kind).render(bad, {"model": "#g1_whisper-tiny"})
+    # the json output keeps the unreadable result, with the reason
+    kept = json.loads(get_format("json").render(bad, {"model": "#g1_whisper-tiny"}))
+    assert kept["result"] == bad and kept["transcript"] is None
+    assert "no transcript" in kept["render_error"]
 
 
 def test_txt_wraps_plain_transcript() -> None:
@@ -264,6 +286,10 @@ def test_txt_paragraphs_and_utterances() -> None:
                   {"start": 1, "end": 2, "transcript": "Hi, who is this?"}]
     payload = plain_payload("Hello. Hi, who is this?", utterances=utterances)
     assert get_format("txt").render(payload, {}) == "Hello.\n\nHi, who is this?\n"
+    for u, speaker in zip(utterances, (0, 1), strict=True):
+        u["speaker"] = speaker
+    assert get_format("txt").render(payload, {}) == (
+        "Speaker 1: Hello.\n\nSpeaker 2: Hi, who is this?\n")
 
 
 def test_json_round_trips_with_header() -> None:
@@ -274,7 +300,11 @@ def test_json_round_trips_with_header() -> None:
               "submitted": "2024-05-01T10:00:00+00:00", "cost": {"usd": 0.0021}}
     out = get_format("json").render(payload, header)
     assert out.endswith("}\n") and "東京" in out and '\n  "sttwatch": {' in out
-    assert json.loads(out) == {"sttwatch": header, "result": payload}
+    body = json.loads(out)
+    assert (body["sttwatch"], body["result"]) == (header, payload)
+    assert body["transcript"]["text"] == transcript_text(payload)
+    assert body["transcript"]["words"][0] == {"text": "Good", "start": 0.32, "end": 0.62,
+                                              "confidence": 0.97, "speaker": None}
     odd = {"source": Path("/x/y.wav"), "when": datetime.datetime(2024, 5, 1, 10, 0)}
     assert json.loads(get_format("json").render({}, odd))["sttwatch"] == {
         "source": "/x/y.wav", "when": "2024-05-01T10:00:00"}
