@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from .apikey import read_api_key as read_api_key  # moved there; re-exported
 from .backends import Backend, backend_class
 from .config import Config
 from .daemon import Daemon
@@ -23,35 +24,6 @@ from .notify import Notifier
 from .pipeline import JobSettings, Pipeline, PipelineSettings
 from .store import Store
 from .watcher import Watcher
-
-
-def read_api_key(cfg: Config, environ: Mapping[str, str]) -> str | None:
-    """The key from ``api.api_key_file`` (a systemd credential) or ``api.api_key_env``."""
-    api = cfg.api
-    if api.api_key_file is not None:
-        try:
-            key = api.api_key_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(cfg.source, [f"at 'api.api_key_file': cannot read "
-                                           f"{api.api_key_file}: {exc.strerror}"]) from None
-        except UnicodeDecodeError:
-            raise ConfigError(cfg.source, [f"at 'api.api_key_file': {api.api_key_file} "
-                                           "is not text"]) from None
-        if not key:
-            raise ConfigError(cfg.source, [f"at 'api.api_key_file': {api.api_key_file} "
-                                           "is empty"])
-    elif api.api_key_env:
-        key = environ.get(api.api_key_env, "").strip()
-        if not key:
-            return None
-    else:
-        return None
-    if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
-        where = "api.api_key_file" if api.api_key_file is not None else "api.api_key_env"
-        raise ConfigError(cfg.source, [f"at '{where}': the API key holds characters that "
-                                       "cannot be sent in an HTTP header (spaces, invisible "
-                                       "or non-ASCII characters pasted with it?)"])
-    return key
 
 
 def choose_backend(cfg: Config, key: str | None, override: str | None = None) -> str:
