@@ -23,7 +23,7 @@ from .errors import ConfigError
 MASK = "***"
 # RFC 6750 token68 characters; ``\/`` is a slash as JSON may escape it. A backslash alone is
 # not taken, so a JSON string's escaped quote is never eaten and the body still parses.
-_BEARER = re.compile(r"(?i)\b(bearer)(\s+)(?:[A-Za-z0-9._~+=-]|\\?/)+")
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+)(?:[A-Za-z0-9._~+=-]|\\?/){8,}")
 # Environment variable names by convention; a value outside it may still be a name.
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _ANY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -45,6 +45,17 @@ def looks_like_a_key(name: str) -> bool:
         return False
     # Lower-case names are legal; a long one mixing letters and digits is a token.
     return len(name) >= 20 and sum(c.isdigit() for c in name) >= 4
+
+
+def key_source(cfg: Config) -> str:
+    """Where the key is read from, for messages: never the value of a key-like
+    ``api_key_env`` (printing it would print the key)."""
+    api = cfg.api
+    if api.api_key_file is not None:
+        return f"the file {api.api_key_file}"
+    if api.api_key_env and looks_like_a_key(api.api_key_env):
+        return "api.api_key_env (its value looks like a key, so it is not shown)"
+    return f"the environment variable {api.api_key_env}"
 
 
 def read_api_key(cfg: Config, environ: Mapping[str, str]) -> str | None:
