@@ -23,7 +23,11 @@ from .errors import ConfigError
 MASK = "***"
 # RFC 6750 token68 characters; ``\/`` is a slash as JSON may escape it. A backslash alone is
 # not taken, so a JSON string's escaped quote is never eaten and the body still parses.
-_BEARER = re.compile(r"(?i)\b(bearer)(\s+)(?:[A-Za-z0-9._~+=-]|\\?/){8,}")
+# Transcripts pass through here too, so a token must look like one: 16 characters or more
+# with a digit or an inner punctuation mark ("the bearer instruments." stays as spoken).
+_TOKEN = r"(?:[A-Za-z0-9._~+=-]|\\?/)"
+_BEARER = re.compile(rf"(?i)\b(bearer)(\s+)(?={_TOKEN}*?(?:[0-9]|[._~+=/-]{_TOKEN}))"
+                     rf"{_TOKEN}{{16,}}")
 # Environment variable names by convention; a value outside it may still be a name.
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _ANY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -85,5 +85,8 @@ def test_redact_removes_the_key_and_any_bearer_token() -> None:
     assert clean == ('{"authorization": "Bearer ***", "x-api-key": "***", '
                      '"other": "bearer ***", "note": "a bearer of news"}')
     assert redact("nothing here", None) == "nothing here"
+    spoken = "The bearer responsibilities. A bearer of news; bearer instruments and bonds"
+    assert redact(spoken, KEY) == spoken  # transcripts pass through here too
+    assert redact("Bearer 0123456789abcdef", None) == "Bearer ***"
     slashed = "sk/with/slashes"
     assert redact('{"k": "sk\\/with\\/slashes"}', slashed) == '{"k": "***"}'
