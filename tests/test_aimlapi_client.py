@@ -4,6 +4,7 @@ plus pure checks of ``parse_status`` for every dialect in shared/aimlapi-stt.md.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import threading
@@ -435,6 +436,44 @@ def test_a_large_upload_is_streamed_whole_with_progress(
     assert [e["percent"] for e in progress] == list(range(10, 101, 10))
     assert progress[-1]["bytes"] == progress[-1]["total"] == record.body_bytes
     assert {e["job_id"] for e in progress} == {9} and progress[0]["path"] == str(big)
+
+
+def test_a_file_that_shrinks_during_its_upload_fails_cleanly(
+        tmp_path: Path, svc: FakeService) -> None:
+    big = tmp_path / "shrinking.wav"
+    with big.open("wb") as fh:
+        fh.truncate(20 << 20)
+
+    def shrink(job_id: int, sent: int, total: int) -> None:
+        if sent > 1 << 20:
+            os.truncate(big, 1 << 20)
+
+    backend = AimlApiBackend(svc.base_url, KEY, MODEL, retries=1, on_upload_progress=shrink)
+    try:
+        exc = raised(TransientError, lambda: backend.create(Request(1, MODEL, path=big)))
+    finally:
+        backend.close()
+    assert "got shorter while it was being uploaded" in str(exc)
+    assert not [r for r in svc.creates() if r.status_code < 300]
+
+
+def test_a_file_that_grows_during_its_upload_is_sent_as_it_was(
+        tmp_path: Path, svc: FakeService) -> None:
+    path = make_fake_audio(tmp_path / "growing.wav", "first words")
+    size = path.stat().st_size
+
+    def grow(job_id: int, sent: int, total: int) -> None:
+        with path.open("ab") as fh:
+            fh.write(b" and more")
+
+    backend = AimlApiBackend(svc.base_url, KEY, MODEL, on_upload_progress=grow)
+    try:
+        backend.create(Request(1, MODEL, path=path))
+    finally:
+        backend.close()
+    (record,) = svc.creates()
+    assert record.status_code == 201 and record.text == "first words"
+    assert path.stat().st_size > size
 
 
 def test_the_read_timeout_and_deadline_grow_with_the_upload(make_backend: MakeBackend) -> None:

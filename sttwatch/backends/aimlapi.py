@@ -225,6 +225,34 @@ def _form_fields(fields: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+class SourceChanged(Exception):
+    """The file got shorter while it was being sent (not an ``OSError``, which requests
+    would take for a connection failure)."""
+
+
+class _Capped:
+    """The file as the upload sees it: exactly the size it had when opened. A file that
+    grows is cut there, so the body matches its Content-Length; one that shrinks raises
+    ``SourceChanged`` (toolbelt would otherwise send a body short of its Content-Length
+    and then wait out the read timeout for an answer that cannot come)."""
+
+    def __init__(self, fh: Any, size: int) -> None:
+        self._fh = fh
+        self._left = size
+
+    @property
+    def len(self) -> int:  # what requests-toolbelt asks of a part's body
+        return self._left
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        data: bytes = self._fh.read(want)
+        if len(data) < want:
+            raise SourceChanged("the file got shorter while it was being uploaded")
+        self._left -= len(data)
+        return data
+
+
 def _progress(job_id: int, path: str, total: int,
               listener: UploadProgress | None) -> Callable[[MultipartEncoderMonitor], None]:
     """Called on every chunk read for the upload: tells the listener, and logs every
@@ -335,12 +363,16 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         with request.path.open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             encoder = MultipartEncoder(
-                [*_form_fields(fields), ("audio", (request.path.name, fh, mime))])
+                [*_form_fields(fields), ("audio", (request.path.name, _Capped(fh, size), mime))])
             body = MultipartEncoderMonitor(encoder, _progress(
                 request.job_id, str(request.path), encoder.len, self._on_upload_progress))
-            return self._send("POST", url, data=body, timeout=(
-                self._timeouts[0], self.upload_read_timeout(size)), creates=True,
-                headers={**headers, "Content-Type": body.content_type})
+            try:
+                return self._send("POST", url, data=body, timeout=(
+                    self._timeouts[0], self.upload_read_timeout(size)), creates=True,
+                    headers={**headers, "Content-Type": body.content_type})
+            except SourceChanged as exc:
+                # The body was cut short of its Content-Length: no task can have been made.
+                raise TransientError(str(exc)) from None
 
     def fetch(self, generation_id: str) -> Status:
         url = f"{self._base}/stt/{quote(generation_id, safe='')}"
