@@ -16,7 +16,7 @@ from typing import TextIO
 
 import requests
 
-from .apikey import read_api_key
+from .apikey import key_source, key_warnings, read_api_key
 from .config import Config, WatchConfig
 from .errors import ConfigError
 from .store import StoreError, StoreMissing, StoreUnavailable
@@ -110,9 +110,11 @@ def check(cfg: Config, environ: Mapping[str, str], out: TextIO,
     except ConfigError as exc:
         r.problem("; ".join(exc.problems), "make the key file readable by this user")
         key = None
-    where = (f"file {cfg.api.api_key_file}" if cfg.api.api_key_file
-             else f"environment variable {cfg.api.api_key_env}")
+    where = key_source(cfg)
     r.ok(f"API key {'set' if key else 'missing'} ({where})")
+    for warning in key_warnings(cfg):
+        r.problem(f"the key file {warning.path} is readable by others (mode {warning.mode})",
+                  warning.fix)
     kinds = {_kind(w.backend if w.backend not in (None, "auto") else cfg.backend, key)
              for w in cfg.watches} or {_kind(cfg.backend, key)}
     if "aimlapi" in kinds:
@@ -120,7 +122,8 @@ def check(cfg: Config, environ: Mapping[str, str], out: TextIO,
             _check_service(r, cfg, key)
         else:
             r.problem(f"backend aimlapi has no API key ({where})",
-                      f"export {cfg.api.api_key_env}=... or set api.api_key_file")
+                      "export AIMLAPI_KEY=... (with api.api_key_env: AIMLAPI_KEY) or set "
+                      "api.api_key_file")
     if "local" in kinds:
         try:
             import faster_whisper  # noqa: F401

@@ -20,10 +20,11 @@ from typing import TextIO
 from . import __version__
 from . import config as configmod
 from . import log as logsetup
+from .apikey import log_key_warnings, read_api_key
 from .daemon import ExitCode
 from .errors import BackendUnavailable, ConfigError
 from .store import StoreError, StoreUnavailable
-from .wiring import build, choose_backend, open_for_command, read_api_key
+from .wiring import build, choose_backend, open_for_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,6 +74,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
     cfg = configmod.load(args.config)
     key = read_api_key(cfg, environ)
     logsetup.setup(cfg.log_level, cfg.log_format, err, secrets=[key] if key else [])
+    log_key_warnings(cfg)
     daemon = build(cfg, key=key, override=args.backend, environ=environ, say=_say_on_tty(err))
     stop = daemon.stop_requested
     handlers = {signal.SIGTERM: lambda *_: stop.set(), signal.SIGINT: lambda *_: stop.set(),

@@ -2,6 +2,8 @@
 
 - ``ConfigError``: raised while loading; ``cli.main`` prints it and exits before logging starts.
 - ``AuthError``: the service refused the key; the pipeline pauses all submitting.
+  ``CreditsExhausted`` is the kind of it that a new key would not fix (the account is out
+  of credits): its own event, status line and exit code, same pause.
 - ``TransientError``: worth retrying later; tenacity retries it per request, then the
   pipeline keeps the job queued.
 - ``PermanentError``: retrying cannot help; the pipeline fails that one job with the reason.
@@ -43,7 +45,8 @@ class AuthError(SttwatchError):
 
 
 class CreditsExhausted(AuthError):
-    """The service accepts the key but the account has no credits left (403 that says so)."""
+    """A 403 whose body speaks of credits, balance, quota or billing: the key is good, the
+    account cannot pay. An ``AuthError`` so that code not told apart still pauses."""
 
 
 class TransientError(SttwatchError):

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from . import config as configmod
-from .apikey import read_api_key
+from .apikey import key_source, read_api_key
 from .backends import Backend, backend_class
 from .config import Config
 from .daemon import Daemon, Rebuilt
@@ -38,8 +38,7 @@ def choose_backend(cfg: Config, key: str | None, override: str | None = None) ->
     if kind == "auto":
         return "aimlapi" if key else "local"
     if backend_class(kind).needs_key() and not key:
-        where = (f"the file {cfg.api.api_key_file}" if cfg.api.api_key_file
-                 else f"the environment variable {cfg.api.api_key_env}")
+        where = key_source(cfg)
         raise BackendUnavailable(f"backend {kind} needs an API key in {where}")
     return kind
 

@@ -5,6 +5,8 @@ Notes: /work/shared/aimlapi-stt.md. Dialect 1 = legacy names (201, waiting/activ
 In-process: ``with FakeService(FakeConfig(...)) as svc: ... svc.base_url``. Standalone:
 ``python tests/fake_service.py --port 0 --task-seconds 2`` prints ``READY <url>``, serves until
 SIGTERM. Task state is derived lazily from a monotonic clock on each request (no timer thread).
+Bodies over ``STREAM_OVER`` bytes are read in chunks and only their head and tail kept, so a
+multi-gigabyte upload costs the fake no memory (``RequestRecord.body_bytes`` counts it all).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ STATUS_NAMES = {  # internal state -> status on the wire, per dialect
     1: {"waiting": "waiting", "running": "active", "completed": "completed", "failed": "failed"},
     2: {"waiting": "queued", "running": "generating", "completed": "completed", "failed": "error"},
 }
+STREAM_OVER = 16 << 20  # bodies larger than this are counted, not kept
+KEEP = 256 << 10  # bytes kept from each end of a streamed body (part headers, boundaries)
 Json = dict[str, Any]
 
 
@@ -60,6 +64,12 @@ class FakeConfig:
     # only) or "openai_segments" (verbose, with segments); see result_payload().
     result_shape: str = "deepgram"
     speakers: int = 0  # > 0: sentences are spoken in turn by this many speakers
+    # A gateway that quotes the request: every error answer and failed task's message
+    # carries the request headers, Authorization included (5xx as an HTML page).
+    echo_headers: bool = False
+    forbidden_message: str | None = None  # every create answers 403 with this (not credits)
+    # Creates whose audio text contains a key answer its status (400, 422, 500...).
+    create_status_for_texts: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -72,6 +82,7 @@ class RequestRecord:
     status_code: int
     headers: dict[str, str]  # lower-case names, Authorization included
     time: float  # time.monotonic() when the request arrived
+    body_bytes: int = 0  # bytes of the request body received (streamed ones too)
     file_field: str | None = None  # the multipart field the file came in ("audio" or "file")
 
 
@@ -88,6 +99,7 @@ class _Task:
     ends: float = 0.0
     finished: float | None = None
     forgotten: bool = False
+    echo: str = ""  # the create's headers, quoted in the failure message (echo_headers)
 
 
 def make_fake_audio(path: str | Path, text: str) -> Path:
@@ -105,6 +117,39 @@ def _now_iso() -> str:
 def _error(status: int, message: str, path: str) -> Json:
     return {"message": message, "path": path, "requestId": str(uuid.uuid4()),
             "statusCode": status, "timestamp": _now_iso()}
+
+
+def quote_headers(headers: dict[str, str]) -> str:
+    return "request headers: " + "; ".join(f"{k}: {v}" for k, v in headers.items())
+
+
+def echoed(status: int, payload: Json, headers: dict[str, str]) -> Json:
+    """An error answer as a gateway that quotes the request would give it."""
+    quoted = quote_headers(headers)
+    if status >= 500:  # a proxy's own error page: not JSON at all
+        return {RAW_HTML: f"<html><body><h1>{status}</h1><p>upstream error</p>"
+                          f"<pre>{quoted}</pre></body></html>"}
+    message = f"{payload.get('message', 'error')} ({quoted})"
+    return {**payload, "message": message, "request": {"headers": dict(headers)}}
+
+
+RAW_HTML = "__raw_html__"  # payload key: send this text as text/html instead of JSON
+
+
+def read_body(rfile: Any, length: int) -> tuple[bytes, int]:
+    """The body, or for a large one its head and tail only; with the count of bytes read."""
+    if length <= STREAM_OVER:
+        body = rfile.read(length)
+        return body, len(body)
+    head = rfile.read(KEEP)
+    got, tail = len(head), b""
+    while got < length:
+        chunk = rfile.read(min(1 << 20, length - got))
+        if not chunk:
+            break
+        got += len(chunk)
+        tail = (tail + chunk)[-KEEP:]
+    return head + tail, got
 
 
 def parse_multipart(body: bytes, ctype: str) -> tuple[dict[str, str], dict[str, Any]]:
@@ -303,11 +348,14 @@ class FakeService:
             hit = next((s for s in sorted(self.config.fail_texts) if s in (task.text or "")), None)
             if task.error is None and hit is not None:
                 task.error = f"Generation failed: {hit}"
+            if task.error is not None and task.echo and task.echo not in task.error:
+                task.error = f"{task.error} ({task.echo})"
             self._fill(task.ends)
         self._fill(now)
 
     # ---- endpoints -------------------------------------------------------------------------
-    def handle_create(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Json]:
+    def handle_create(self, path: str, headers: dict[str, str], body: bytes,
+                      body_bytes: int | None = None) -> tuple[int, Json]:
         arrived = time.monotonic()
         time.sleep(self.config.create_latency)
         fields: Json = {}
@@ -331,15 +379,22 @@ class FakeService:
             fields, bad = fields if isinstance(fields, dict) else {}, str(exc)
         if not bad and not fields.get("model"):
             bad = "model is required"
-        record = RequestRecord("create", None, text, dict(fields), filename, 0, headers, arrived)
+        record = RequestRecord("create", None, text, dict(fields), filename, 0, headers, arrived,
+                               len(body) if body_bytes is None else body_bytes)
         record.file_field = field
         cfg = self.config
+        forced = next((code for part, code in sorted(cfg.create_status_for_texts.items())
+                       if text is not None and part in text), None)
         with self.lock:
             self._advance(time.monotonic())
             if headers.get("authorization") != f"Bearer {cfg.key}":
                 status, payload = 401, _error(401, "Invalid API key", path)
             elif cfg.out_of_credits:
                 status, payload = 403, _error(403, "Insufficient credits", path)
+            elif cfg.forbidden_message is not None:
+                status, payload = 403, _error(403, cfg.forbidden_message, path)
+            elif forced is not None:
+                status, payload = forced, _error(forced, f"Forced answer {forced}", path)
             elif cfg.fail_next_creates_429 > 0:
                 cfg.fail_next_creates_429 -= 1
                 status, payload = 429, _error(429, "Too many requests", path)
@@ -357,6 +412,7 @@ class FakeService:
                 digest = hashlib.sha256(audio or body).hexdigest()
                 task = _Task(str(uuid.uuid4()), text, error, dict(fields), digest,
                              time.monotonic(), _now_iso())
+                task.echo = quote_headers(headers) if cfg.echo_headers else ""
                 self._tasks[task.id] = task
                 self._waiting.append(task)
                 self._fill(task.created)
@@ -365,6 +421,8 @@ class FakeService:
                     200, {"generation_id": task.id, "status": "queued"})
             record.status_code = status
             self.records.append(record)
+        if cfg.echo_headers and status >= 400:
+            payload = echoed(status, payload, headers)
         return status, payload
 
     def handle_fetch(self, path: str, gen_id: str, headers: dict[str, str]) -> tuple[int, Json]:
@@ -406,6 +464,8 @@ class FakeService:
             text = task.text if task else None
             self.records.append(
                 RequestRecord("fetch", gen_id, text, {}, None, status, headers, arrived))
+        if cfg.echo_headers and status >= 400:
+            payload = echoed(status, payload, headers)
         return status, payload
 
 
@@ -421,9 +481,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, payload: Json, extra: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
+        html = payload.get(RAW_HTML)
+        data = html.encode() if isinstance(html, str) else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", "text/html; charset=utf-8" if isinstance(html, str)
+                         else "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         for name, value in (extra or {}).items():
             self.send_header(name, value)
@@ -438,11 +500,11 @@ class _Handler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True  # body left unread; the client sends Content-Length
             return self._send(411, _error(411, "Length Required", path))
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body, got = read_body(self.rfile, int(self.headers.get("Content-Length") or 0))
         if path != "/v1/stt/create":
             return self._send(404, _error(404, f"Cannot POST {path}", path))
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, payload = svc.handle_create(path, headers, body)
+        status, payload = svc.handle_create(path, headers, body, got)
         extra = dict(COST_HEADERS) if status < 300 else {}
         if status == 429 and svc.config.retry_after is not None:
             extra["Retry-After"] = f"{svc.config.retry_after:g}"
@@ -470,6 +532,9 @@ def main(argv: list[str] | None = None) -> None:
         flag, type_name = "--" + field.name.replace("_", "-"), str(field.type)
         if field.name == "fail_texts":
             parser.add_argument("--fail-text", dest="fail_texts", action="append", default=[])
+        elif field.name == "create_status_for_texts":
+            parser.add_argument("--create-status-for-text", dest=field.name, action="append",
+                                default=[], metavar="TEXT=CODE")
         elif type_name == "bool":
             parser.add_argument(flag, action="store_true")
         else:
@@ -479,7 +544,9 @@ def main(argv: list[str] | None = None) -> None:
                                 default=field.default, help="'none' allowed" if optional else None)
     args = vars(parser.parse_args(argv))
     port = args.pop("port")
-    config = FakeConfig(**{**args, "fail_texts": set(args["fail_texts"])})
+    forced = dict(item.rsplit("=", 1) for item in args["create_status_for_texts"])
+    config = FakeConfig(**{**args, "fail_texts": set(args["fail_texts"]),
+                           "create_status_for_texts": {k: int(v) for k, v in forced.items()}})
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with FakeService(config, port=port) as svc:

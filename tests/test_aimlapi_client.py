@@ -4,6 +4,7 @@ plus pure checks of ``parse_status`` for every dialect in shared/aimlapi-stt.md.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import threading
@@ -14,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from fake_service import COST_HEADERS, FakeConfig, FakeService, make_fake_audio
 
 from sttwatch.backends import Request, Status, TaskState
-from sttwatch.backends.aimlapi import AimlApiBackend, parse_status
+from sttwatch.backends.aimlapi import UPLOAD_FLOOR_BPS, AimlApiBackend, parse_status
 from sttwatch.errors import (
     AuthError,
+    CreditsExhausted,
     ExpiredError,
     PermanentError,
     RateLimited,
@@ -321,6 +324,163 @@ def test_problem_json_error_message_is_shown(tmp_path: Path, scripted: Callable[
     base = scripted([(422, {"Content-Type": "application/problem+json"}, body)])
     exc = raised(PermanentError, lambda: make_backend(base).create(audio(tmp_path)))
     assert str(exc) == "HTTP 422: audio could not be decoded"
+
+
+# --- the key never comes back out of an answer (issue 12) --------------------------------------
+
+ECHO_CASES = {  # what the gateway-like fake is told, what it answers, the error we expect
+    "401": ({"key": "another-key"}, AuthError, "Invalid API key"),
+    "403-credits": ({"out_of_credits": True}, CreditsExhausted, "Insufficient credits"),
+    "403-other": ({"forbidden_message": "Access denied"}, AuthError, "Access denied"),
+    "400": ({"create_status_for_texts": {"hello": 400}}, PermanentError, "Forced answer 400"),
+    "422": ({"create_status_for_texts": {"hello": 422}}, PermanentError, "Forced answer 422"),
+    "429": ({"fail_next_creates_429": 5}, RateLimited, "Too many requests"),
+    "500": ({"create_status_for_texts": {"hello": 500}}, TransientError, "HTTP 500"),
+    "503": ({"fail_next_creates_5xx": 5}, TransientError, "HTTP 503"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ECHO_CASES))
+def test_create_errors_that_quote_the_request_headers_never_carry_the_key(
+        tmp_path: Path, svc: FakeService, make_backend: MakeBackend, case: str) -> None:
+    changes, exc_type, shown = ECHO_CASES[case]
+    svc.update(echo_headers=True, **changes)
+    exc = raised(exc_type, lambda: make_backend(svc.base_url).create(audio(tmp_path)))
+    assert shown in str(exc)  # the service's own words still reach the user
+    assert exc_type is not AuthError or not isinstance(exc, CreditsExhausted)
+    assert all(f"Bearer {KEY}" in r.headers.get("authorization", "") for r in svc.creates())
+
+
+def test_fetch_errors_and_failed_tasks_that_quote_the_headers_never_carry_the_key(
+        tmp_path: Path, svc: FakeService, make_backend: MakeBackend) -> None:
+    svc.update(echo_headers=True, fail_texts={"boom"})
+    backend = make_backend(svc.base_url, retries=2)
+    failed = wait_finished(backend, backend.create(audio(tmp_path, "it goes boom")).generation_id)
+    assert failed.state is TaskState.FAILED and KEY not in (failed.error or "")
+    assert "Generation failed: boom" in (failed.error or "") and "***" in (failed.error or "")
+    raised(ExpiredError, lambda: backend.fetch("no-such-id"))
+    svc.update(fail_next_fetches_5xx=5)
+    exc = raised(TransientError, lambda: backend.fetch("no-such-id"))
+    assert "HTTP 50" in str(exc) and "***" in str(exc)  # the gateway's HTML page, redacted
+    svc.update(key="another-key")
+    raised(AuthError, lambda: backend.fetch("no-such-id"))
+
+
+def test_any_bearer_token_and_the_key_in_any_part_of_an_answer_are_redacted(
+        tmp_path: Path, scripted: Callable[..., str], make_backend: MakeBackend) -> None:
+    other = "Bearer eyJhbGciOi.J9x_y-z~+/w=="
+    base = scripted([
+        (400, {}, {"message": f"bad header Authorization: {other}", "errors": [KEY]}),
+        (200, {}, {"status": f"weird {KEY}", "result": None}),
+        (200, {}, {"status": "failed", "error": {"message": f"upstream said {KEY}"}}),
+        (200, {"x-aimlapi-usd-spent": KEY}, {"generation_id": f"g-{KEY}"}),
+    ])
+    backend = make_backend(base)
+    exc = raised(PermanentError, lambda: backend.create(audio(tmp_path)), secret="eyJhbGciOi")
+    assert "Bearer ***" in str(exc) and KEY not in str(exc)
+    odd = backend.fetch("g")
+    assert odd.raw_status == "weird ***" and not odd.known_status
+    assert backend.fetch("g").error == "upstream said ***"
+    created = backend.create(audio(tmp_path))
+    assert KEY not in created.generation_id and KEY not in str(created.cost)
+
+
+# --- out of credits is not a bad key (issue 15) -------------------------------------------------
+
+@pytest.mark.parametrize(("status", "body", "credits"), [
+    (403, {"message": "Insufficient credits"}, True),
+    (403, {"title": "Forbidden", "status": 403,
+           "error": {"name": "BillingError", "message": "Your balance is too low"}}, True),
+    (403, {"message": "Monthly quota exceeded"}, True),
+    (403, {"message": "Payment required to continue"}, True),
+    (403, {"message": "Insufficient permissions for this model"}, False),
+    (403, {"message": "Access denied"}, False),
+    (401, {"message": "Invalid API key"}, False),
+    (401, {"message": "Insufficient credits"}, False),  # 401 is always the key
+])
+def test_a_403_that_speaks_of_credits_is_credits_exhausted(
+        tmp_path: Path, scripted: Callable[..., str], make_backend: MakeBackend,
+        status: int, body: dict[str, Any], credits: bool) -> None:
+    base = scripted([(status, {}, body)])
+    exc = raised(AuthError, lambda: make_backend(base).create(audio(tmp_path)))
+    assert isinstance(exc, CreditsExhausted) is credits and exc.status == status
+
+
+def test_a_fetch_403_with_credits_is_credits_exhausted_too(
+        scripted: Callable[..., str], make_backend: MakeBackend) -> None:
+    base = scripted([(403, {}, {"message": "insufficient balance"})])
+    raised(CreditsExhausted, lambda: make_backend(base).fetch("g"))
+
+
+# --- streamed uploads (issue 13) ----------------------------------------------------------------
+
+def test_a_large_upload_is_streamed_whole_with_progress(
+        tmp_path: Path, svc: FakeService) -> None:
+    big = tmp_path / "long.wav"
+    with big.open("wb") as fh:
+        fh.write(b"RIFF")
+        fh.truncate(70 << 20)  # sparse: over the fake's streaming threshold and the log's
+    seen: list[tuple[int, int, int]] = []
+    backend = AimlApiBackend(svc.base_url, KEY, MODEL, on_upload_progress=lambda *a: seen.append(a))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            backend.create(Request(job_id=9, model=MODEL, path=big, options={"punctuate": True}))
+    finally:
+        backend.close()
+    (record,) = svc.creates()
+    assert record.body_bytes > 70 << 20 and record.status_code == 201
+    assert record.fields == {"model": MODEL, "punctuate": "true"}
+    assert record.filename == "long.wav"
+    assert seen and seen[-1][0] == 9 and seen[-1][1] == seen[-1][2] == record.body_bytes
+    progress = [e for e in logs if e["event"] == "upload_progress"]
+    assert [e["percent"] for e in progress] == list(range(10, 101, 10))
+    assert progress[-1]["bytes"] == progress[-1]["total"] == record.body_bytes
+    assert {e["job_id"] for e in progress} == {9} and progress[0]["path"] == str(big)
+
+
+def test_a_file_that_shrinks_during_its_upload_fails_cleanly(
+        tmp_path: Path, svc: FakeService) -> None:
+    big = tmp_path / "shrinking.wav"
+    with big.open("wb") as fh:
+        fh.truncate(20 << 20)
+
+    def shrink(job_id: int, sent: int, total: int) -> None:
+        if sent > 1 << 20:
+            os.truncate(big, 1 << 20)
+
+    backend = AimlApiBackend(svc.base_url, KEY, MODEL, retries=1, on_upload_progress=shrink)
+    try:
+        exc = raised(TransientError, lambda: backend.create(Request(1, MODEL, path=big)))
+    finally:
+        backend.close()
+    assert "got shorter while it was being uploaded" in str(exc)
+    assert not [r for r in svc.creates() if r.status_code < 300]
+
+
+def test_a_file_that_grows_during_its_upload_is_sent_as_it_was(
+        tmp_path: Path, svc: FakeService) -> None:
+    path = make_fake_audio(tmp_path / "growing.wav", "first words")
+    size = path.stat().st_size
+
+    def grow(job_id: int, sent: int, total: int) -> None:
+        with path.open("ab") as fh:
+            fh.write(b" and more")
+
+    backend = AimlApiBackend(svc.base_url, KEY, MODEL, on_upload_progress=grow)
+    try:
+        backend.create(Request(1, MODEL, path=path))
+    finally:
+        backend.close()
+    (record,) = svc.creates()
+    assert record.status_code == 201 and record.text == "first words"
+    assert path.stat().st_size > size
+
+
+def test_the_read_timeout_and_deadline_grow_with_the_upload(make_backend: MakeBackend) -> None:
+    backend = make_backend("http://127.0.0.1:9/v1", read_timeout=5.0)
+    assert backend.upload_read_timeout(0) == 5.0
+    assert backend.upload_read_timeout(600 * UPLOAD_FLOOR_BPS) == 605.0
+    assert backend.create_deadline(600 * UPLOAD_FLOOR_BPS) == 2.0 + 605.0
 
 
 # --- parse_status: every documented variant ----------------------------------------------------

@@ -323,8 +323,6 @@ def test_the_fake_takes_the_file_in_file_as_well_as_audio(svc: FakeService) -> N
                                                               ("audio", "hi there")]
 
 
-@pytest.mark.xfail(strict=True, reason="AimlApiBackend.create must send the file in "
-                   "profile_for(model).file_field with profile.create_fields(options)")
 def test_openai_profile_sends_file_and_mapped_options_through_the_client(
         tmp_path: Path, svc: FakeService) -> None:
     model = "openai/gpt-4o-transcribe"

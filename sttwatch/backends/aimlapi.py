@@ -4,6 +4,17 @@ The provider's docs contradict themselves (status names, ``result`` vs ``output`
 ``generation_id``, 200 vs 201); every documented variant is accepted here, as listed in
 shared/aimlapi-stt.md. Anything not understood fails with a clear message and an excerpt of
 the raw body, never with the request headers.
+
+Every answer passes through ``_send``, which turns it into an ``Answer`` whose text and
+headers have the key and any ``Bearer`` token redacted (gateways quote the request headers
+in their error pages): nothing after that point, no exception, stored error, sidecar or
+``status`` line, can carry the key.
+
+Uploads are streamed from disk (requests-toolbelt's ``MultipartEncoder``), so memory stays
+flat whatever the file's size. While the body is being sent, each socket write may take up
+to the connect timeout; once it is sent, the service may take a while to take the upload
+in before it answers, so the read timeout grows by ``size / UPLOAD_FLOOR_BPS`` (an assumed
+floor of 1 MB/s for the service's side). ``create_deadline`` is the whole allowance.
 """
 
 from __future__ import annotations
@@ -11,14 +22,21 @@ from __future__ import annotations
 import email.utils
 import json
 import mimetypes
+import os
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
 import structlog
+from requests_toolbelt import (  # type: ignore[import-untyped]
+    MultipartEncoder,
+    MultipartEncoderMonitor,
+)
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -27,15 +45,18 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from ..apikey import redact
 from ..errors import (
     AuthError,
     BackendUnavailable,
+    CreditsExhausted,
     ExpiredError,
     OutcomeUnknown,
     PermanentError,
     RateLimited,
     TransientError,
 )
+from ..profiles import profile_for
 from . import Backend, Created, Request, Status, TaskState
 
 if TYPE_CHECKING:
@@ -49,6 +70,34 @@ DONE = frozenset({"completed", "complete", "succeeded", "success", "done", "fini
 FAILED = frozenset({"error", "failed", "cancelled", "canceled", "timeout", "expired"})
 BAD_FILE = frozenset({400, 413, 415, 422})
 COST_HEADERS = ("x-aimlapi-credits-used", "x-aimlapi-usd-spent")
+# A 403 whose body says any of these is an account that cannot pay, not a bad key (the
+# provider documents 403 as "out of credits"; other 403s stay AuthError). "insufficient"
+# only when it is not about permissions.
+CREDIT_WORDS = re.compile(r"(?i)credit|balance|quota|billing|payment|top[ -]?up|"
+                          r"insufficient(?!\W+(?:permission|privilege|scope|right|access))")
+UPLOAD_FLOOR_BPS = 1 << 20  # slowest take-in assumed for the service: 1 MB/s
+PROGRESS_MIN_BYTES = 64 << 20  # smaller uploads are over before progress would matter
+PROGRESS_STEP = 10  # per cent between upload_progress events
+UploadProgress = Callable[[int, int, int], None]  # (job_id, bytes sent, total bytes)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer as the rest of this module sees it: already redacted."""
+
+    status_code: int
+    reason: str
+    text: str
+    headers: Mapping[str, str]  # lower-case names
+
+    @classmethod
+    def of(cls, resp: requests.Response, key: str) -> Answer:
+        """The one place service text enters the program: the key is removed here."""
+        return cls(resp.status_code, redact(resp.reason or "", key), redact(resp.text, key),
+                   {k.lower(): redact(v, key) for k, v in resp.headers.items()})
+
+    def json(self) -> Any:
+        return json.loads(self.text)
 
 
 def _excerpt(text: str, limit: int = 300) -> str:
@@ -56,7 +105,7 @@ def _excerpt(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def error_message(resp: requests.Response) -> str:
+def error_message(resp: Answer) -> str:
     """The service's own words from either error body shape, else a body excerpt."""
     try:
         body = resp.json()
@@ -75,9 +124,9 @@ def error_message(resp: requests.Response) -> str:
     return _excerpt(resp.text)
 
 
-def retry_after(resp: requests.Response) -> float | None:
+def retry_after(resp: Answer) -> float | None:
     """``Retry-After`` as seconds, from either its number or its HTTP-date form."""
-    value = resp.headers.get("Retry-After")
+    value = resp.headers.get("retry-after")
     if not value:
         return None
     try:
@@ -91,12 +140,14 @@ def retry_after(resp: requests.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def raise_for_status(resp: requests.Response) -> None:
+def raise_for_status(resp: Answer) -> None:
     """Map an HTTP answer onto our error types; 2xx passes."""
     code = resp.status_code
     if code < 400:
         return
     msg = error_message(resp)
+    if code == 403 and CREDIT_WORDS.search(resp.text):
+        raise CreditsExhausted(code, msg)
     if code in (401, 403):
         raise AuthError(code, msg)
     if code == 429:
@@ -131,7 +182,7 @@ def parse_status(body: Any) -> Status:
     return Status(TaskState.RUNNING, raw_status=status, known_status=status in RUNNING)
 
 
-def _json_body(resp: requests.Response, what: str, error: type[TransientError]) -> Any:
+def _json_body(resp: Answer, what: str, error: type[TransientError]) -> Any:
     try:
         return resp.json()
     except ValueError:
@@ -166,17 +217,65 @@ def _nothing_sent(exc: requests.RequestException) -> bool:
         "NewConnectionError" in type(reason).__name__ or "NameResolution" in repr(reason))
 
 
-def _form_fields(fields: dict[str, Any]) -> dict[str, Any]:
+def _form_fields(fields: dict[str, Any]) -> list[tuple[str, str]]:
     """Multipart wants strings: booleans as true/false, lists as repeated fields."""
-    out: dict[str, Any] = {}
+    out: list[tuple[str, str]] = []
     for key, value in fields.items():
         if value is None:
             continue
         if isinstance(value, (list, tuple)):
-            out[key] = [str(v) for v in value]
+            out.extend((key, str(v)) for v in value)
         else:
-            out[key] = str(value).lower() if isinstance(value, bool) else str(value)
+            out.append((key, str(value).lower() if isinstance(value, bool) else str(value)))
     return out
+
+
+class SourceChanged(Exception):
+    """The file got shorter while it was being sent (not an ``OSError``, which requests
+    would take for a connection failure)."""
+
+
+class _Capped:
+    """The file as the upload sees it: exactly the size it had when opened. A file that
+    grows is cut there, so the body matches its Content-Length; one that shrinks raises
+    ``SourceChanged`` (toolbelt would otherwise send a body short of its Content-Length
+    and then wait out the read timeout for an answer that cannot come)."""
+
+    def __init__(self, fh: Any, size: int) -> None:
+        self._fh = fh
+        self._left = size
+
+    @property
+    def len(self) -> int:  # what requests-toolbelt asks of a part's body
+        return self._left
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        data: bytes = self._fh.read(want)
+        if len(data) < want:
+            raise SourceChanged("the file got shorter while it was being uploaded")
+        self._left -= len(data)
+        return data
+
+
+def _progress(job_id: int, path: str, total: int,
+              listener: UploadProgress | None) -> Callable[[MultipartEncoderMonitor], None]:
+    """Called on every chunk read for the upload: tells the listener, and logs every
+    ``PROGRESS_STEP`` per cent of a large upload."""
+    logged = [0]
+
+    def on_read(monitor: MultipartEncoderMonitor) -> None:
+        sent = min(int(monitor.bytes_read), total)
+        if listener is not None:
+            listener(job_id, sent, total)
+        if total >= PROGRESS_MIN_BYTES:
+            step = sent * 100 // total // PROGRESS_STEP * PROGRESS_STEP
+            if step > logged[0]:
+                logged[0] = step
+                log.info("upload_progress", job_id=job_id, path=path, bytes=sent,
+                         total=total, percent=step)
+
+    return on_read
 
 
 class AimlApiBackend(Backend, kind="aimlapi"):
@@ -184,11 +283,13 @@ class AimlApiBackend(Backend, kind="aimlapi"):
 
     def __init__(self, base_url: str, api_key: str, model: str, *,
                  connect_timeout: float = 10.0, read_timeout: float = 60.0, retries: int = 5,
-                 sleep: Callable[[float], None] = time.sleep, max_backoff: float = 30.0) -> None:
+                 sleep: Callable[[float], None] = time.sleep, max_backoff: float = 30.0,
+                 on_upload_progress: UploadProgress | None = None) -> None:
         self._base = base_url.rstrip("/")
         self._key = api_key
         self._model = model
         self._timeouts = (connect_timeout, read_timeout)
+        self._on_upload_progress = on_upload_progress
         self._local = threading.local()
         self._retrying = Retrying(
             retry=retry_if_exception(_is_retryable), stop=stop_after_attempt(retries),
@@ -201,8 +302,8 @@ class AimlApiBackend(Backend, kind="aimlapi"):
     @classmethod
     def from_config(cls, cfg: Config, key: str | None) -> Backend:
         if not key:
-            where = (f"the file {cfg.api.api_key_file}" if cfg.api.api_key_file
-                     else f"the environment variable {cfg.api.api_key_env}")
+            from ..apikey import key_source
+            where = key_source(cfg)
             raise BackendUnavailable(f"backend aimlapi needs an API key in {where}")
         api = cfg.api
         return cls(api.base_url, key, api.model, connect_timeout=api.connect_timeout,
@@ -222,12 +323,23 @@ class AimlApiBackend(Backend, kind="aimlapi"):
             s = self._local.session = requests.Session()
         return s
 
+    def upload_read_timeout(self, size: int) -> float:
+        """The read timeout for an upload of ``size`` bytes: the configured one, plus the
+        time the service may take to take the upload in at ``UPLOAD_FLOOR_BPS``."""
+        return self._timeouts[1] + size / UPLOAD_FLOOR_BPS
+
+    def create_deadline(self, size: int) -> float:
+        """Seconds a create of ``size`` bytes may take in all before it counts as stuck
+        (connect, the upload's take-in allowance, the answer)."""
+        return self._timeouts[0] + self.upload_read_timeout(size)
+
     def _send(self, method: str, url: str, *, timeout: tuple[float, float],
-              creates: bool = False, **kwargs: Any) -> requests.Response:
+              creates: bool = False, **kwargs: Any) -> Answer:
         headers = {"Authorization": f"Bearer {self._key}", **kwargs.pop("headers", {})}
         try:
-            return self._session().request(method, url, headers=headers, timeout=timeout,
-                                           **kwargs)
+            with self._session().request(method, url, headers=headers, timeout=timeout,
+                                         **kwargs) as resp:
+                return Answer.of(resp, self._key)
         except requests.RequestException as exc:  # every transport failure, cut-off bodies too
             what = ("timed out" if isinstance(exc, requests.Timeout) else "connection failed"
                     if isinstance(exc, requests.ConnectionError) else "request failed")
@@ -237,24 +349,19 @@ class AimlApiBackend(Backend, kind="aimlapi"):
             raise TransientError(f"{what}: {type(exc).__name__}") from None
 
     def create(self, request: Request) -> Created:
-        fields: dict[str, Any] = {"model": request.model or self._model, **request.options}
+        model = request.model or self._model
+        profile = profile_for(model)  # the model family's field names and option names
+        fields: dict[str, Any] = {"model": model, **profile.create_fields(request.options)}
         headers = {"X-Client-Request-Id": f"sttwatch-job-{request.job_id}"}
         url = f"{self._base}/stt/create"
 
-        def once() -> requests.Response:
+        def once() -> Answer:
             if request.url is not None:
                 resp = self._send("POST", url, json={**fields, "url": request.url},
                                   headers=headers, timeout=self._timeouts, creates=True)
             else:
                 assert request.path is not None
-                size = request.path.stat().st_size
-                # A big upload can take a while before the service answers at all.
-                timeout = (self._timeouts[0], self._timeouts[1] + size / 262144)
-                mime = mimetypes.guess_type(request.path.name)[0] or "application/octet-stream"
-                with request.path.open("rb") as fh:
-                    resp = self._send("POST", url, data=_form_fields(fields), headers=headers,
-                                      timeout=timeout, creates=True,
-                                      files={"audio": (request.path.name, fh, mime)})
+                resp = self._upload(url, request, fields, headers, profile.file_field)
             raise_for_status(resp)
             return resp
 
@@ -268,10 +375,30 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         cost = {h: resp.headers[h] for h in COST_HEADERS if h in resp.headers}
         return Created(str(gen_id), cost or None)
 
+    def _upload(self, url: str, request: Request, fields: dict[str, Any],
+                headers: dict[str, str], file_field: str) -> Answer:
+        """POST the file as multipart/form-data, read from disk chunk by chunk as it is
+        sent (requests' own ``files=`` would hold the whole body in memory)."""
+        assert request.path is not None
+        mime = mimetypes.guess_type(request.path.name)[0] or "application/octet-stream"
+        with request.path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            encoder = MultipartEncoder(
+                [*_form_fields(fields), (file_field, (request.path.name, _Capped(fh, size), mime))])
+            body = MultipartEncoderMonitor(encoder, _progress(
+                request.job_id, str(request.path), encoder.len, self._on_upload_progress))
+            try:
+                return self._send("POST", url, data=body, timeout=(
+                    self._timeouts[0], self.upload_read_timeout(size)), creates=True,
+                    headers={**headers, "Content-Type": body.content_type})
+            except SourceChanged as exc:
+                # The body was cut short of its Content-Length: no task can have been made.
+                raise TransientError(str(exc)) from None
+
     def fetch(self, generation_id: str) -> Status:
         url = f"{self._base}/stt/{quote(generation_id, safe='')}"
 
-        def once() -> requests.Response:
+        def once() -> Answer:
             resp = self._send("GET", url, timeout=self._timeouts)
             raise_for_status(resp)
             return resp
