@@ -4,8 +4,10 @@ that is not there yet."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -251,3 +253,50 @@ def test_a_file_in_place_of_the_folder_is_refused(tmp_path: Path, running: Any) 
     (tmp_path / "afile").write_text("not a folder")
     with pytest.raises(NotADirectoryError):
         running(watch(tmp_path / "afile" / "sub"))
+
+
+# --- the inotify watch limit --------------------------------------------------------------
+
+LIMITED = '''
+import json, sys, time
+from pathlib import Path
+import structlog
+from sttwatch.config import AUDIO_PATTERNS, WatchConfig
+from sttwatch.watcher import Watcher
+
+Path("/proc/sys/user/max_inotify_watches").write_text("20")  # this user namespace only
+inbox = Path(sys.argv[1])
+cfg = WatchConfig(inbox, True, AUDIO_PATTERNS, (), None, False, None, None, None, None)
+with structlog.testing.capture_logs() as logs:
+    w = Watcher([cfg], 0.2, time.time)
+    w.start()
+    for i in range(0, 40, 4):  # spread over the tree, most in folders past the limit
+        (inbox / f"d{i:02d}" / f"late{i:02d}.wav").write_bytes(b"ID3")
+    found, deadline = set(), time.monotonic() + 15
+    while len(found) < 10 and time.monotonic() < deadline:
+        found |= {s.path.name for s in w.tick()}
+        w.healthy()
+        time.sleep(0.05)
+    w.stop()
+print(json.dumps({"found": sorted(found),
+                  "limit": [e for e in logs if e["event"] == "inotify_watch_limit"]}))
+'''
+
+
+@pytest.mark.skipif(not Path("/proc/sys/user/max_inotify_watches").exists()
+                    or subprocess.run(["unshare", "--user", "--map-root-user", "true"],
+                                      check=False).returncode != 0,
+                    reason="needs user namespaces to lower the inotify watch limit privately")
+def test_watch_limit_is_reported_once_and_the_folders_still_watched(tmp_path: Path) -> None:
+    """40 folders against a limit of 20 watches: watchdog swallows the ENOSPC of every
+    folder but the root; the watcher notices, says how to fix it once, and polls."""
+    inbox = tmp_path / "inbox"
+    for i in range(40):
+        (inbox / f"d{i:02d}").mkdir(parents=True)
+    out = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", LIMITED,
+                          str(inbox)], capture_output=True, text=True, timeout=60, check=True,
+                         cwd=Path(__file__).parent)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["found"] == [f"late{i:02d}.wav" for i in range(0, 40, 4)]
+    (limit,) = result["limit"]
+    assert limit["setting"] == "fs.inotify.max_user_watches" and "sysctl" in limit["fix"]
