@@ -144,7 +144,8 @@ class Daemon:
             now = self.clock()
             self._keep_leases(now)
             status = self._status_line()
-            meta = {"healthy": healthy, "status": status, **self.pipeline.waiting_on()}
+            meta = {"healthy": healthy, "status": status, **self.pipeline.waiting_on(),
+                    "watches": self.watcher.watch_states()}
             # Only write when something changed, or often enough for ``status`` to tell a
             # live daemon from a dead one.
             if meta != self._last_meta or now - self._last_meta_at >= STATUS_REFRESH:

@@ -10,18 +10,31 @@ from __future__ import annotations
 import contextlib
 import glob
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from .config import OutputConfig
+from .errors import RenderError
+from .outputs import language_of
 from .plan import Planner
 from .store import Job, Plan, State, Store
 from .throttle import backoff
-from .transcripts import LEFTOVER, Placement, header, tidy_source, write_error, write_transcripts
+from .transcripts import (
+    LEFTOVER,
+    Placement,
+    header,
+    tidy_source,
+    write_error,
+    write_error_is_permanent,
+    write_transcripts,
+)
 
 log = structlog.get_logger("sttwatch.finisher")
+
+OFFLINE_RETRY = 10.0  # seconds between looks at a job whose watched folder is offline
 
 
 def clear_leftovers(paths: Sequence[Path]) -> None:
@@ -38,7 +51,8 @@ def clear_leftovers(paths: Sequence[Path]) -> None:
 class Finisher:
     def __init__(self, store: Store, planner: Planner, output: OutputConfig, owner: str,
                  lease: float, clock: Callable[[], float],
-                 on_left: Callable[[Job], None]) -> None:
+                 on_left: Callable[[Job], None],
+                 is_online: Callable[[Path], bool] = lambda _p: True) -> None:
         self.store = store
         self.planner = planner
         self.output = output
@@ -46,6 +60,7 @@ class Finisher:
         self.lease = lease
         self.clock = clock
         self._on_left = on_left
+        self.is_online = is_online
         self._lock = threading.Lock()
         self._busy: set[int] = set()
         self.failed_this_run = 0
@@ -76,20 +91,28 @@ class Finisher:
     def _finish(self, job: Job) -> None:
         assert job.result is not None
         plan = self.plan(job)
-        place = Placement(Path(job.path), Path(plan.root), plan.formats, self.output)
-        paths = place.paths(job.output_key)
+        source = Path(job.path)
         now = self.clock()
+        if not self.is_online(source):  # its share is away: never write onto the mount point
+            self.store.defer(job, now + OFFLINE_RETRY, "its folder is offline", now)
+            return
+        place = Placement(source, Path(plan.root), plan.formats, self.output)
+        hdr = header(job, plan.backend, plan.model, now)
+        paths = place.paths(job.output_key,
+                            language_of(job.result, hdr, plan.options.get("language")))
         clear_leftovers(paths)
         try:
-            write_transcripts(paths, plan.formats, job.result,
-                              header(job, plan.backend, plan.model, now))
-        except ValueError as exc:
-            self.fail(job, f"cannot render transcript: {exc}")
+            write_transcripts(paths, plan.formats, job.result, hdr)
+        except RenderError as exc:
+            self._unrenderable(job, place, paths, plan, hdr, exc)
             return
         except OSError as exc:
+            reason = f"cannot write transcript: {exc.strerror or exc}"
+            if write_error_is_permanent(exc):
+                self.fail(job, f"{reason} ({exc.filename or paths[0]})")
+                return
             # The service has delivered (and billed) this result: keep it and try the write
             # again later instead of failing the file and paying for it twice.
-            reason = f"cannot write transcript: {exc.strerror or exc}"
             delay = backoff(job.defers + 1, 5.0, 300.0)
             self.store.defer(job, now + delay, reason, now)
             log.error("write_failed", job_id=job.id, path=job.path, error=reason,
@@ -109,13 +132,27 @@ class Finisher:
         if outcome is not None:
             log.info(outcome.pop("event"), job_id=job.id, path=job.path, **outcome)
 
+    def _unrenderable(self, job: Job, place: Placement, paths: Sequence[Path], plan: Plan,
+                      hdr: Mapping[str, Any], exc: RenderError) -> None:
+        """A billed result we cannot read: keep it (the row and the json output) and fail the
+        job so that ``retry --render`` can finish it later without a second payment."""
+        assert job.result is not None
+        json_path = place.paths(job.output_key)[0].with_suffix(".json") if "json" not in \
+            plan.formats else paths[list(plan.formats).index("json")]
+        try:
+            write_transcripts([json_path], ["json"], job.result, hdr)
+        except OSError as err:
+            log.warning("json_not_written", job_id=job.id, error=str(err))
+        self.fail(job, f"cannot render transcript: {exc}; the result is kept in {json_path} "
+                       "(sttwatch retry --render, once sttwatch can read it)")
+
     def fail(self, job: Job, reason: str) -> None:
         if not self.store.mark_failed(job, reason, self.clock()):
             return
         self.failed_this_run += 1
         self._on_left(job)
         log.error("failed", job_id=job.id, path=job.path, reason=reason)
-        if self.output.error_files:
+        if self.output.error_files and self.is_online(Path(job.path)):
             try:
                 write_error(Path(job.path), reason, job.attempts, self.clock())
             except OSError as exc:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
+import hashlib
 import html
 import json
 import os
-import tempfile
+import secrets
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,8 +27,8 @@ from .errors import RenderError
 from .profiles import profile_for_header
 from .transcript_model import Transcript, output_language, speaker_name
 
-__all__ = ["FORMATS", "Cue", "Format", "RenderError", "get_format", "language_of",
-           "render_all", "subtitle_cues", "transcript_of", "write_atomic"]
+__all__ = ["FORMATS", "Cue", "Format", "RenderError", "fit_name", "get_format", "language_of",
+           "name_max", "render_all", "subtitle_cues", "transcript_of", "write_atomic"]
 
 
 def transcript_of(result: Mapping[str, Any], header: Mapping[str, Any]) -> Transcript:
@@ -199,17 +200,81 @@ class VttFormat(_Subtitles, kind="vtt"):
         return f"<v {html.escape(name, quote=False)}>"
 
 
-def write_atomic(path: Path, text: str) -> None:
+TEMP_EXTRA = len(".") + len(".") + 8 + len(".tmp")  # ".{name}.{8 chars}.tmp"
+SHORT_NAME = 128  # bytes; every filesystem in use takes names this long (eCryptfs: 143)
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name (in bytes) the filesystem under ``folder`` takes; the nearest
+    existing ancestor answers for a folder not made yet."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return os.pathconf(candidate, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            continue
+    return 255
+
+
+def fit_name(name: str, limit: int, suffix: str | None = None) -> str:
+    """``name`` if it fits in ``limit`` bytes, else a shortened name that keeps ``suffix``
+    (default: the last extension) and ends the stem with a short hash of the full name, so
+    the same long name always maps to the same short one and two long names rarely collide."""
+    raw = os.fsencode(name)
+    if len(raw) <= limit:
+        return name
+    if suffix is None or not name.endswith(suffix):
+        suffix = os.path.splitext(name)[1]
+    tag = "~" + hashlib.sha256(raw).hexdigest()[:10]
+    room = limit - len(os.fsencode(tag + suffix))
+    return _cut(os.fsencode(name[: len(name) - len(suffix)]), max(room, 1)) + tag + suffix
+
+
+def _cut(raw: bytes, room: int) -> str:
+    """The first ``room`` bytes, cut on a character boundary: half a UTF-8 sequence is not a
+    valid name everywhere. Names that are not UTF-8 keep their bytes as they are."""
+    cut = raw[:room]
+    for drop in range(4):
+        try:
+            return cut[: len(cut) - drop].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return os.fsdecode(cut)
+
+
+def _open_temp(path: Path, mode: int, suffix: str | None) -> tuple[int, str]:
+    """Create the temp file with ``mode`` so the kernel applies the process umask (no chmod
+    afterwards that could widen it); its name fits the filesystem even when ``path``'s
+    own name is close to the limit."""
+    base = path.name
+    if len(os.fsencode(base)) + TEMP_EXTRA > SHORT_NAME:  # only long names cost a pathconf
+        base = fit_name(base, name_max(path.parent) - TEMP_EXTRA, suffix)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tag = "".join(secrets.choice(_TEMP_CHARS) for _ in range(8))
+        tmp = os.path.join(path.parent, f".{base}.{tag}.tmp")
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o666, *,
+                 suffix: str | None = None) -> None:
     """Readers (players, sync tools, the daemon after a crash) must see the old file or the
-    whole new one, never a torn write: hence temp file, fsync, rename, directory fsync."""
+    whole new one, never a torn write: hence temp file, fsync, rename, directory fsync.
+
+    ``mode`` is reduced by the process umask (a unit's ``UMask=0027`` holds); callers pass
+    the source recording's bits so a private recording gets a private transcript. ``suffix``
+    is kept when the temp name has to be shortened (it defaults to the last extension)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _open_temp(path, mode & 0o666, suffix)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide transcripts from other users
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

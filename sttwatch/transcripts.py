@@ -8,6 +8,7 @@ what happens to the source afterwards, so the writer and the scanner can never d
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import OutputConfig
-from .outputs import get_format, write_atomic
+from .outputs import SHORT_NAME, fit_name, name_max, render_all, write_atomic
 from .store import Job
 from .transcript_model import UNDETERMINED
 
@@ -83,7 +84,38 @@ class Placement:
         """The files of ``key``; ``lang`` fills ``{lang}`` (transcript_model.output_language
         gives it from the result)."""
         pattern = (key or self.keys()[0]).replace("{lang}", lang)
-        return [Path(pattern.replace("{format}", kind)) for kind in self.formats]
+        return [fit_path(Path(pattern.replace("{format}", kind))) for kind in self.formats]
+
+
+def fit_path(path: Path, suffix: str | None = None) -> Path:
+    """``path`` with its name shortened (extension kept, hash of the full name added) when
+    it is longer than the filesystem takes: the writer, the scanner and the up-to-date check
+    all name the file through here, so they agree."""
+    if len(os.fsencode(path.name)) <= SHORT_NAME:
+        return path
+    return path.with_name(fit_name(path.name, name_max(path.parent), suffix))
+
+
+# Write errors that waiting cannot cure: the name or the place is wrong, not the moment.
+# EROFS, ENOSPC, EDQUOT, EACCES, EPERM, ENOENT, EIO stay retryable: a remount, freed space,
+# fixed permissions or a share that comes back cure them.
+PERMANENT_WRITE_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EISDIR,
+                                    errno.ENOTDIR, errno.ELOOP, errno.EEXIST, errno.EILSEQ})
+
+
+def write_error_is_permanent(exc: OSError) -> bool:
+    """Should a failed transcript write fail the job (True) rather than be retried later?"""
+    return exc.errno in PERMANENT_WRITE_ERRNOS
+
+
+def source_mode(source: Path) -> int:
+    """The permission bits our files about ``source`` get: its read/write bits, never more
+    (write_atomic then applies the umask). A source that cannot be read for its mode gets
+    owner-only files: unknown is treated as private."""
+    try:
+        return os.stat(source).st_mode & 0o666
+    except OSError:
+        return 0o600
 
 
 def existing(path: Path) -> list[Path]:
@@ -128,22 +160,27 @@ def header(job: Job, backend: str, model: str, now: float) -> dict[str, Any]:
 
 
 def write_transcripts(paths: Sequence[Path], formats: Sequence[str],
-                      result: Mapping[str, Any], job_header: Mapping[str, Any]) -> None:
-    """Render every format first, then write each atomically: a render error leaves no file."""
-    rendered = [(path, get_format(kind).render(result, job_header))
-                for path, kind in zip(paths, formats, strict=True)]
+                      result: Mapping[str, Any], job_header: Mapping[str, Any],
+                      source: Path | None = None) -> None:
+    """Render every format first, then write each atomically: a render error leaves no file.
+    The files take the permission bits of ``source`` (default: the header's ``source``)."""
+    texts = render_all(formats, result, job_header)
+    rendered = list(zip(paths, texts, strict=True))
+    origin = source if source is not None else job_header.get("source")
+    mode = source_mode(Path(origin)) if origin is not None else 0o600
     for path, text in rendered:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, text)
+        write_atomic(path, text, mode)
 
 
 def error_file(source: Path) -> Path:
-    return source.with_name(source.name + ERROR_SUFFIX)
+    return fit_path(source.with_name(source.name + ERROR_SUFFIX), ERROR_SUFFIX)
 
 
 def write_error(source: Path, reason: str, attempts: int, now: float) -> None:
     doc = {"source": str(source), "reason": reason, "attempts": attempts, "when": iso(now)}
-    write_atomic(error_file(source), json.dumps(doc, indent=2) + "\n")
+    write_atomic(error_file(source), json.dumps(doc, indent=2) + "\n", source_mode(source),
+                 suffix=ERROR_SUFFIX)
 
 
 def clear_error(source: Path) -> None:

@@ -1,9 +1,17 @@
-"""Finding new recordings: watchdog events as hints, scans as the truth, a settle check.
+"""Finding new recordings: watchdog events as hints, scans as the truth, a settle check, and
+watches that are checked rather than trusted.
 
 The event handler only puts paths on a queue (an exception in a handler kills watchdog's
 dispatcher thread); everything else happens in ``tick``, called from the daemon's main loop.
 A file is handed on once it has stopped changing: at once after a rename into the tree or a
 close-after-write with no growth since, otherwise after ``settle_seconds`` of no change.
+
+Each watch is *online* or *offline*. Offline means its folder is missing, unreachable
+(ENOTCONN, ESTALE, EIO...) or no longer on the filesystem it was found on (a share that was
+unmounted leaves the bare mount point behind). An offline watch yields nothing and nothing is
+created in it; when it comes back its observer is armed again and it is rescanned. The same
+re-arming happens when a folder is replaced (``rm -rf inbox; mkdir inbox``) or its watchdog
+emitter stopped while the observer thread lives on.
 """
 
 from __future__ import annotations
@@ -12,25 +20,46 @@ import errno
 import fnmatch
 import os
 import queue
+import re
 import stat
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver
+from watchdog.observers.inotify import InotifyFullEmitter, InotifyObserver
+from watchdog.observers.inotify_c import (
+    CallbackId,
+    InotifyEvent,
+    InotifyFD,
+    Mask,
+    WatchCallback,
+    WatchDescriptor,
+)
 from watchdog.observers.polling import PollingObserver
 
 from .config import FORMAT_KINDS, WatchConfig, watch_for
 
 log = structlog.get_logger("sttwatch.watcher")
 
+ERROR_SUFFIX = ".sttwatch-error.json"
 TEMP_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", "~",
-                 ".swp", ".sttwatch-error.json")
+                 ".swp", ERROR_SUFFIX)
 CLOSE_QUIET = 1.0  # seconds of no change after a close-after-write before a file is taken
+CHECK_EVERY = 1.0  # seconds between checks that each watch is there and its observer alive
 OUTPUT_SUFFIXES = tuple(f".{k}" for k in FORMAT_KINDS)
+# Names our own transcript writes produce (temp file, rename, sidecar): dropped in the event
+# handler so they never cost a stat or a settle judgement.
+OWN_SUFFIXES = (*OUTPUT_SUFFIXES, ".tmp", ERROR_SUFFIX)
+UNREACHABLE = frozenset({errno.ENOTCONN, errno.ESTALE, errno.EIO, errno.EHOSTDOWN,
+                         errno.ETIMEDOUT, errno.ENODEV})
+LIMIT_FIX = ("raise it: sysctl -w fs.inotify.max_user_watches=524288, and keep it in a file "
+             "under /etc/sysctl.d/; polling this folder meanwhile")
+OVERFLOW_FIX = ("events were lost and a rescan finds the files; if it recurs raise "
+                "fs.inotify.max_queued_events (sysctl -w fs.inotify.max_queued_events=65536)")
 
 
 @dataclass(frozen=True)
@@ -44,6 +73,10 @@ def accepts(watch: WatchConfig, path: Path, exclude: Sequence[Path] = ()) -> boo
     """Is this a recording this watch should take? Hidden names (rsync's ``.name.XXXXXX``,
     our own temp files), download temp names, our own outputs and the output and done
     folders never are."""
+    return _accepts(watch, _Names(watch), path, exclude)
+
+
+def _accepts(watch: WatchConfig, names: _Names, path: Path, exclude: Sequence[Path]) -> bool:
     if any(path.is_relative_to(x) for x in exclude):
         return False
     try:
@@ -54,36 +87,161 @@ def accepts(watch: WatchConfig, path: Path, exclude: Sequence[Path] = ()) -> boo
         return False
     if not watch.recursive and len(rel.parts) > 1:
         return False
-    name = path.name.lower()
-    if name.endswith(TEMP_SUFFIXES) or name.endswith(OUTPUT_SUFFIXES):
-        return False
-    if any(fnmatch.fnmatch(name, g.lower()) for g in watch.ignore):
-        return False
-    return any(fnmatch.fnmatch(name, g.lower()) for g in watch.patterns)
+    return names.wanted(path.name)
+
+
+class _Names:
+    """A watch's name rules compiled once: a rescan judges every file name by them."""
+
+    def __init__(self, watch: WatchConfig) -> None:
+        self._take = _globs(watch.patterns)
+        self._skip = _globs(watch.ignore)
+
+    def wanted(self, name: str) -> bool:
+        low = name.lower()
+        if low.startswith(".") or low.endswith(TEMP_SUFFIXES) or low.endswith(OUTPUT_SUFFIXES):
+            return False
+        if self._skip is not None and self._skip.match(low):
+            return False
+        return self._take is not None and self._take.match(low) is not None
+
+
+def _globs(globs: Iterable[str]) -> re.Pattern[str] | None:
+    parts = [fnmatch.translate(g.lower()) for g in globs]
+    return re.compile("|".join(parts)) if parts else None
+
+
+def _own_or_hidden(path: str) -> bool:
+    name = os.path.basename(path).lower()
+    return name.startswith(".") or name.endswith(OWN_SUFFIXES)
 
 
 class _Hints(FileSystemEventHandler):
     """Puts (kind, path) on the queue and returns; never raises."""
 
-    def __init__(self, hints: queue.Queue[tuple[str, str]]) -> None:
+    def __init__(self, hints: queue.Queue[tuple[str, str]], root: str) -> None:
         self._hints = hints
+        self._root = root
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         kind = event.event_type
         if kind in ("opened", "closed_no_write"):
             return
+        src, dest = os.fsdecode(event.src_path), os.fsdecode(event.dest_path)
         if event.is_directory:
-            if kind in ("created", "moved"):
-                self._hints.put(("dir", os.fsdecode(event.dest_path or event.src_path)))
+            if kind == "created" or (kind == "moved" and dest):
+                self._hints.put(("dir", dest or src))
+            elif kind == "deleted" and src == self._root:
+                self._hints.put(("gone", src))
             return
-        if kind == "moved":
-            self._hints.put(("moved", os.fsdecode(event.dest_path)))
-        else:
-            self._hints.put((kind, os.fsdecode(event.src_path)))
+        if kind == "moved":  # full events: "" is the side outside the watched tree
+            if src and not _own_or_hidden(src):
+                self._hints.put(("deleted", src))
+            if dest and not _own_or_hidden(dest):
+                self._hints.put(("moved", dest))
+        elif not _own_or_hidden(src):
+            self._hints.put((kind, src))
+
+
+class _CheckedInotify(InotifyFD):
+    """watchdog's inotify reader, reporting what watchdog only logs or swallows: a queue
+    overflow (events were lost) and the watch limit reached below the root (ENOSPC)."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        super().__init__()
+        self._report = report
+
+    def handle_event(self, event: InotifyEvent) -> None:
+        if event.is_queue_overflow:
+            self._report("overflow")
+        super().handle_event(event)
+
+    def add_callback(self, path: bytes, mask: Mask, callback: WatchCallback,
+                     id_: CallbackId) -> WatchDescriptor:
+        try:
+            return super().add_callback(path, mask, callback, id_)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                self._report("watch_limit")
+            raise
+
+
+class _Observer(InotifyObserver):
+    """``InotifyObserver(generate_full_events=True)`` with the checked reader: a file moved
+    in from an unwatched folder then arrives as a move (complete), not as a creation."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self._inotify_fd = _CheckedInotify(report)
+        self._inotify_fd.start()
+        BaseObserver.__init__(self, InotifyFullEmitter, timeout=DEFAULT_OBSERVER_TIMEOUT,
+                              inotify_fd=self._inotify_fd)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one look at a watch folder found."""
+
+    online: bool
+    reason: str
+    ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the folder
+    blocked: bool = False  # a file stands where the folder (or one above it) should be
+
+
+def probe(path: Path, mount: Path | None) -> Probe:
+    """Is the folder there, reachable, and (when it was found on a mounted filesystem) is
+    that filesystem still mounted? ``mount`` is the mount point seen when it was last online."""
+    try:
+        st = os.stat(path)
+        if mount is not None and mount != Path(mount.anchor):
+            top = st if mount == path else os.stat(mount)
+            if top.st_dev == os.stat(mount.parent).st_dev:
+                return Probe(False, f"the filesystem mounted at {mount} is gone")
+            if top.st_dev != st.st_dev:
+                return Probe(False, f"no longer on the filesystem mounted at {mount}")
+    except FileNotFoundError:
+        return Probe(False, "folder missing")
+    except OSError as exc:
+        what = "unreachable" if exc.errno in UNREACHABLE else "cannot be read"
+        return Probe(False, f"{what}: {exc.strerror or exc}",
+                     blocked=exc.errno == errno.ENOTDIR)
+    if not stat.S_ISDIR(st.st_mode):
+        return Probe(False, "not a folder", blocked=True)
+    return Probe(True, "", (st.st_dev, st.st_ino))
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem ``path`` lives on (``/`` when nothing is between)."""
+    dev = os.stat(path).st_dev
+    while path.parent != path:
+        try:
+            if os.stat(path.parent).st_dev != dev:
+                return path
+        except OSError:
+            return path
+        path = path.parent
+    return path
+
+
+@dataclass
+class _Watch:
+    """One watched folder's live state; changed by the main loop only."""
+
+    config: WatchConfig
+    names: _Names
+    online: bool = False
+    reason: str = "not checked yet"
+    ident: tuple[int, int] | None = None
+    mount: Path | None = None
+    observer: BaseObserver | None = None
+    polling: bool = False  # fell back to polling: the inotify watch limit was reached
+    arm_error: str | None = None  # the observer could not be started; rescans still run
+    overflowed: bool = False
 
 
 @dataclass
 class _Candidate:
+    watch: _Watch
+    settle: float
     sig: tuple[int, int] | None = None
     changed_at: float = 0.0
     quick: bool = False  # complete as soon as it is seen unchanged (rename, close, old file)
@@ -92,147 +250,388 @@ class _Candidate:
 
 @dataclass
 class Watcher:
-    """All watched folders: observers, hint queue, settle bookkeeping and scans."""
+    """All watched folders: observers, hint queue, settle bookkeeping, scans, and whether
+    each watch is online."""
 
     watches: Sequence[WatchConfig]
     default_settle: float
     clock: Callable[[], float]
     exclude: tuple[Path, ...] = ()
     hints: queue.Queue[tuple[str, str]] = field(default_factory=queue.Queue)
+    monotonic: Callable[[], float] = time.monotonic
+    batch: int = 2000  # settled files handed on per tick at most: the main loop stays lively
     _candidates: dict[str, _Candidate] = field(default_factory=dict)
-    _observers: list[BaseObserver] = field(default_factory=list)
+    _scanned: list[tuple[str, int, int, _Watch]] = field(default_factory=list)
+    _states: dict[str, _Watch] = field(default_factory=dict)
+    _started: bool = False
+    _next_check: float = 0.0
+    _replaced: bool = False
+    _links_seen: set[str] = field(default_factory=set)
+
+    # --- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the observers first, then scan, so a file created during the scan is seen."""
-        self._observers = []
-        for w in self.watches:
-            self._observers.append(self._observe(w))
+        """Arm every online watch first, then scan, so a file created during the scan is
+        seen. A missing folder is waited for (offline) unless its watch says ``create``."""
+        self._started = True
+        self._ensure_states()
+        for w in self._states.values():
+            if w.online:
+                self._arm(w)
+        self._next_check = self.monotonic() + CHECK_EVERY
         self.scan()
 
-    def _observe(self, watch: WatchConfig) -> BaseObserver:
-        if not watch.path.is_dir():
-            watch.path.mkdir(parents=True, exist_ok=True)
-            log.info("watch_folder_created", path=str(watch.path))
-        observer: BaseObserver = PollingObserver(timeout=2) if watch.polling else Observer()
-        try:
-            observer.schedule(_Hints(self.hints), str(watch.path), recursive=watch.recursive)
-            observer.start()
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-            log.error("inotify_watch_limit", path=str(watch.path), fix="raise "
-                      "fs.inotify.max_user_watches; polling this folder meanwhile")
-            observer = PollingObserver(timeout=5)
-            observer.schedule(_Hints(self.hints), str(watch.path), recursive=watch.recursive)
-            observer.start()
-        return observer
-
-    def healthy(self) -> bool:
-        """Restart any observer thread that died (vanished share, watch overflow)."""
-        ok = True
-        if not self._observers:  # a one-off run scans only
-            return ok
-        for i, (watch, obs) in enumerate(zip(self.watches, self._observers, strict=True)):
-            if not obs.is_alive():
-                ok = False
-                log.warning("observer_died", path=str(watch.path))
-                try:
-                    self._observers[i] = self._observe(watch)
-                except OSError as exc:
-                    log.error("observer_restart_failed", path=str(watch.path), error=str(exc))
-                    continue
-                self.scan()
-        return ok
-
     def stop(self) -> None:
-        for obs in self._observers:
+        observers = [w.observer for w in self._states.values() if w.observer is not None]
+        for obs in observers:
             obs.stop()
-        for obs in self._observers:
+        for obs in observers:
             if obs.is_alive():
                 obs.join(timeout=5)
+        for w in self._states.values():
+            w.observer = None
+        self._started = False
+
+    def healthy(self) -> bool:
+        """Check every watch now; False when an observer had to be replaced since the last
+        call (a dead thread or emitter, a replaced folder). An offline watch is a known state
+        the daemon waits out, not ill health."""
+        self._supervise()
+        ok, self._replaced = not self._replaced, False
+        return ok
+
+    # --- state for the pipeline and status ----------------------------------------------
+
+    def watch_states(self) -> dict[str, bool]:
+        """Each watch folder and whether it is online, for ``status`` and the heartbeat."""
+        self._ensure_states()
+        return {key: w.online for key, w in self._states.items()}
+
+    def is_online(self, path: Path) -> bool:
+        """May files about ``path`` be read or written now? False while the watch holding it
+        is offline; looks at the folder again, so a share that went away a moment ago is
+        caught before the next check. Safe to call from any thread."""
+        cfg = watch_for(self.watches, Path(path))
+        if cfg is None:
+            return True
+        w = self._states.get(str(cfg.path))
+        if w is None:
+            return probe(cfg.path, None).online
+        if not w.online:
+            return False
+        now = probe(cfg.path, w.mount)
+        return now.online and now.ident == w.ident
+
+    def waiting(self) -> int:
+        return len(self._candidates) + len(self._scanned)
+
+    # --- watches ----------------------------------------------------------------------
+
+    def _ensure_states(self) -> None:
+        """Look at each watch the first time. A file where a watch folder should be is a
+        mistake in the config, not a share yet to come: that raises (NotADirectoryError)."""
+        for cfg in self.watches:
+            key = str(cfg.path)
+            if key in self._states:
+                continue
+            found = probe(cfg.path, None)
+            if found.blocked:
+                raise NotADirectoryError(errno.ENOTDIR, f"cannot watch: {found.reason}", key)
+            w = self._states[key] = _Watch(cfg, _Names(cfg))
+            if not found.online and found.reason == "folder missing" and cfg.create:
+                cfg.path.mkdir(parents=True, exist_ok=True)
+                log.info("watch_folder_created", path=key)
+                found = probe(cfg.path, None)
+            if found.online:
+                self._went_online(w, found, rescan=False)
+            else:
+                self._went_offline(w, found.reason + ("" if cfg.create else
+                                                      ": waiting for it (create: false)"))
+
+    def _went_online(self, w: _Watch, found: Probe, *, rescan: bool) -> None:
+        w.online, w.reason, w.ident = True, "", found.ident
+        try:
+            w.mount = mount_point(w.config.path)
+        except OSError:
+            w.mount = None
+        if self._started:
+            self._arm(w)
+        files = self.scan([w.config.path]) if rescan else None
+        log.info("watch_online", path=str(w.config.path), mount=str(w.mount), rescanned=files)
+
+    def _went_offline(self, w: _Watch, reason: str) -> None:
+        w.online, w.reason, w.ident = False, reason, None
+        self._disarm(w)
+        root = str(w.config.path)
+        for raw in [r for r, c in self._candidates.items() if c.watch is w]:
+            del self._candidates[raw]
+        self._scanned = [s for s in self._scanned if s[3] is not w]
+        log.warning("watch_offline", path=root, reason=reason,
+                    action="nothing is taken from or written into it until it is back")
+
+    def _arm(self, w: _Watch) -> None:
+        self._disarm(w)
+        root = str(w.config.path)
+        report: Callable[[str], None] = lambda kind: self.hints.put((kind, root))  # noqa: E731
+        obs: BaseObserver
+        try:
+            obs = (PollingObserver(timeout=5 if w.polling else 2)
+                   if w.config.polling or w.polling else _Observer(report))
+            obs.schedule(_Hints(self.hints, root), root, recursive=w.config.recursive)
+            obs.start()
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or w.polling:
+                w.arm_error = str(exc)
+                log.error("watch_failed", path=root, error=str(exc),
+                          action="rescans find its files; retried when the folder changes")
+                return
+            self._limit_reached(w)
+            return
+        w.observer, w.arm_error = obs, None
+
+    def _disarm(self, w: _Watch) -> None:
+        obs, w.observer = w.observer, None
+        if obs is not None:
+            obs.stop()  # not joined: a thread stuck on a dead share must not stall the loop
+
+    def _limit_reached(self, w: _Watch) -> None:
+        if not w.polling:
+            log.error("inotify_watch_limit", path=str(w.config.path),
+                      setting="fs.inotify.max_user_watches", fix=LIMIT_FIX)
+        w.polling = True
+        self._arm(w)
+
+    def _observer_trouble(self, w: _Watch) -> str | None:
+        obs = w.observer
+        if obs is None:
+            return None if w.arm_error is not None else "not armed"
+        if not obs.is_alive():
+            return "observer thread died"
+        if not obs.emitters or not all(e.is_alive() for e in obs.emitters):
+            return "watchdog emitter stopped"
+        return None
+
+    def _supervise(self) -> None:
+        """Probe every watch; turn each change into one transition (logged once)."""
+        self._ensure_states()
+        self._next_check = self.monotonic() + CHECK_EVERY
+        for w in self._states.values():
+            # An offline watch keeps the mount point it had: the folder showing up again on
+            # the bare mount point is not the share coming back.
+            found = probe(w.config.path, w.mount)
+            if not found.online:
+                if w.online or w.reason != found.reason:
+                    if w.online:
+                        self._went_offline(w, found.reason)
+                    else:
+                        w.reason = found.reason
+                continue
+            if not w.online:
+                self._went_online(w, found, rescan=True)
+                continue
+            why = ("folder replaced or remounted" if found.ident != w.ident
+                   else self._observer_trouble(w) if self._started else None)
+            if why is not None:
+                self._replaced = True
+                log.warning("watch_rearmed", path=str(w.config.path), reason=why)
+                self._went_online(w, found, rescan=True)
+
+    def _watch_of(self, raw: str) -> _Watch | None:
+        cfg = watch_for(self.watches, Path(raw))
+        return None if cfg is None else self._states.get(str(cfg.path))
+
+    # --- scans ------------------------------------------------------------------------
 
     def scan(self, roots: Sequence[Path] | None = None) -> int:
-        """Queue every file under the watched folders; events are hints, this is the truth."""
+        """Queue every file under the online watch folders (or under ``roots`` only); events
+        are hints, this is the truth. Reads each folder with one scandir and one stat per
+        candidate file."""
+        self._ensure_states()
         count = 0
-        for watch in self.watches:
-            for root in roots or [watch.path]:
-                if root.is_relative_to(watch.path):
-                    for path in _walk(root, watch.recursive):
-                        self.hints.put(("scan", path))
-                        count += 1
+        tops = ([(w, w.config.path) for w in self._states.values()] if roots is None else
+                [(w, r) for r in roots if (w := self._watch_of(str(r))) is not None])
+        for w, top in tops:
+            if not w.online or not self._dir_wanted(w, top):
+                continue
+            for raw, size, mtime_ns in self._walk(w, str(top)):
+                self._scanned.append((raw, size, mtime_ns, w))
+                count += 1
         return count
 
-    def _settle_for(self, path: Path) -> tuple[WatchConfig, float] | None:
-        w = watch_for(self.watches, path)
-        if w is None or not accepts(w, path, self.exclude):
+    def _dir_wanted(self, w: _Watch, top: Path) -> bool:
+        if any(top.is_relative_to(x) for x in self.exclude):
+            return False
+        rel = top.relative_to(w.config.path).parts
+        return not any(p.startswith(".") for p in rel) and (w.config.recursive or not rel)
+
+    def _walk(self, w: _Watch, top: str) -> Iterator[tuple[str, int, int]]:
+        """Other watches' folders below this one are theirs to scan; hidden folders, the
+        output and done folders and symlinked folders are not entered."""
+        skip = {str(x) for x in self.exclude} | {k for k in self._states if k != top}
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = os.scandir(folder)
+            except OSError as exc:
+                log.debug("scan_folder_failed", path=folder, error=str(exc))
+                continue
+            with entries:
+                for e in entries:
+                    if e.name.startswith("."):
+                        continue
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            if w.config.recursive and e.path not in skip:
+                                stack.append(e.path)
+                            continue
+                        if not w.names.wanted(e.name):
+                            continue
+                        if e.is_symlink():
+                            sig = self._link_sig(w, e.path)
+                        elif e.is_file(follow_symlinks=False):
+                            st = e.stat(follow_symlinks=False)
+                            sig = (st.st_size, st.st_mtime_ns)
+                        else:
+                            sig = None
+                    except OSError:
+                        continue
+                    if sig is not None:
+                        yield e.path, sig[0], sig[1]
+
+    # --- symlinks -----------------------------------------------------------------------
+
+    def _link_sig(self, w: _Watch, raw: str) -> tuple[int, int] | None:
+        """A symlinked recording is taken only when its watch follows symlinks and the target
+        lies inside a watched folder; anything else is skipped, and said once."""
+        if not w.config.follow_symlinks:
+            self._link_note(raw, "symlink_skipped", "follow_symlinks is false for this watch")
             return None
-        return w, w.settle_seconds if w.settle_seconds is not None else self.default_settle
+        target = os.path.realpath(raw)
+        inside = any(Path(target).is_relative_to(os.path.realpath(c.path)) for c in self.watches)
+        if not inside:
+            self._link_note(raw, "symlink_skipped", f"its target {target} is outside "
+                            "every watched folder")
+            return None
+        try:
+            st = os.stat(target)
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+    def _link_note(self, raw: str, event: str, reason: str) -> None:
+        if raw not in self._links_seen:
+            self._links_seen.add(raw)
+            log.info(event, path=raw, reason=reason)
+
+    def _sig(self, w: _Watch, raw: str) -> tuple[int, int] | None:
+        try:
+            st = os.lstat(raw)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            return self._link_sig(w, raw)
+        return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+    # --- the settle judgement ---------------------------------------------------------
+
+    def _settle_for(self, path: str) -> tuple[_Watch, float] | None:
+        w = self._watch_of(path)
+        if w is None or not w.online or not _accepts(w.config, w.names, Path(path),
+                                                     self.exclude):
+            return None
+        return w, self._settle_of(w)
+
+    def _settle_of(self, w: _Watch) -> float:
+        s = w.config.settle_seconds
+        return s if s is not None else self.default_settle
+
+    def _take_hint(self, kind: str, raw: str, now: float) -> None:
+        if kind in ("dir", "gone", "overflow", "watch_limit"):
+            w = self._watch_of(raw)
+            if kind == "dir":
+                self.scan([Path(raw)])
+            elif kind == "gone":
+                self._next_check = 0.0  # look at the watch now, not at the next check
+            elif w is not None and kind == "overflow":
+                if not w.overflowed:
+                    log.warning("inotify_overflow", path=str(w.config.path),
+                                setting="fs.inotify.max_queued_events", fix=OVERFLOW_FIX)
+                w.overflowed = True
+                self.scan([w.config.path])
+            elif w is not None and w.online:  # watch_limit: a folder below went unwatched
+                self._limit_reached(w)
+                self.scan([w.config.path])
+            return
+        if kind == "deleted":
+            self._candidates.pop(raw, None)
+            return
+        cand = self._candidates.get(raw)
+        if cand is None:
+            found = self._settle_for(raw)
+            if found is None:
+                return
+            cand = self._candidates[raw] = _Candidate(*found, changed_at=now)
+        elif kind == "modified":  # the candidate is looked at below anyway
+            return
+        found = cand.watch, cand.settle
+        if kind == "moved":
+            cand.quick = True
+        elif kind == "closed":
+            cand.closed_sig = self._sig(found[0], raw)
+        elif kind == "created":
+            sig = self._sig(found[0], raw)
+            # Old mtime: there since before (a copy that kept its time, a hard link).
+            if sig is not None and now - sig[1] / 1e9 >= found[1]:
+                cand.quick = True
 
     def tick(self) -> list[Settled]:
-        """Take in queued hints, then hand on every candidate that has settled."""
+        """Take in queued hints and scan results, then hand on every candidate that has
+        settled. Watches are checked here too, at most every ``CHECK_EVERY`` seconds."""
         now = self.clock()
+        if self.monotonic() >= self._next_check:
+            self._supervise()
         while True:
             try:
                 kind, raw = self.hints.get_nowait()
             except queue.Empty:
                 break
-            if kind == "dir":
-                self.scan([Path(raw)])
-                continue
-            if kind == "deleted":
-                self._candidates.pop(raw, None)
-                continue
-            cand = self._candidates.setdefault(raw, _Candidate(changed_at=now))
-            sig = _stat(raw)
-            if kind == "moved":
-                cand.quick = True
-            elif kind == "closed":
-                cand.closed_sig = sig
-            elif kind in ("scan", "created") and sig is not None:
-                settle = self._settle_for(Path(raw))
-                # Old mtime: renamed in from outside or there since before we started.
-                if settle is not None and now - sig[1] / 1e9 >= settle[1]:
-                    cand.quick = True
+            self._take_hint(kind, raw, now)
+        if self._next_check == 0.0:
+            self._supervise()
         settled: list[Settled] = []
+        taken = 0
+        # A scan entry was judged by name while walking and stat-ed by scandir just now.
+        for raw, size, mtime_ns, w in self._scanned:
+            if len(settled) >= self.batch:
+                break
+            taken += 1
+            if raw in self._candidates or not w.online:
+                continue
+            settle = self._settle_of(w)
+            if now - mtime_ns / 1e9 >= settle:  # unchanged for the settle time already
+                settled.append(Settled(Path(raw), size, mtime_ns))
+            else:
+                self._candidates[raw] = _Candidate(w, settle, (size, mtime_ns), now)
+        del self._scanned[:taken]
         for raw, cand in list(self._candidates.items()):
-            sig = _stat(raw)
-            found = self._settle_for(Path(raw))
-            if sig is None or found is None:
+            if len(settled) >= self.batch:
+                break
+            sig = self._sig(cand.watch, raw) if cand.watch.online else None
+            if sig is None:
                 del self._candidates[raw]
                 continue
             if sig != cand.sig:
                 cand.sig, cand.changed_at = sig, now
-                if cand.sig is not None and cand.closed_sig not in (None, sig):
+                if cand.closed_sig not in (None, sig):
                     cand.closed_sig = None
             # After a close with no growth since, a short quiet spell still has to pass:
             # writers that append in several open/write/close rounds would otherwise have
             # each round taken (and paid for) as a new version.
             closed_quiet = cand.closed_sig == sig and now - cand.changed_at >= min(
-                found[1], CLOSE_QUIET)
-            if cand.quick or closed_quiet or now - cand.changed_at >= found[1]:
+                cand.settle, CLOSE_QUIET)
+            if cand.quick or closed_quiet or now - cand.changed_at >= cand.settle:
                 settled.append(Settled(Path(raw), sig[0], sig[1]))
                 del self._candidates[raw]
         return settled
 
-    def waiting(self) -> int:
-        return len(self._candidates)
-
-
-def _stat(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-def _walk(root: Path, recursive: bool) -> Iterator[str]:
-    if root.is_file():
-        yield str(root)
-        return
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
-        for name in filenames:
-            yield os.path.join(dirpath, name)

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from . import config as configmod
 from .apikey import key_source, read_api_key
@@ -110,13 +111,20 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
                        watcher(new, clock))
 
     first = rebuild(cfg)
+    built: list[Daemon] = []  # the watcher is replaced on reload: ask the daemon's current one
+
+    def is_online(path: Path) -> bool:
+        return built[0].watcher.is_online(path) if built else True
+
     pipeline = Pipeline(store, backends, first.settings, first.planner, cfg.output,
-                        first.limits, clock)
+                        first.limits, clock, is_online)
     from .admission import Admitter
     admitter = Admitter(store, first.planner, cfg.output, clock, pipeline.wake_submit)
     source = cfg.source
-    return Daemon(cfg, store, pipeline, admitter, first.watcher, Notifier(environ), rebuild,
-                  lambda: configmod.load(source), clock, say)
+    daemon = Daemon(cfg, store, pipeline, admitter, first.watcher, Notifier(environ), rebuild,
+                    lambda: configmod.load(source), clock, say)
+    built.append(daemon)
+    return daemon
 
 
 def watcher(cfg: Config, clock: Callable[[], float]) -> Watcher:
