@@ -20,8 +20,8 @@ from typing import TextIO
 from . import __version__
 from . import config as configmod
 from . import log as logsetup
-from .daemon import ExitCode
 from .errors import BackendUnavailable, ConfigError
+from .exitcodes import ExitCode
 from .store import Store
 from .wiring import build, choose_backend, read_api_key
 

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import TYPE_CHECKING
 
 import structlog
@@ -20,6 +19,7 @@ from . import config as configmod
 from .backends import Backend
 from .config import Config
 from .errors import BackendUnavailable, ConfigError
+from .exitcodes import ExitCode
 from .notify import Notifier
 from .pipeline import Pipeline
 from .store import UNFINISHED, Store
@@ -32,17 +32,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("sttwatch.daemon")
 
 STATUS_REFRESH = 10.0  # seconds; status.STALE_AFTER must stay well above it
-
-
-class ExitCode(IntEnum):
-    """What ``sttwatch`` exits with; documented in the README and the unit's
-    RestartPreventExitStatus= (a config error is not worth a restart)."""
-
-    OK = 0
-    FAILED = 1
-    CONFIG = 2
-    AUTH = 3
-    INTERRUPTED = 130
 
 
 @dataclass

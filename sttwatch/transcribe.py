@@ -15,8 +15,8 @@ from typing import TextIO
 
 from .backends import Backend, Request, TaskState
 from .config import Config
-from .daemon import ExitCode
 from .errors import AuthError, ExpiredError, PermanentError, TransientError
+from .exitcodes import ExitCode
 from .outputs import get_format
 from .schedule import PollSchedule
 from .wiring import build_backend, job_settings

@@ -1,0 +1,43 @@
+"""What ``sttwatch`` exits with, each status with the sentence a user reads about it.
+
+The descriptions are the single source of the list in ``sttwatch run --help`` and in
+docs/operations.md (a test compares the two), so cron jobs and the systemd unit's
+``RestartPreventExitStatus=`` can rely on what is written there.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit statuses of every command; ``description`` says when each one is used."""
+
+    description: str
+
+    def __new__(cls, value: int, description: str = "") -> ExitCode:
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.description = description
+        return member
+
+    OK = 0, "all done (run --once: every file transcribed)"
+    FAILED = 1, "some files failed (each has its reason in 'sttwatch status')"
+    CONFIG = 2, ("cannot start: a bad config, a missing backend, or another daemon holds "
+                 "the state file")
+    AUTH = 3, "the service refused the API key"
+    CREDITS = 4, "the account is out of credits"
+    UNREACHABLE = 5, "run --once: the service stayed unreachable for daemon.once_timeout"
+    INTERRUPTED = 130, ("interrupted by Ctrl-C while starting or transcribing (a running daemon "
+                        "stopped by Ctrl-C or SIGTERM exits 0)")
+
+
+def exit_code_lines() -> list[str]:
+    """One ``  N  description`` line per status, for ``run --help``."""
+    return [f"  {int(code):>3}  {code.description}" for code in ExitCode]
+
+
+def exit_code_table() -> str:
+    """The same list as a Markdown table, for the docs."""
+    rows = [f"| {int(code)} | `{code.name}` | {code.description} |" for code in ExitCode]
+    return "\n".join(["| status | name | when |", "| --- | --- | --- |", *rows]) + "\n"
