@@ -63,10 +63,10 @@ def _section(doc: str, **children: Field) -> Field:
 
 WATCH_ITEM: Mapping[str, Field] = {
     "path": Field("path", required=True, example="./inbox",
-                  doc="the folder to watch (the one required key)"),
+                  doc="the folder to watch (required)"),
     "recursive": Field("bool", True, "watch sub-folders too"),
-    "patterns": Field("strlist", list(AUDIO_PATTERNS), "file name globs taken as input; "
-                      "default: common audio and video types", commented=True,
+    "patterns": Field("strlist", list(AUDIO_PATTERNS), "file name globs taken as input "
+                      "(default: common audio and video types)", commented=True,
                       example=["*.mp3", "*.wav", "*.m4a"]),
     "ignore": Field("strlist", [], "extra globs to skip; hidden and temp names are always "
                     "skipped"),
@@ -74,8 +74,8 @@ WATCH_ITEM: Mapping[str, Field] = {
                             minimum=0),
     "polling": Field("bool", False, "true for network shares (NFS, SMB), which send no events"),
     "model": Field("str", None, "null = api.model (the AI/ML API only)", nullable=True),
-    "options": Field("map", None, "extra create fields for this folder, over api.options "
-                     "(e.g. {language: fr})", nullable=True),
+    "options": Field("map", None, "extra create fields over api.options, e.g. "
+                     "{language: fr}", nullable=True),
     "formats": Field("strlist", None, "null = output.formats", nullable=True,
                      choices=FORMAT_KINDS),
     "backend": Field("str", None, "aimlapi | local | auto for this folder only; "
@@ -83,7 +83,7 @@ WATCH_ITEM: Mapping[str, Field] = {
     "follow_symlinks": Field("bool", False, "take symlinked recordings whose target is inside "
                              "a watched folder"),
     "create": Field("bool", False, "create the folder if missing (false: wait for it, e.g. a "
-                    "share that is not mounted yet)", example=True),
+                    "share)", example=True),
 }
 
 SCHEMA: Mapping[str, Field] = {
@@ -95,7 +95,7 @@ SCHEMA: Mapping[str, Field] = {
         api_key_env=Field("str", "AIMLAPI_KEY", "name of the environment variable holding "
                           "the key", nullable=True),
         api_key_file=Field("path", None, "or a file holding it (e.g. "
-                           "${CREDENTIALS_DIRECTORY}/aimlapi_key, a systemd credential)",
+                           "${CREDENTIALS_DIRECTORY}/aimlapi_key)",
                            nullable=True),
         model=Field("str", "#g1_whisper-tiny", "model name, sent as is"),
         options=Field("map", {}, "extra create fields, e.g. {language: en, punctuate: true}"),
@@ -127,12 +127,12 @@ SCHEMA: Mapping[str, Field] = {
                    "backend, patterns, ignore, settle_seconds, polling, model, options and "
                    "formats for its own files.", children=WATCH_ITEM),
     "state": _section(
-        "Where jobs are kept: one SQLite file (one daemon) or a PostgreSQL database "
-        "(several daemons). Give either path or url.",
+        "Where jobs are kept: a SQLite file (one daemon) or a PostgreSQL database "
+        "(several daemons); give either path or url.",
         path=Field("path", "./sttwatch-state.db", "SQLite; keeps every job across restarts "
                    "and crashes"),
         url=Field("str", None, "or postgresql://user@host/db, shared by several daemons "
-                  "(pip install 'sttwatch[postgres]')", nullable=True),
+                  "(needs sttwatch[postgres])", nullable=True),
     ),
     "output": _section(
         "Transcripts.",
@@ -164,12 +164,12 @@ SCHEMA: Mapping[str, Field] = {
         max_attempts=Field("int", 3, "submissions of one file before it is marked failed",
                            minimum=1),
         host_id=Field("str", None, "this daemon's name in a shared store; null = the host "
-                      "name (several daemons on one machine each set their own)",
+                      "name",
                       nullable=True),
-        lease_seconds=Field("float", 60.0, "a job claimed by a daemon that stops renewing it "
-                            "is taken over by another after this long", minimum=5),
-        once_timeout=Field("float", 600.0, "run --once exits 5 when the service has been "
-                           "unreachable this long", minimum=1),
+        lease_seconds=Field("float", 60.0, "a dead daemon's jobs are taken over after this "
+                            "long", minimum=5),
+        once_timeout=Field("float", 600.0, "run --once exits 5 when the service is unreachable "
+                           "this long", minimum=1),
     ),
     "log": _section(
         "Logging.",
