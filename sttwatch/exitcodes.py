@@ -7,6 +7,8 @@ docs/operations.md (a test compares the two), so cron jobs and the systemd unit'
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Iterable
 from enum import IntEnum
 
 
@@ -22,7 +24,7 @@ class ExitCode(IntEnum):
         return member
 
     OK = 0, "all done (run --once: every file transcribed)"
-    FAILED = 1, "some files failed (each has its reason in 'sttwatch status')"
+    FAILED = 1, "some files failed (their reasons are logged and in 'sttwatch status')"
     CONFIG = 2, ("cannot start: a bad config, a missing backend, or another daemon holds "
                  "the state file")
     AUTH = 3, "the service refused the API key"
@@ -32,9 +34,13 @@ class ExitCode(IntEnum):
                         "stopped by Ctrl-C or SIGTERM exits 0)")
 
 
-def exit_code_lines() -> list[str]:
-    """One ``  N  description`` line per status, for ``run --help``."""
-    return [f"  {int(code):>3}  {code.description}" for code in ExitCode]
+def exit_code_lines(codes: Iterable[ExitCode] = ExitCode, width: int = 79) -> list[str]:
+    """``  N  description`` per status, wrapped under its description, for ``run --help``."""
+    lines = []
+    for code in codes:
+        lines += textwrap.wrap(code.description, width, initial_indent=f"  {int(code):>3}  ",
+                               subsequent_indent=" " * 7, break_on_hyphens=False)
+    return lines
 
 
 def exit_code_table() -> str:

@@ -61,7 +61,10 @@ def transcribe_one(backend: Backend, request: Request, schedule: PollSchedule,
             return {"generation_id": created.generation_id, "result": status.result,
                     "cost": created.cost}
         if status.state is TaskState.FAILED:
-            raise PermanentError(f"service failed the task: {status.error}")
+            # The local engine's reason stands on its own ("cannot transcribe: ..."); only
+            # the service's needs saying whose failure it was.
+            raise PermanentError(status.error if backend.kind == "local" else
+                                 f"the service failed the task: {status.error}")
         if tty and backend.kind != "local":
             err.write(f"\r{label}: {status.raw_status} {age:.0f} s")
             err.flush()
@@ -86,6 +89,10 @@ def transcribe_all(cfg: Config, kind: str, key: str | None, inputs: Sequence[str
             if hasattr(backend, "set_progress"):
                 backend.set_progress(show)
             try:
+                if path is not None and path.is_dir():
+                    raise PermanentError("is a folder; name the recordings in it (e.g. "
+                                         f"{item.rstrip('/')}/*.mp3), or watch it with "
+                                         "'sttwatch run'")
                 if path is not None and not path.is_file():
                     raise PermanentError("no such file")
                 got = transcribe_one(backend, Request(n, js.model, path=path, url=url,
