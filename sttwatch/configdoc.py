@@ -1,4 +1,5 @@
-"""config.example.yaml and docs/configuration.md, generated from ``config.SCHEMA``.
+"""config.example.yaml and docs/configuration.md, generated from ``config.SCHEMA`` (and the
+exit statuses in docs/operations.md, from ``exitcodes.ExitCode``).
 
 The schema is the one description of every key, so the commented example and the reference
 page cannot drift from what validation accepts: tests/test_docs.py regenerates both and
@@ -19,7 +20,7 @@ import yaml
 
 from .config import SCHEMA, Field, parse
 from .errors import ConfigError
-from .exitcodes import ExitCode
+from .exitcodes import ExitCode, exit_code_table
 
 WIDTH = 100  # longest line of the example file
 COMMENT_COLUMN = 31  # where a key's comment starts, unless the key's line is longer
@@ -189,15 +190,36 @@ def configuration_md() -> str:
     return "\n".join(out) + "\n"
 
 
+OPERATIONS_PATH = "docs/operations.md"
+BLOCK = "exit-statuses"
+
+
+def with_exit_statuses(text: str) -> str:
+    """docs/operations.md with its marked block of exit statuses rewritten from ExitCode."""
+    start = text.index(f"<!-- {BLOCK}:")
+    start = text.index("\n", start) + 1
+    end = text.index(f"<!-- /{BLOCK} -->", start)
+    return text[:start] + exit_code_table() + text[end:]
+
+
 GENERATED = {EXAMPLE_PATH: example_yaml, DOCS_PATH: configuration_md}
+
+
+def _fresh(root: Path) -> dict[str, str]:
+    """What each generated file should hold now; a partly generated one is read first."""
+    out = {rel: make() for rel, make in GENERATED.items()}
+    ops = root / OPERATIONS_PATH
+    if ops.is_file():
+        out[OPERATIONS_PATH] = with_exit_statuses(ops.read_text(encoding="utf-8"))
+    return out
 
 
 def stale(root: Path) -> list[str]:
     """The generated files under ``root`` that differ from what the schema gives now."""
     out = []
-    for rel, make in GENERATED.items():
+    for rel, text in _fresh(root).items():
         path = root / rel
-        if not path.is_file() or path.read_text(encoding="utf-8") != make():
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
             out.append(rel)
     return out
 
@@ -214,10 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rel in stale(args.root):
             print(f"{rel}: out of date with the schema; run {REGENERATE}")
         return 1 if stale(args.root) else 0
-    for rel, make in GENERATED.items():
+    for rel, text in _fresh(args.root).items():
         path = args.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(make(), encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")
     return 0
 

@@ -27,8 +27,8 @@ class ExitCode(IntEnum):
     FAILED = 1, "some files failed (their reasons are logged and in 'sttwatch status')"
     CONFIG = 2, ("cannot start: a bad config, a missing backend, or another daemon holds "
                  "the state file")
-    AUTH = 3, "the service refused the API key"
-    CREDITS = 4, "the account is out of credits"
+    AUTH = 3, "the service refused the API key (run --once, transcribe; the daemon waits)"
+    CREDITS = 4, "the account is out of credits (run --once; the daemon waits)"
     UNREACHABLE = 5, "run --once: the service stayed unreachable for daemon.once_timeout"
     INTERRUPTED = 130, ("interrupted by Ctrl-C while starting or transcribing (a running daemon "
                         "stopped by Ctrl-C or SIGTERM exits 0)")
