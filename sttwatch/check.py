@@ -16,10 +16,12 @@ from typing import TextIO
 
 import requests
 
+from .apikey import read_api_key
 from .config import Config, WatchConfig
 from .errors import ConfigError
-from .store import Store
-from .wiring import read_api_key
+from .store import StoreError, StoreMissing, StoreUnavailable
+from .store.postgres import safe_url
+from .wiring import open_for_command
 
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs",
               "fuse.sshfs", "fuse.rclone", "fuse.s3fs", "davfs", "fuse.gvfsd-fuse")
@@ -145,10 +147,11 @@ def check(cfg: Config, environ: Mapping[str, str], out: TextIO,
         else:
             r.ok(f"inotify: {needed} folders to watch, limit {limit}")
     try:
-        Store(cfg.state_path).close()
-        r.ok(f"state file {cfg.state_path} opens")
-    except Exception as exc:
-        r.problem(f"state file {cfg.state_path} cannot be opened ({exc})",
-                  "make its folder writable, or set state.path")
+        open_for_command(cfg).close()
+        r.ok(f"store {(cfg.state_url and safe_url(cfg.state_url)) or cfg.state_path} opens")
+    except StoreMissing:
+        r.ok(f"state file {cfg.state_path} will be created by the first run")
+    except (StoreError, StoreUnavailable) as exc:
+        r.problem(str(exc), "make its folder writable, or set state.path / state.url")
     out.write("all good\n" if not r.problems else f"{r.problems} problem(s)\n")
     return 0 if not r.problems else 1

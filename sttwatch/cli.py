@@ -23,8 +23,8 @@ from . import config as configmod
 from . import log as logsetup
 from .errors import BackendUnavailable, ConfigError
 from .exitcodes import ExitCode, exit_code_lines
-from .store import Store
-from .wiring import build, choose_backend, read_api_key
+from .store import StoreError, StoreUnavailable
+from .wiring import build, choose_backend, open_for_command, read_api_key
 
 
 def _exit_statuses(*codes: ExitCode) -> str:
@@ -102,13 +102,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _say_on_tty(err: TextIO) -> Callable[[str], None]:
+    """Words for a person at a terminal; the journal gets the structured events only."""
+
+    def say(text: str) -> None:
+        if err.isatty():
+            err.write(text)
+            err.flush()
+
+    return say
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
             environ: Mapping[str, str]) -> int:
     cfg = configmod.load(args.config)
     key = read_api_key(cfg, environ)
     logsetup.setup(cfg.log_level, cfg.log_format, err, secrets=[key] if key else [])
-    kind = choose_backend(cfg, key, args.backend)
-    daemon = build(cfg, key=key, backend_kind=kind, environ=environ)
+    daemon = build(cfg, key=key, override=args.backend, environ=environ, say=_say_on_tty(err))
     stop = daemon.stop_requested
     handlers = {signal.SIGTERM: lambda *_: stop.set(), signal.SIGINT: lambda *_: stop.set(),
                 signal.SIGHUP: lambda *_: daemon.reload_requested.set()}
@@ -124,7 +134,12 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
 def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO,
                environ: Mapping[str, str]) -> int:
     from .status import status
-    status(configmod.load(args.config), out, args.json)
+    cfg = configmod.load(args.config)
+    store = open_for_command(cfg)
+    try:
+        status(cfg, store, out, args.json)
+    finally:
+        store.close()
     return ExitCode.OK
 
 
@@ -135,7 +150,7 @@ def _edit(args: argparse.Namespace, out: TextIO, err: TextIO, verb: str) -> int:
         err.write(f"sttwatch {verb}: name files, or --failed\n" if verb == "retry" else
                   f"sttwatch {verb}: name the files to forget\n")
         return ExitCode.CONFIG
-    store = Store(cfg.state_path)
+    store = open_for_command(cfg)
     try:
         n = (store.retry(time.time(), paths or None) if verb == "retry"
              else store.forget(paths))
@@ -204,7 +219,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     except ConfigError as exc:
         err.write(f"sttwatch: {exc}\n")
         return ExitCode.CONFIG
-    except BackendUnavailable as exc:
+    except (BackendUnavailable, StoreError, StoreUnavailable) as exc:
         err.write(f"sttwatch: {exc}\n")
         return ExitCode.CONFIG
     except KeyboardInterrupt:

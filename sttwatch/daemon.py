@@ -1,5 +1,6 @@
-"""The main loop: takes settled files into the store, supervises the worker threads, talks
-to systemd, and turns the flags set by signal handlers into a stop or a reload.
+"""The main loop: takes settled files into the store, supervises the stage threads, keeps
+this daemon's leases and heartbeat, talks to systemd, and turns the flags set by signal
+handlers into a stop or a reload.
 
 Signal handlers never do more than set a flag; everything happens here, in one thread.
 """
@@ -7,52 +8,71 @@ Signal handlers never do more than set a flag; everything happens here, in one t
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import structlog
 
-from . import config as configmod
-from .backends import Backend
+from .admission import Admitter, batches
 from .config import Config
-from .errors import BackendUnavailable, ConfigError
+from .errors import BackendUnavailable, ConfigError, CreditsExhausted
 from .exitcodes import ExitCode
 from .notify import Notifier
 from .pipeline import Pipeline
-from .store import UNFINISHED, Store
-from .transcripts import Placement, sweep_leftovers, up_to_date
-from .watcher import Settled, Watcher
-
-if TYPE_CHECKING:
-    from .wiring import Wiring
+from .plan import Planner
+from .settings import PipelineSettings
+from .store import UNFINISHED, Store, StoreUnavailable
+from .transcripts import sweep_leftovers
+from .watcher import Watcher
 
 log = structlog.get_logger("sttwatch.daemon")
 
 STATUS_REFRESH = 10.0  # seconds; status.STALE_AFTER must stay well above it
+REAP_EVERY = 5.0
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """What a reloaded config changes: new jobs' plans, timing, limits and the watcher."""
+
+    settings: PipelineSettings
+    planner: Planner
+    limits: dict[str, int]
+    watcher: Watcher
 
 
 @dataclass
 class Daemon:
     cfg: Config
     store: Store
-    backends: Mapping[str, Backend]
     pipeline: Pipeline
+    admitter: Admitter
     watcher: Watcher
-    wiring: Wiring
     notifier: Notifier
+    rebuild: Callable[[Config], Rebuilt]
+    load_config: Callable[[], Config]
     clock: Callable[[], float] = time.time
+    say: Callable[[str], None] = lambda _text: None
     stop_requested: threading.Event = field(default_factory=threading.Event)
     reload_requested: threading.Event = field(default_factory=threading.Event)
     _workers_stop: threading.Event = field(default_factory=threading.Event)
     _threads: dict[str, threading.Thread] = field(default_factory=dict)
     _last_meta: dict[str, object] = field(default_factory=dict)
     _last_meta_at: float = 0.0
+    _next_renew: float = 0.0
+    _next_reap: float = 0.0
+    _next_beat: float = 0.0
+
+    @property
+    def owner(self) -> str:
+        return self.pipeline.settings.owner
 
     def _start_worker(self, name: str) -> None:
-        target = {"submit": self.pipeline.submit_loop, "poll": self.pipeline.poll_loop}[name]
+        target = {"submit": self.pipeline.submit_loop, "poll": self.pipeline.poll_loop,
+                  "finish": self.pipeline.finish_loop}[name]
         t = threading.Thread(target=target, args=(self._workers_stop,), name=name, daemon=True)
         t.start()
         self._threads[name] = t
@@ -67,61 +87,63 @@ class Daemon:
                 self._start_worker(name)
         return ok
 
-    def admit(self, s: Settled) -> None:
-        """A settled file becomes a job, unless it is known and unchanged, or its transcript
-        is already newer than it (then it is recorded as done without a submission)."""
-        path = str(s.path)
-        job = self.store.get(path)
-        if job is not None and (job.size, job.mtime_ns) == (s.size, s.mtime_ns):
-            return
-        now = self.clock()
-        js = self.pipeline.settings_for(s.path)
-        place = Placement(s.path, js.root, js.formats, self.cfg.output)
-        holder = self.store.output_holder(place.keys()[0])
-        if job is None and holder in (None, path) and up_to_date(place, s.mtime_ns):
-            self.store.add_done(path, s.size, s.mtime_ns, now, "transcript already up to date")
-            log.info("already_transcribed", path=path)
-            return
-        new = self.store.add_seen(path, s.size, s.mtime_ns, now)
-        if new is not None:
-            log.info("queued", job_id=new.id, path=path, size=s.size,
-                     new_version=job is not None)
-            self.pipeline.wake_submit.set()
-
     def _admit_all(self) -> None:
-        """One file's trouble (an undecodable name, a vanished folder) never stops the loop."""
-        for settled in self.watcher.tick():
-            try:
-                str(settled.path).encode("utf-8")
-            except UnicodeEncodeError:
-                log.error("unsupported_file_name", path=repr(str(settled.path)),
-                          fix="rename the file to a UTF-8 name")
-                continue
-            try:
-                self.admit(settled)
-            except Exception as exc:
-                log.exception("admit_failed", path=str(settled.path), error=str(exc))
+        """In batches, with a heartbeat between them: a first scan of a large library never
+        keeps systemd's watchdog waiting."""
+        settled = self.watcher.tick()
+        for batch in batches(settled):
+            self.admitter.admit(batch)
+            self._maybe_heartbeat()
 
     def _status_line(self) -> str:
         c = self.store.counts()
-        paused = " (API key rejected: submitting paused)" if self.pipeline.auth_error else ""
+        refused = self.pipeline.refused()
+        paused = ""
+        if refused is not None:
+            paused = (" (out of credits: submitting paused)" if isinstance(
+                refused, CreditsExhausted) else " (API key rejected: submitting paused)")
+        if self.pipeline.store_error:
+            paused += " (store unavailable: waiting)"
         return (f"{c['seen']} queued, {c['submitting'] + c['pending']} in flight, "
                 f"{c['done']} done, {c['failed']} failed{paused}")
+
+    def _keep_leases(self, now: float) -> None:
+        lease = self.pipeline.settings.lease
+        if now >= self._next_renew:
+            self.store.renew(self.owner, now, lease)
+            self._next_renew = now + lease / 4
+        if now >= self._next_reap:
+            taken = self.store.reap(self.owner, now, self.pipeline.poller.volatile)
+            if any(taken.values()):
+                log.warning("lease_taken_over", host=self.owner, **taken)
+                self.pipeline.wake_all()
+            self._next_reap = now + REAP_EVERY
+
+    def _maybe_heartbeat(self) -> None:
+        if self.clock() >= self._next_beat:
+            self._next_beat = self.clock() + min(2.0, self.notifier.watchdog_interval or 2.0)
+            self._heartbeat()
 
     def _heartbeat(self) -> None:
         """Tell systemd and ``sttwatch status`` we are alive, and what we wait on."""
         healthy = self._healthy()
-        status = self._status_line()
+        try:
+            now = self.clock()
+            self._keep_leases(now)
+            status = self._status_line()
+            meta = {"healthy": healthy, "status": status, **self.pipeline.waiting_on()}
+            # Only write when something changed, or often enough for ``status`` to tell a
+            # live daemon from a dead one.
+            if meta != self._last_meta or now - self._last_meta_at >= STATUS_REFRESH:
+                self.store.heartbeat(self.owner, os.getpid(), socket.gethostname(), now, meta)
+                self._last_meta, self._last_meta_at = meta, now
+            if self.pipeline.store_error is not None:
+                self.pipeline.store_trouble(None)
+        except StoreUnavailable as exc:
+            self.pipeline.store_trouble(exc)
+            status = "store unavailable: waiting"
         if healthy:
             self.notifier.send(watchdog=1, status=status)
-        # The state file is fsynced on every write: only write when something changed, or
-        # often enough for ``status`` to tell a live daemon from a dead one.
-        meta = {"pid": os.getpid(), "healthy": healthy, "status": status,
-                **self.pipeline.waiting_on()}
-        now = self.clock()
-        if meta != self._last_meta or now - self._last_meta_at >= STATUS_REFRESH:
-            self.store.set_meta("daemon", {**meta, "heartbeat": now})
-            self._last_meta, self._last_meta_at = meta, now
 
     def _unfinished(self) -> int:
         c = self.store.counts()
@@ -129,37 +151,65 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: swap in a new config (watch folders, options, formats, timing) without
-        dropping any job; a config that does not load is refused and the old one runs on."""
+        touching any job on its way; a config that does not load is refused and the old one
+        runs on."""
         self.notifier.send(reloading=1, monotonic_usec=time.monotonic_ns() // 1000)
         try:
-            new = configmod.load(self.cfg.source)
-            settings, settings_for = self.wiring.reconfigure(new, self.backends)
+            new = self.load_config()
+            rebuilt = self.rebuild(new)
         except (ConfigError, BackendUnavailable) as exc:
             log.error("reload_refused", reason=str(exc), action="the old config stays")
             self.notifier.send(ready=1, status=self._status_line())
             return
-        watcher = self.wiring.watcher(new, self.clock)
         try:
-            watcher.start()
+            rebuilt.watcher.start()
         except OSError as exc:
-            watcher.stop()
+            rebuilt.watcher.stop()
             log.error("reload_refused", reason=f"cannot watch: {exc}",
                       action="the old config stays")
             self.notifier.send(ready=1, status=self._status_line())
             return
         self.watcher.stop()
-        self.watcher, self.cfg = watcher, new
-        self.pipeline.reconfigure(settings, settings_for, new.output)
+        self.watcher, self.cfg = rebuilt.watcher, new
+        self.admitter.planner = rebuilt.planner
+        self.admitter.output = new.output
+        self.pipeline.reconfigure(rebuilt.settings, rebuilt.planner, new.output,
+                                  rebuilt.limits)
         log.info("reloaded", watches=[str(w.path) for w in new.watches])
         self.notifier.send(ready=1, status=self._status_line())
 
+    def _announce(self, once: bool, recovered: dict[str, int]) -> None:
+        planner = self.admitter.planner
+        default = planner.default_backend
+        model = self.pipeline.backends[default].model_name
+        folders = [str(w.path) for w in self.cfg.watches]
+        log.info("starting", host=self.owner, backend=default, model=model, watches=folders,
+                 state=self.store.location, once=once, **recovered)
+        where = ", ".join(folders)
+        self.say(f"sttwatch is watching {where}\n"
+                 f"  backend {default}, model {model}; state in {self.store.location}\n"
+                 + ("  transcribing what is there, then exiting\n" if once else
+                    f"  drop recordings into {folders[0]} ; Ctrl-C to stop\n"))
+
+    def _once_code(self) -> ExitCode | None:
+        refused = self.pipeline.refused()
+        if refused is not None:
+            return ExitCode.CREDITS if isinstance(refused, CreditsExhausted) else ExitCode.AUTH
+        if self.pipeline.unreachable_for(self.clock()) > self.cfg.daemon.once_timeout:
+            log.error("service_unreachable", seconds=self.cfg.daemon.once_timeout,
+                      action="giving up (run --once); the jobs stay queued")
+            return ExitCode.UNREACHABLE
+        if (self.watcher.waiting() == 0 and self.watcher.hints.empty()
+                and not self._unfinished()):
+            return ExitCode.FAILED if self.pipeline.failed_this_run else ExitCode.OK
+        return None
+
     def run(self, *, once: bool = False) -> int:
-        volatile = [k for k, b in self.backends.items() if not b.durable_ids]
-        recovered = self.store.recover(self.clock(), volatile)
-        default = self.pipeline.settings_for(self.cfg.source).backend
-        log.info("starting", backend=default, model=self.backends[default].model_name,
-                 watches=[str(w.path) for w in self.cfg.watches], state=str(self.store.path),
-                 once=once, **recovered)
+        now = self.clock()
+        recovered = self.store.recover(self.owner, now, self.pipeline.settings.lease,
+                                       self.pipeline.poller.volatile,
+                                       self.admitter.planner.default_backend)
+        self._announce(once, recovered)
         for root in {self.cfg.output.dir or w.path for w in self.cfg.watches}:
             for path in sweep_leftovers(root, 60.0, self.clock()):
                 log.info("leftover_removed", path=str(path))
@@ -167,33 +217,32 @@ class Daemon:
             self.watcher.scan()
         else:
             self.watcher.start()
-        for name in ("submit", "poll"):
+        for name in ("submit", "poll", "finish"):
             self._start_worker(name)
         self.notifier.send(ready=1, status=self._status_line())
-        beat = min(2.0, self.notifier.watchdog_interval or 2.0)
         next_rescan = self.clock() + self.cfg.daemon.rescan_seconds
-        next_beat = 0.0
-        code = ExitCode.OK
+        code: ExitCode = ExitCode.OK
         try:
             while not self.stop_requested.wait(0.1):
-                self._admit_all()
+                try:
+                    self._admit_all()
+                except StoreUnavailable as exc:
+                    self.pipeline.store_trouble(exc)
                 now = self.clock()
                 if not once and now >= next_rescan:
                     next_rescan = now + self.cfg.daemon.rescan_seconds
                     log.debug("rescan", files=self.watcher.scan())
-                if now >= next_beat:
-                    next_beat = now + beat
-                    self._heartbeat()
+                self._maybe_heartbeat()
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     self.reload()
                 if once:
-                    if self.pipeline.auth_error is not None:
-                        code = ExitCode.AUTH
-                        break
-                    if (self.watcher.waiting() == 0 and self.watcher.hints.empty()
-                            and not self._unfinished()):
-                        code = ExitCode.FAILED if self.pipeline.failed_this_run else ExitCode.OK
+                    try:
+                        done = self._once_code()
+                    except StoreUnavailable:
+                        done = None
+                    if done is not None:
+                        code = done
                         break
             log.info("stop_requested" if self.stop_requested.is_set() else "finished")
         finally:
@@ -204,16 +253,18 @@ class Daemon:
         """Stop taking files, let in-flight transitions commit, and leave; pending ids are
         already in the store, so nothing waits on the service."""
         self.notifier.send(stopping=1)
+        log.info("stopping", host=self.owner)
         self.watcher.stop()
         self._workers_stop.set()
-        self.pipeline.wake_submit.set()
-        self.pipeline.wake_poll.set()
+        self.pipeline.wake_all()
         for t in self._threads.values():
             t.join(timeout=20)  # an upload in progress may finish (unit: TimeoutStopSec=30)
         self.pipeline.close()
-        counts = self.store.counts()
-        self.store.set_meta("daemon", None)
+        counts: dict[str, int] = {}
+        try:
+            counts = self.store.counts()
+            self.store.leave(self.owner)
+        except StoreUnavailable as exc:
+            log.warning("store_unavailable", error=str(exc), action="stopping anyway")
         self.store.close()
-        log.info("stopped", **counts)
-
-
+        log.info("stopped", host=self.owner, **counts)

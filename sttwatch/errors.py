@@ -40,6 +40,10 @@ class AuthError(SttwatchError):
         super().__init__(f"HTTP {status}: {message}")
 
 
+class CreditsExhausted(AuthError):
+    """The service accepts the key but the account has no credits left (403 that says so)."""
+
+
 class TransientError(SttwatchError):
     """A failure that may go away: connection trouble, timeouts, 429, 5xx."""
 

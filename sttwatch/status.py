@@ -1,26 +1,31 @@
-"""``sttwatch status``: what the daemon is doing, read from the state file.
+"""``sttwatch status``: what the daemons are doing, read from the store.
 
-Works while the daemon runs (WAL: a reader never blocks the writer). What only the running
-daemon knows (an auth pause, a rate-limit hold) it writes into the state file's ``meta``
-table on every heartbeat, so this command needs no socket to ask it.
+Works while they run (WAL: a reader never blocks the writer; PostgreSQL: plain reads). What
+only a running daemon knows (an auth pause, a rate-limit hold, a store outage) it writes
+into the store's ``daemons`` table with its heartbeat, so this command needs no socket.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from typing import Any, TextIO
 
 from .config import Config
-from .store import Store
+from .store import DaemonInfo, Store
 
 STALE_AFTER = 30.0  # seconds without a heartbeat: the daemon is not running
 
 
-def _alive(pid: int) -> bool:
+def _alive(d: DaemonInfo, now: float) -> bool:
+    if now - d.heartbeat >= STALE_AFTER:
+        return False
+    if d.hostname != socket.gethostname():
+        return True  # another host: its heartbeat is all we can see
     try:
-        os.kill(pid, 0)
+        os.kill(d.pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -28,42 +33,38 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def gather(cfg: Config, now: float) -> dict[str, Any]:
-    store = Store(cfg.state_path)
-    try:
-        oldest = store.oldest_unfinished()
-        daemon = store.get_meta("daemon")
-        info: dict[str, Any] = {
-            "state_file": str(cfg.state_path),
-            "counts": store.counts(),
-            "oldest_unfinished": None if oldest is None else {
-                "path": oldest.path, "state": oldest.state.value,
-                "age_seconds": round(now - oldest.created_at, 1), "last_error": oldest.error},
-            "recent_failures": [{"path": j.path, "reason": j.error, "attempts": j.attempts}
-                                for j in store.failed(10)],
-            "spend": store.spend(),
-        }
-    finally:
-        store.close()
-    running = bool(daemon) and now - float(daemon["heartbeat"]) < STALE_AFTER and _alive(
-        int(daemon["pid"]))
-    info["daemon"] = {"running": running, **(daemon or {})} if running else {"running": False}
-    return info
+def gather(store: Store, now: float) -> dict[str, Any]:
+    oldest = store.oldest_unfinished()
+    daemons = [{"host_id": d.host_id, "pid": d.pid, "hostname": d.hostname,
+                "heartbeat_age_seconds": round(now - d.heartbeat, 1), **d.info}
+               for d in store.daemons() if _alive(d, now)]
+    return {
+        "store": store.location,
+        "counts": store.counts(),
+        "oldest_unfinished": None if oldest is None else {
+            "path": oldest.path, "state": oldest.state.value, "owner": oldest.owner,
+            "age_seconds": round(now - oldest.created_at, 1), "last_error": oldest.error},
+        "recent_failures": [{"path": j.path, "reason": j.error, "attempts": j.attempts}
+                            for j in store.failed(10)],
+        "spend": store.spend(),
+        "daemons": daemons,
+    }
 
 
 def render(info: dict[str, Any], out: TextIO) -> None:
-    d = info["daemon"]
-    if d["running"]:
-        out.write(f"daemon: running (pid {d['pid']}), {d['status']}\n")
-        if d.get("auth_rejected"):
-            out.write(f"waiting on: the service refused the API key ({d['auth_rejected']}); "
-                      f"next try in {d['submits_held_seconds']:.0f} s\n")
-        elif d.get("submits_held_seconds"):
-            out.write(f"waiting on: rate limit or outage, submits held "
-                      f"{d['submits_held_seconds']:.0f} s more (in-flight limit "
-                      f"{d['in_flight_limit']} of {d['max_in_flight']})\n")
-    else:
+    if not info["daemons"]:
         out.write("daemon: not running\n")
+    for d in info["daemons"]:
+        out.write(f"daemon {d['host_id']}: running (pid {d['pid']} on {d['hostname']}), "
+                  f"{d['status']}\n")
+        if d.get("store_unavailable"):
+            out.write(f"  waiting on: the store ({d['store_unavailable']})\n")
+        if d.get("auth_rejected"):
+            out.write(f"  waiting on: the service refused the API key or the account "
+                      f"({d['auth_rejected']}); probing every 30 s\n")
+        elif d.get("submits_held_seconds"):
+            out.write(f"  waiting on: rate limit or outage, submits held "
+                      f"{d['submits_held_seconds']:.0f} s more\n")
     out.write("jobs: " + "  ".join(f"{k} {v}" for k, v in info["counts"].items()) + "\n")
     oldest = info["oldest_unfinished"]
     if oldest is not None:
@@ -78,8 +79,8 @@ def render(info: dict[str, Any], out: TextIO) -> None:
                                         for k, v in info["spend"].items()) + "\n")
 
 
-def status(cfg: Config, out: TextIO, as_json: bool) -> None:
-    info = gather(cfg, time.time())
+def status(cfg: Config, store: Store, out: TextIO, as_json: bool) -> None:
+    info = gather(store, time.time())
     if as_json:
         out.write(json.dumps(info, indent=2) + "\n")
     else:

@@ -18,8 +18,9 @@ from .config import Config
 from .errors import AuthError, ExpiredError, PermanentError, TransientError
 from .exitcodes import ExitCode
 from .outputs import get_format
+from .plan import Planner
 from .schedule import PollSchedule
-from .wiring import build_backend, job_settings
+from .wiring import build_backend
 
 
 def _is_url(text: str) -> bool:
@@ -61,10 +62,11 @@ def transcribe_one(backend: Backend, request: Request, schedule: PollSchedule,
             return {"generation_id": created.generation_id, "result": status.result,
                     "cost": created.cost}
         if status.state is TaskState.FAILED:
-            # The local engine's reason stands on its own ("cannot transcribe: ..."); only
-            # the service's needs saying whose failure it was.
-            raise PermanentError(status.error if backend.kind == "local" else
-                                 f"the service failed the task: {status.error}")
+            # Worded as the daemon's poller words it: only the service's failure is blamed
+            # on the service; the local engine's reason is the decoder's.
+            raise PermanentError(f"the service failed the task: {status.error}"
+                                 if backend.durable_ids else
+                                 f"cannot transcribe: {status.error}")
         if tty and backend.kind != "local":
             err.write(f"\r{label}: {status.raw_status} {age:.0f} s")
             err.flush()
@@ -76,7 +78,7 @@ def transcribe_all(cfg: Config, kind: str, key: str | None, inputs: Sequence[str
     # One file at a time here: a single worker with every core beats idle extra workers.
     cfg = dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, workers=1))
     backend = build_backend(cfg, kind, key)
-    settings_for = job_settings(cfg, {kind: backend}, kind)
+    planner = Planner(cfg, {kind: backend}, kind)
     schedule = PollSchedule(cfg.daemon.first_poll_seconds, cfg.daemon.poll_cap_seconds, [])
     writer = get_format(fmt)
     code = ExitCode.OK
@@ -84,7 +86,7 @@ def transcribe_all(cfg: Config, kind: str, key: str | None, inputs: Sequence[str
         for n, item in enumerate(inputs, 1):
             url = item if _is_url(item) else None
             path = None if url else Path(item).resolve()
-            js = settings_for(path or Path.cwd())
+            js = planner.plan_for(path or Path.cwd())
             show, done = _progress(err, Path(item).name)
             if hasattr(backend, "set_progress"):
                 backend.set_progress(show)

@@ -17,6 +17,7 @@ from fake_service import FakeService
 from sttwatch import cli, configdoc
 from sttwatch.backends.local import describe
 from sttwatch.exitcodes import ExitCode
+from sttwatch.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,10 +57,17 @@ def test_run_help_lists_every_exit_status() -> None:
     assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5, 130]
 
 
-def test_status_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
-    """'sttwatch status | head -1' after head has gone: no traceback, no message."""
+def _config_with_state(tmp_path: Path) -> Path:
+    """A config whose state file exists, as after a daemon's first run."""
     config = tmp_path / "c.yaml"
     config.write_text("watch:\n  - path: ./inbox\n", encoding="utf-8")
+    open_store(tmp_path / "sttwatch-state.db", None).close()
+    return config
+
+
+def test_status_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """'sttwatch status | head -1' after head has gone: no traceback, no message."""
+    config = _config_with_state(tmp_path)
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before sttwatch writes a byte
     try:
@@ -73,8 +81,7 @@ def test_status_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
 
 
 def test_status_through_head_prints_its_first_line(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text("watch:\n  - path: ./inbox\n", encoding="utf-8")
+    config = _config_with_state(tmp_path)
     proc = subprocess.run(["sh", "-c", 'set -e; "$0" -m sttwatch status -c "$1" | head -1',
                            sys.executable, str(config)], capture_output=True, text=True,
                           timeout=60, check=False)

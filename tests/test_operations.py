@@ -101,11 +101,16 @@ def test_status_shows_a_live_daemon_waiting_on_a_rejected_key(
     def status() -> dict[str, object]:
         return json.loads(run_cli("status", "--config", str(cfg), "--json").out)
 
-    wait_for(lambda: bool(status()["daemon"].get("auth_rejected")), timeout=10)  # type: ignore[attr-defined]
+    def rejected() -> bool:
+        daemons = status()["daemons"]
+        assert isinstance(daemons, list)
+        return len(daemons) == 1 and bool(daemons[0].get("auth_rejected"))
+
+    wait_for(rejected, timeout=10)
     info = status()
     assert info["counts"]["seen"] == 1  # type: ignore[index]
     text = run_cli("status", "--config", str(cfg)).out
-    assert "daemon: running" in text and "refused the API key" in text
+    assert ": running (pid" in text and "refused the API key" in text
     assert "sk-revoked" not in text
     assert d.stop() == 0
     assert "daemon: not running" in run_cli("status", "--config", str(cfg)).out

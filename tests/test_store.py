@@ -1,32 +1,60 @@
-"""The state file's state machine, on a real SQLite file in tmp_path."""
+"""The store contract: every test runs against a real SQLite file and a real PostgreSQL
+server, through the one interface the stages use (huey's idea: one suite, every backend)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stores import PG_URL, new_schema, pg_url_with_schema, require_pg
 
-from sttwatch import config
-from sttwatch.backends import Backend, Status, TaskState
-from sttwatch.pipeline import JobSettings, Pipeline, PipelineSettings
-from sttwatch.store import Job, State, Store
+from sttwatch.store import (
+    Admission,
+    Job,
+    Plan,
+    State,
+    Store,
+    StoreError,
+    StoreLocked,
+    StoreMissing,
+    open_store,
+)
+from sttwatch.store.sqlite import SqliteStore
 
 A, B, C = "/rec/a.mp3", "/rec/b.mp3", "/rec/c.mp3"
 RESULT = {"results": {"channels": [{"alternatives": [{"transcript": "hello"}]}]}}
+API = Plan("aimlapi", "#g1_whisper-tiny", {"language": "en"}, ("txt", "srt"), "/rec")
+LOCAL = Plan("local", "tiny.en", {}, ("txt",), "/rec")
+ME, OTHER = "host-a", "host-b"
+LEASE = 60.0
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "jobs.db"  # the folder does not exist yet
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s: Store = SqliteStore(tmp_path / "state" / "jobs.db")
+        yield s
+        s.close()
+        return
+    require_pg()
+    from sttwatch.store.postgres import PostgresStore
+    pg = PostgresStore(PG_URL, schema=new_schema())
+    yield pg
+    pg.drop_schema()
+    pg.close()
 
 
-@pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    s = Store(db_path)
-    yield s
-    s.close()
+def offer(path: str = A, size: int = 10, mtime: int = 1000, plan: Plan = API,
+          keys: tuple[str, ...] | None = None, done: str | None = None) -> Admission:
+    stem = path.rsplit(".", 1)[0]
+    return Admission(path, size, mtime, plan,
+                     keys if keys is not None else (f"{stem}.{{format}}",
+                                                    f"{path}.{{format}}"), done)
 
 
 def get(store: Store, path: str) -> Job:
@@ -35,341 +63,399 @@ def get(store: Store, path: str) -> Job:
     return job
 
 
+def admitted(store: Store, path: str = A, plan: Plan = API, now: float = 50.0) -> Job:
+    (job,) = store.admit([offer(path, plan=plan)], now)
+    return job
+
+
 def submitted(store: Store, path: str = A, gen: str = "gen-A", now: float = 100.0,
-              backend: str = "aimlapi") -> Job:
-    """A job moved seen -> submitting -> pending with ``gen`` on ``backend``."""
-    assert store.add_seen(path, 10, 1000, now) is not None
-    (claimed,) = [j for j in store.claim_for_submit(now, 10) if j.path == path]
-    assert store.set_pending(claimed.id, backend, gen, now, now + 1.0,
-                             {"x-aimlapi-usd-spent": "0.001"})
-    return get(store, path)
+              plan: Plan = API, owner: str = ME) -> Job:
+    admitted(store, path, plan)
+    job = store.claim_submit(owner, now, LEASE, [plan.backend])
+    assert job is not None and job.path == path
+    pending = store.set_pending(job, gen, now, now + 1.0, {"x-aimlapi-usd-spent": "0.001"})
+    assert pending is not None
+    return pending
 
 
-def done(store: Store, path: str = A, gen: str = "gen-A") -> Job:
-    job = submitted(store, path, gen)
-    assert store.set_fetched(job.id, gen, RESULT, 102.0, 2.0)
-    assert store.mark_done(job.id, 103.0)
-    return get(store, path)
+def fetched(store: Store, path: str = A, gen: str = "gen-A") -> Job:
+    submitted(store, path, gen)
+    (claimed,) = store.claim_poll(ME, 101.0, LEASE, 10, ["local"], ["aimlapi"])
+    got = store.set_fetched(claimed, RESULT, 102.0, 2.0)
+    assert got is not None and got.state is State.FETCHED
+    return got
 
 
-# --- discovery -----------------------------------------------------------------------------
+# --- admission -----------------------------------------------------------------------------
 
-def test_add_seen_new_path_is_queued(store: Store) -> None:
-    job = store.add_seen(A, 10, 1000, 50.0)
-    assert job is not None
+def test_admit_queues_a_new_file_with_its_plan_and_output_name(store: Store) -> None:
+    job = admitted(store)
     assert (job.path, job.size, job.mtime_ns, job.state) == (A, 10, 1000, State.SEEN)
-    assert (job.attempts, job.polls, job.generation_id, job.error) == (0, 0, None, None)
-    assert job.created_at == job.updated_at == 50.0 and job.next_at == 0
-    assert store.get(A) == job
+    assert job.plan == API and job.backend == "aimlapi"
+    assert job.output_key == "/rec/a.{format}"
+    assert job.owner is None
 
 
-def test_add_seen_unchanged_returns_none_and_leaves_the_job_alone(store: Store) -> None:
-    before = submitted(store)
-    assert store.add_seen(A, 10, 1000, 200.0) is None
-    assert get(store, A) == before  # still pending with its id, nothing touched
-    finished = done(store, B)
-    assert store.add_seen(B, 10, 1000, 200.0) is None
-    assert get(store, B) == finished
+def test_admit_leaves_an_unchanged_file_alone_and_restarts_a_changed_one(store: Store) -> None:
+    job = fetched(store)
+    assert store.admit([offer()], 60.0) == []
+    assert get(store, A).state is State.FETCHED
+    (again,) = store.admit([offer(size=11)], 70.0)
+    assert again.id == job.id and again.state is State.SEEN and again.size == 11
+    assert (again.generation_id, again.result, again.owner, again.attempts) == (
+        None, None, None, 0)
+    assert store.versions([A, B]) == {A: (11, 1000)}
 
 
-@pytest.mark.parametrize(("size", "mtime_ns"), [(11, 1000), (10, 2000)])
-def test_new_version_of_a_done_job_starts_over(store: Store, size: int, mtime_ns: int) -> None:
-    old = done(store)
-    new = store.add_seen(A, size, mtime_ns, 300.0)
-    assert new is not None and new.id == old.id
-    assert (new.state, new.size, new.mtime_ns) == (State.SEEN, size, mtime_ns)
-    assert (new.generation_id, new.result, new.finished_at, new.error) == (None, None, None, None)
-    assert (new.attempts, new.polls, new.next_at) == (0, 0, 0)
-    assert [j.path for j in store.claim_for_submit(300.0, 5)] == [A]
+def test_admit_records_an_up_to_date_file_as_done(store: Store) -> None:
+    assert store.admit([offer(done="transcript already up to date")], 1.0) == []
+    job = get(store, A)
+    assert job.state is State.DONE and job.error == "transcript already up to date"
 
 
-def test_new_version_of_a_pending_job_abandons_its_task(store: Store) -> None:
-    job = submitted(store, gen="gen-old")
-    assert store.by_generation_id("gen-old") == job
-    new = store.add_seen(A, 99, 1000, 200.0)
-    assert new is not None and new.state is State.SEEN and new.generation_id is None
-    assert store.by_generation_id("gen-old") is None
-    assert store.due_for_poll(1e9, 10) == []
+def test_two_sources_never_share_an_output_name(store: Store) -> None:
+    keys = ("/rec/talk.{format}", "/rec/talk.wav.{format}")
+    first, second = store.admit([offer("/rec/talk.mp3", keys=keys),
+                                 offer("/rec/talk.wav", keys=keys)], 1.0)
+    assert (first.output_key, second.output_key) == keys
+    assert store.output_holder(keys[0]) == "/rec/talk.mp3"
+    # A new version keeps the name it had.
+    (again,) = store.admit([offer("/rec/talk.mp3", size=99, keys=keys)], 2.0)
+    assert again.output_key == keys[0]
+
+
+def test_a_batch_of_many_files_is_one_call(store: Store) -> None:
+    jobs = store.admit([offer(f"/rec/{i:04}.mp3") for i in range(1200)], 1.0)
+    assert len(jobs) == 1200
+    assert store.counts()["seen"] == 1200
+    assert len(store.versions([f"/rec/{i:04}.mp3" for i in range(1200)])) == 1200
 
 
 # --- submitting ----------------------------------------------------------------------------
 
-def test_claim_for_submit_counts_attempts_and_honours_limit_and_due_time(store: Store) -> None:
-    for p in (A, B, C):
-        store.add_seen(p, 1, 1, 10.0)
-    assert store.claim_for_submit(20.0, 0) == []
-    first = store.claim_for_submit(20.0, 2)
-    assert sorted(j.path for j in first) == [A, B]
-    assert all(j.state is State.SUBMITTING and j.attempts == 1 for j in first)
-    assert get(store, C).state is State.SEEN
-    assert [j.path for j in store.claim_for_submit(20.0, 5)] == [C]
-    assert store.claim_for_submit(20.0, 5) == []
-    assert store.in_flight() == 3
-
-    # Put A back with a not-before time: it is not claimed early, and the retry is counted.
-    a = get(store, A)
-    assert store.requeue(a.id, 21.0, 60.0, "HTTP 503: down")
-    assert get(store, A).error == "HTTP 503: down"
-    assert store.next_due(State.SEEN) == 60.0
-    assert store.claim_for_submit(59.0, 5) == []
-    (again,) = store.claim_for_submit(60.0, 5)
-    assert (again.path, again.state, again.attempts) == (A, State.SUBMITTING, 2)
+def test_claim_submit_takes_one_due_job_of_the_ready_backends(store: Store) -> None:
+    admitted(store, A, API)
+    admitted(store, B, LOCAL)
+    assert store.claim_submit(ME, 100.0, LEASE, ["elsewhere"]) is None
+    job = store.claim_submit(ME, 100.0, LEASE, ["local"])
+    assert job is not None and job.path == B
+    assert (job.state, job.attempts, job.owner, job.lease_until) == (
+        State.SUBMITTING, 1, ME, 100.0 + LEASE)
+    job2 = store.claim_submit(OTHER, 100.0, LEASE, ["aimlapi", "local"])
+    assert job2 is not None and job2.path == A and job2.owner == OTHER
+    assert store.claim_submit(ME, 100.0, LEASE, ["aimlapi", "local"]) is None
+    assert store.in_flight(ME) == {"local": 1} and store.in_flight(OTHER) == {"aimlapi": 1}
 
 
-def test_requeue_with_refund_does_not_count_the_attempt(store: Store) -> None:
-    store.add_seen(A, 1, 1, 10.0)
-    (job,) = store.claim_for_submit(10.0, 1)
-    assert store.requeue(job.id, 11.0, 0, "HTTP 429", refund_attempt=True)
-    assert get(store, A).attempts == 0
-    assert not store.requeue(job.id, 12.0, 0, "again")  # seen is not in flight
-
-
-def test_set_pending_only_from_submitting(store: Store) -> None:
-    job = store.add_seen(A, 1, 1, 10.0)
+def test_requeue_puts_it_back_and_a_refund_does_not_count_the_attempt(store: Store) -> None:
+    admitted(store)
+    job = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])
     assert job is not None
-    assert not store.set_pending(job.id, "aimlapi", "gen-A", 11.0, 12.0, None)
-    assert get(store, A).state is State.SEEN and get(store, A).generation_id is None
-
-    store.claim_for_submit(11.0, 1)
-    assert store.set_pending(job.id, "aimlapi", "gen-A", 11.5, 12.5,
-                             {"x-aimlapi-credits-used": "2100"})
-    pending = get(store, A)
-    assert (pending.state, pending.generation_id, pending.backend) == (
-        State.PENDING, "gen-A", "aimlapi")
-    assert (pending.submitted_at, pending.next_at) == (11.5, 12.5)
-    assert pending.cost == {"x-aimlapi-credits-used": "2100"}
-    assert store.by_generation_id("gen-A") == pending
-    assert store.due_for_poll(12.4, 10) == [] and store.due_for_poll(12.5, 10) == [pending]
-
-    # A second answer for the same job cannot overwrite the committed id.
-    assert not store.set_pending(job.id, "local", "gen-B", 13.0, 14.0, None)
-    assert get(store, A) == pending
-
-
-# --- start-up ------------------------------------------------------------------------------
-
-def test_recover_resubmits_submitting_and_repolls_pending(store: Store) -> None:
-    store.add_seen(A, 1, 1, 10.0)
-    store.claim_for_submit(10.0, 1)  # A crashed inside its create call
-    b = submitted(store, B, "gen-B")
-    store.schedule_poll(b.id, "gen-B", 500.0, 101.0)
-    store.add_seen(C, 1, 1, 10.0)  # C is queued and stays so
-
-    assert store.recover(200.0) == {"resubmit": 1, "repoll": 1}
-    a = get(store, A)
-    assert (a.state, a.attempts, a.next_at) == (State.SEEN, 1, 0)  # the lost call counted
-    b2 = get(store, B)
-    assert (b2.state, b2.generation_id, b2.next_at) == (State.PENDING, "gen-B", 200.0)
-    assert [j.path for j in store.due_for_poll(200.0, 10)] == [B]
-    assert get(store, C).state is State.SEEN
-    assert store.recover(201.0) == {"resubmit": 0, "repoll": 1}
-
-
-def test_recover_requeues_pending_ids_of_volatile_backends_without_counting(
-        store: Store) -> None:
-    local = submitted(store, A, "local-1", backend="local")  # ids die with the process
-    remote = submitted(store, B, "gen-B", backend="aimlapi")
-    assert local.attempts == remote.attempts == 1
-    assert store.recover(200.0, volatile_backends=["local"]) == {"resubmit": 1, "repoll": 1}
+    assert store.requeue(job, 101.0, 150.0, "outage", refund_attempt=True)
     back = get(store, A)
-    assert (back.state, back.generation_id, back.attempts) == (State.SEEN, None, 0)
-    assert store.by_generation_id("local-1") is None
-    assert get(store, B).state is State.PENDING and get(store, B).next_at == 200.0
-    (again,) = store.claim_for_submit(200.0, 5)
-    assert (again.path, again.attempts) == (A, 1)
+    assert (back.state, back.attempts, back.next_at, back.error, back.owner) == (
+        State.SEEN, 0, 150.0, "outage", None)
+    assert store.claim_submit(ME, 149.0, LEASE, ["aimlapi"]) is None
+    assert store.claim_submit(ME, 150.0, LEASE, ["aimlapi"]) is not None
 
 
-# --- polling and endings -------------------------------------------------------------------
+def test_set_pending_commits_the_id_and_cost(store: Store) -> None:
+    job = submitted(store)
+    assert (job.state, job.generation_id, job.owner) == (State.PENDING, "gen-A", ME)
+    assert job.cost == {"x-aimlapi-usd-spent": "0.001"}
+    assert store.spend() == {"x-aimlapi-usd-spent": pytest.approx(0.001)}
+
+
+def test_a_daemon_that_lost_its_lease_changes_nothing(store: Store) -> None:
+    admitted(store)
+    mine = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])
+    assert mine is not None
+    # ME stalls past its lease; OTHER takes the create back and claims it itself.
+    assert store.reap(OTHER, 100.0 + LEASE + 1, ["local"])["creates"] == 1
+    theirs = store.claim_submit(OTHER, 100.0 + LEASE + 1, LEASE, ["aimlapi"])
+    assert theirs is not None and theirs.owner == OTHER
+    assert store.set_pending(mine, "gen-stale", 170.0, 171.0, None) is None
+    assert not store.requeue(mine, 170.0, 0.0, "late")
+    assert not store.mark_failed(mine, "late", 170.0)
+    assert get(store, A).owner == OTHER and get(store, A).state is State.SUBMITTING
+
+
+# --- polling -------------------------------------------------------------------------------
+
+def test_claim_poll_takes_own_due_jobs_and_pushes_them_a_lease_ahead(store: Store) -> None:
+    submitted(store)  # first poll due at 101
+    assert store.claim_poll(ME, 100.5, LEASE, 10, [], ["aimlapi"]) == []
+    (job,) = store.claim_poll(ME, 101.0, LEASE, 10, [], ["aimlapi"])
+    assert job.next_at == 101.0 + LEASE
+    assert store.claim_poll(ME, 102.0, LEASE, 10, [], ["aimlapi"]) == []
+    assert store.schedule_poll(job, 105.0, 102.0)
+    assert get(store, A).next_at == 105.0 and get(store, A).polls == 1
+
+
+def test_another_daemon_takes_over_durable_ids_only_when_the_lease_ran_out(
+        store: Store) -> None:
+    submitted(store, A, "gen-A", plan=API)
+    submitted(store, B, "local-B", plan=LOCAL)
+    assert store.claim_poll(OTHER, 120.0, LEASE, 10, ["local"], ["aimlapi", "local"]) == []
+    later = 100.0 + LEASE + 1
+    taken = store.claim_poll(OTHER, later, LEASE, 10, ["local"], ["aimlapi", "local"])
+    assert [j.path for j in taken] == [A] and taken[0].owner == OTHER
+    # The local id died with its daemon: reaping queues that file again, uncounted.
+    assert store.reap(OTHER, later, ["local"]) == {"creates": 0, "local_ids": 1}
+    b = get(store, B)
+    assert (b.state, b.generation_id, b.attempts, b.owner) == (State.SEEN, None, 0, None)
+
+
+def test_renew_keeps_a_live_daemons_jobs(store: Store) -> None:
+    submitted(store)
+    assert store.renew(ME, 150.0, LEASE) == 1
+    assert store.claim_poll(OTHER, 100.0 + LEASE + 1, LEASE, 10, [], ["aimlapi"]) == []
+    assert store.reap(OTHER, 100.0 + LEASE + 1, []) == {"creates": 0, "local_ids": 0}
+
+
+def test_by_generation_id_finds_only_own_pending_jobs(store: Store) -> None:
+    submitted(store, A, "local-1", plan=LOCAL)
+    assert store.by_generation_id(ME, "local-1") is not None
+    assert store.by_generation_id(OTHER, "local-1") is None
+
 
 def test_fetched_then_done(store: Store) -> None:
+    job = fetched(store)
+    assert job.result == RESULT and job.polls == 1
+    assert store.recent_service_seconds() == [2.0]
+    assert store.claim_finish(ME, 103.0, LEASE, 10) == []  # being finished right now
+    assert store.mark_done(job, 104.0)
+    done = get(store, A)
+    assert (done.state, done.finished_at, done.owner) == (State.DONE, 104.0, None)
+
+
+def test_a_stale_generation_id_changes_nothing(store: Store) -> None:
     job = submitted(store)
-    store.schedule_poll(job.id, "gen-A", 105.0, 101.0)
-    assert get(store, A).polls == 1 and get(store, A).next_at == 105.0
-    assert store.set_fetched(job.id, "gen-A", RESULT, 106.0, 4.5)
-    fetched = get(store, A)
-    assert (fetched.state, fetched.result, fetched.polls) == (State.FETCHED, RESULT, 2)
-    assert store.fetched() == [fetched]
-    assert store.recent_service_seconds() == [4.5]
-    assert store.in_flight() == 0 and store.counts()["fetched"] == 1
-
-    assert store.mark_done(job.id, 107.0, "ok")
-    finished = get(store, A)
-    assert (finished.state, finished.finished_at, finished.error) == (State.DONE, 107.0, "ok")
-    assert finished.result == RESULT and finished.generation_id == "gen-A"
-    assert store.fetched() == [] and store.counts()["done"] == 1
-    assert not store.mark_done(job.id, 108.0)  # done once only
-    assert not store.mark_failed(job.id, "late failure", 108.0)
-    assert get(store, A) == finished
+    (claimed,) = store.claim_poll(ME, 101.0, LEASE, 10, [], ["aimlapi"])
+    assert store.requeue(claimed, 102.0, 0.0, "expired")
+    assert store.set_fetched(claimed, RESULT, 103.0, 1.0) is None
+    assert not store.schedule_poll(job, 200.0, 103.0)
+    assert get(store, A).state is State.SEEN
 
 
-def test_stale_generation_id_changes_nothing(store: Store) -> None:
-    job = submitted(store, gen="gen-A")
-    assert not store.set_fetched(job.id, "gen-OLD", RESULT, 106.0, 1.0)
-    store.schedule_poll(job.id, "gen-OLD", 999.0, 106.0)
-    assert get(store, A) == job
-
-    # The file changed and the new version was submitted as gen-B: gen-A answers are stale.
-    store.add_seen(A, 20, 2000, 110.0)
-    submitted_b = store.claim_for_submit(110.0, 1)
-    assert store.set_pending(submitted_b[0].id, "aimlapi", "gen-B", 111.0, 112.0, None)
-    current = get(store, A)
-    assert not store.set_fetched(job.id, "gen-A", RESULT, 113.0, 1.0)
-    store.schedule_poll(job.id, "gen-A", 999.0, 113.0)
-    assert get(store, A) == current
-    assert store.recent_service_seconds() == []
+def test_a_failed_write_is_deferred_in_the_row(store: Store) -> None:
+    job = fetched(store)
+    assert store.defer(job, 200.0, "disk full", 103.0)
+    (again,) = store.claim_finish(ME, 200.0, LEASE, 10)
+    assert again.defers == 1 and again.error == "disk full"
+    assert store.mark_done(again, 201.0)
 
 
-def test_mark_done_only_from_fetched(store: Store) -> None:
-    job = submitted(store)
-    assert not store.mark_done(job.id, 101.0)
-    assert get(store, A) == job
-    seen = store.add_seen(B, 1, 1, 1.0)
-    assert seen is not None and not store.mark_done(seen.id, 2.0)
-    assert get(store, B).state is State.SEEN
+def test_another_daemon_finishes_a_stored_result_after_the_lease(store: Store) -> None:
+    fetched(store)
+    assert store.claim_finish(OTHER, 150.0, LEASE, 10) == []
+    (taken,) = store.claim_finish(OTHER, 102.0 + LEASE + 1, LEASE, 10)
+    assert taken.owner == OTHER and taken.result == RESULT
 
 
 def test_mark_failed_from_every_unfinished_state(store: Store) -> None:
-    pend = submitted(store, "/rec/pending.mp3", "gen-P")
-    fet = submitted(store, "/rec/fetched.mp3", "gen-F")
-    store.set_fetched(fet.id, "gen-F", RESULT, 102.0, 1.0)
-    store.add_seen("/rec/submitting.mp3", 1, 1, 1.0)
-    store.claim_for_submit(1.0, 10)
-    store.add_seen("/rec/seen.mp3", 1, 1, 1.0)
-    counts = store.counts()
-    assert {st for st in State if counts[st.value]} == set(State) - {State.DONE, State.FAILED}
-    assert get(store, pend.path).state is State.PENDING
+    admitted(store, A)
+    assert store.mark_failed(get(store, A), "bad file", 5.0)
+    job = submitted(store, B, "gen-B")
+    assert store.mark_failed(job, "service failed", 6.0)
+    failed = store.failed()
+    assert {j.path for j in failed} == {A, B} and get(store, B).owner is None
+    assert not store.mark_failed(get(store, A), "again", 7.0)
 
-    paths = ("/rec/pending.mp3", "/rec/fetched.mp3", "/rec/submitting.mp3", "/rec/seen.mp3")
-    for job in [get(store, p) for p in paths]:
-        assert store.mark_failed(job.id, f"bad {job.state.value}", 200.0)
-        failed = get(store, job.path)
-        assert failed.state is State.FAILED and failed.error == f"bad {job.state.value}"
-        assert failed.finished_at == 200.0
-        assert not store.mark_failed(job.id, "twice", 201.0)
-        assert get(store, job.path).error == f"bad {job.state.value}"
-    assert store.counts()["failed"] == 4
-    assert {j.path for j in store.failed()} == {"/rec/seen.mp3", "/rec/submitting.mp3",
-                                                "/rec/pending.mp3", "/rec/fetched.mp3"}
+
+# --- start-up --------------------------------------------------------------------------------
+
+def test_recover_takes_back_only_own_rows(store: Store) -> None:
+    admitted(store, A)
+    mine = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])
+    submitted(store, B, "gen-B", owner=OTHER)
+    submitted(store, C, "local-C", plan=LOCAL)
+    assert mine is not None
+    got = store.recover(ME, 110.0, LEASE, ["local"])
+    assert got == {"resubmit": 2, "resume": 0}
+    a, b, c = get(store, A), get(store, B), get(store, C)
+    assert (a.state, a.attempts, a.owner) == (State.SEEN, 1, None)  # counted: may be billed
+    assert (b.state, b.owner) == (State.PENDING, OTHER)  # another daemon's: untouched
+    assert (c.state, c.attempts, c.generation_id) == (State.SEEN, 0, None)
+
+
+def test_recover_polls_own_durable_ids_at_once(store: Store) -> None:
+    submitted(store)
+    assert store.recover(ME, 300.0, LEASE, ["local"]) == {"resubmit": 0, "resume": 1}
+    job = get(store, A)
+    assert (job.state, job.next_at, job.lease_until) == (State.PENDING, 300.0, 300.0 + LEASE)
 
 
 # --- operators -----------------------------------------------------------------------------
 
-def test_retry_failed_requeues_only_failed_jobs(store: Store) -> None:
-    for p in (A, B):
-        job = submitted(store, p, f"gen-{p}")
-        assert store.mark_failed(job.id, "service failed the task", 150.0)
-    finished = done(store, C)
-    assert store.retry(300.0) == 2
-    for p in (A, B):
-        job = get(store, p)
-        assert (job.state, job.attempts, job.generation_id, job.next_at) == (
-            State.SEEN, 0, None, 0)
-    assert get(store, C) == finished
-    assert store.retry(301.0) == 0
-    assert sorted(j.path for j in store.claim_for_submit(302.0, 10)) == [A, B]
+def test_retry_and_forget(store: Store) -> None:
+    admitted(store, A)
+    assert store.mark_failed(get(store, A), "bad", 1.0)
+    fetched(store, B, "gen-B")
+    assert store.retry(2.0) == 1
+    assert get(store, A).state is State.SEEN and get(store, B).state is State.FETCHED
+    assert store.retry(3.0, [B]) == 1
+    assert get(store, B).state is State.SEEN and get(store, B).result is None
+    assert store.forget([A, "/nope"]) == 1 and store.get(A) is None
 
 
-def test_retry_paths_requeues_named_files_whatever_their_state(store: Store) -> None:
-    done(store, A)
-    submitted(store, B, "gen-B")
-    assert store.retry(300.0, [A, B, "/rec/unknown.mp3"]) == 2
-    for p in (A, B):
-        job = get(store, p)
-        assert (job.state, job.attempts, job.generation_id, job.result) == (
-            State.SEEN, 0, None, None)
-    assert store.by_generation_id("gen-B") is None
+def test_counts_and_the_oldest_unfinished(store: Store) -> None:
+    fetched(store, B, "gen-B")
+    admitted(store, A, now=10.0)
+    assert store.counts() == {"seen": 1, "submitting": 0, "pending": 0, "fetched": 1,
+                              "done": 0, "failed": 0}
+    oldest = store.oldest_unfinished()
+    assert oldest is not None and oldest.path == A
 
 
-def test_forget_drops_rows_and_a_forgotten_file_is_new_again(store: Store) -> None:
-    done(store, A)
-    store.add_seen(B, 1, 1, 1.0)
-    assert store.forget([A, "/rec/unknown.mp3"]) == 1
-    assert store.get(A) is None and store.get(B) is not None
-    again = store.add_seen(A, 10, 1000, 400.0)
-    assert again is not None and again.state is State.SEEN and again.created_at == 400.0
+def test_daemon_heartbeats(store: Store) -> None:
+    store.heartbeat(ME, 123, "box-1", 10.0, {"status": "ok"})
+    store.heartbeat(ME, 123, "box-1", 12.0, {"status": "busy"})
+    store.heartbeat(OTHER, 7, "box-2", 11.0, {})
+    (a, b) = store.daemons()
+    assert (a.host_id, a.pid, a.hostname, a.heartbeat, a.info) == (
+        ME, 123, "box-1", 12.0, {"status": "busy"})
+    assert b.host_id == OTHER
+    store.leave(ME)
+    assert [d.host_id for d in store.daemons()] == [OTHER]
 
 
-def test_counts_every_state(store: Store) -> None:
-    assert store.counts() == {s.value: 0 for s in State}
-    done(store, A)
-    submitted(store, B)
-    store.add_seen(C, 1, 1, 1.0)
-    store.add_seen("/rec/d.mp3", 1, 1, 1.0)
-    store.add_done("/rec/e.mp3", 1, 1, 1.0, "transcript already up to date")
-    assert store.counts() == {"seen": 2, "submitting": 0, "pending": 1, "fetched": 0,
-                              "done": 2, "failed": 0}
-    assert get(store, "/rec/e.mp3").error == "transcript already up to date"
+def test_concurrent_claims_never_hand_out_a_job_twice(store: Store) -> None:
+    store.admit([offer(f"/rec/{i:03}.mp3") for i in range(60)], 1.0)
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def worker(owner: str) -> None:
+        while (job := store.claim_submit(owner, 100.0, LEASE, ["aimlapi"])) is not None:
+            with lock:
+                got.append(job.id)
+
+    threads = [threading.Thread(target=worker, args=(f"h{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == sorted(set(got)) and len(got) == 60
 
 
-# --- the file itself -----------------------------------------------------------------------
+# --- SQLite only: the file ----------------------------------------------------------------
 
-def test_wal_mode_and_a_second_connection_reads_while_the_store_writes(
-        store: Store, db_path: Path) -> None:
-    done(store, A)
-    reader = sqlite3.connect(str(db_path), timeout=1)
+OLD_DDL = """CREATE TABLE jobs (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, state TEXT NOT NULL, generation_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, polls INTEGER NOT NULL DEFAULT 0, submitted_at REAL,
+    next_at REAL NOT NULL DEFAULT 0, error TEXT, result TEXT, cost TEXT, service_seconds REAL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO jobs (path, size, mtime_ns, state, generation_id, created_at, updated_at)
+    VALUES ('/rec/old.mp3', 5, 6, 'pending', 'gen-old', 1, 1);"""
+
+
+def test_a_state_file_from_0_1_0_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_DDL)
+    s = SqliteStore(path)
+    job = get(s, "/rec/old.mp3")
+    assert (job.state, job.generation_id, job.plan, job.owner) == (
+        State.PENDING, "gen-old", None, None)
+    # An unowned pending id of the old daemon is polled by whoever comes; a queued file of
+    # the old daemon goes to this daemon's default backend.
+    assert [j.path for j in s.claim_poll(ME, 10.0, LEASE, 5, [], ["aimlapi"])] == [
+        "/rec/old.mp3"]
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO jobs (path, size, mtime_ns, state, created_at, updated_at) "
+                   "VALUES ('/rec/queued.mp3', 1, 1, 'seen', 1, 1)")
+    s.recover(ME, 20.0, LEASE, ["local"], default_backend="local")
+    queued = s.claim_submit(ME, 20.0, LEASE, ["local"])
+    assert queued is not None and queued.path == "/rec/queued.mp3" and queued.plan is None
+    s.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+            "2",)
+
+
+def test_a_newer_state_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(StoreError, match=r"newer sttwatch \(schema 99"):
+        SqliteStore(path)
+
+
+@pytest.mark.parametrize("content", [b"this is not a database" * 100,
+                                     b"SQLite format 3\x00" + b"\xff" * 200])
+def test_a_damaged_state_file_names_itself_and_the_way_out(tmp_path: Path,
+                                                           content: bytes) -> None:
+    path = tmp_path / "broken.db"
+    path.write_bytes(content)
+    with pytest.raises(StoreError) as caught:
+        SqliteStore(path)
+    text = str(caught.value)
+    assert str(path) in text and "mv " in text and ".broken" in text
+
+
+def test_commands_never_create_a_state_file(tmp_path: Path) -> None:
+    path = tmp_path / "nothing" / "here.db"
+    with pytest.raises(StoreMissing, match="no state file"):
+        open_store(path, None, create=False)
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_the_state_file_is_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)
     try:
-        assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        # A `status` reader holding a read transaction open does not block the daemon.
-        reader.execute("BEGIN")
-        assert reader.execute("SELECT path, state FROM jobs").fetchall() == [(A, "done")]
-        assert store.add_seen(B, 1, 1, 500.0) is not None
-        job = store.claim_for_submit(500.0, 1)
-        assert [j.path for j in job] == [B]
-        # The reader keeps its snapshot until it ends its transaction, then sees the write.
-        assert reader.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
-        reader.execute("COMMIT")
-        assert sorted(reader.execute("SELECT path, state FROM jobs").fetchall()) == [
-            (A, "done"), (B, "submitting")]
+        s = SqliteStore(tmp_path / "s.db")
+        admitted(s)
     finally:
-        reader.close()
+        os.umask(old)
+    for f in tmp_path.glob("s.db*"):
+        if f.name.endswith((".db", "-wal")):
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    s.close()
 
 
-def test_reopening_the_file_keeps_everything(db_path: Path) -> None:
-    store = Store(db_path)
-    done(store, A)
-    submitted(store, B, "gen-B")
-    store.add_seen(C, 5, 6, 7.0)
-    before = {p: store.get(p) for p in (A, B, C)}
-    counts, seconds = store.counts(), store.recent_service_seconds()
-    store.close()
+def test_one_daemon_per_state_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    first, second = SqliteStore(path), SqliteStore(path)
+    first.lock_for_daemon("host-a")
+    with pytest.raises(StoreLocked) as caught:
+        second.lock_for_daemon("host-b")
+    assert f"pid {os.getpid()}" in str(caught.value) and "host-a" in str(caught.value)
+    first.close()
+    second.lock_for_daemon("host-b")  # released with its holder
+    second.close()
 
-    again = Store(db_path)
+
+# --- PostgreSQL only ---------------------------------------------------------------------------
+
+def test_postgres_schema_version_is_checked(tmp_path: Path) -> None:
+    require_pg()
+    from sttwatch.store.postgres import PostgresStore
+    schema = new_schema()
+    s = PostgresStore(PG_URL, schema=schema)
     try:
-        assert {p: again.get(p) for p in (A, B, C)} == before
-        assert again.counts() == counts and again.recent_service_seconds() == seconds == [2.0]
-        assert again.by_generation_id("gen-B") == before[B]
+        with s._tx() as x:
+            x.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+        with pytest.raises(StoreError, match="newer sttwatch"):
+            PostgresStore(PG_URL, schema=schema)
+        with pytest.raises(StoreMissing):
+            PostgresStore(PG_URL, schema=new_schema(), create=False)
     finally:
-        again.close()
+        s.drop_schema()
+        s.close()
 
 
-# --- a stale answer seen from the pipeline -------------------------------------------------
-
-class ChangedWhileFetching(Backend):
-    """Answers 'failed' for the old task, after the watcher has queued a new version."""
-
-    def __init__(self, store: Store, path: str) -> None:
-        self.store, self.path = store, path
-
-    def fetch(self, generation_id: str) -> Status:
-        assert self.store.add_seen(self.path, 20, 2000, 150.0) is not None  # file replaced
-        return Status(TaskState.FAILED, error="Generation failed", raw_status="failed")
-
-
-def test_a_stale_failure_answer_does_not_fail_the_new_version(store: Store,
-                                                              tmp_path: Path) -> None:
-    source = tmp_path / "talk.mp3"
-    source.write_bytes(b"new version")
-    submitted(store, str(source), "gen-old")
-    js = JobSettings(backend="aimlapi", model="m", options={}, formats=("txt",), root=tmp_path)
-    output = config.parse("{}", tmp_path / "sttwatch.yaml").output
-    pipeline = Pipeline(store, {"aimlapi": ChangedWhileFetching(store, str(source))},
-                        PipelineSettings(poll_workers=1), lambda _p: js, output,
-                        clock=lambda: 150.0)
+def test_a_schema_url_reaches_the_same_rows(tmp_path: Path) -> None:
+    require_pg()
+    schema = new_schema()
+    from sttwatch.store.postgres import PostgresStore
+    s = PostgresStore(PG_URL, schema=schema)
     try:
-        pipeline.poll_once()
+        admitted(s)
+        other = open_store(tmp_path / "unused.db", pg_url_with_schema(schema), create=False)
+        assert get(other, A).plan == API
+        other.close()
     finally:
-        pipeline.close()  # waits for the fetch
-    job = get(store, str(source))
-    assert (job.size, job.mtime_ns) == (20, 2000)
-    assert job.state is State.SEEN and job.error is None
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["state", "talk.mp3"]
+        s.drop_schema()
+        s.close()

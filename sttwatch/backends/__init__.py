@@ -11,9 +11,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 # Modules holding the registered kinds; imported on first lookup so an optional kind's
 # dependencies are never imported by the ones that do not need them.
@@ -58,7 +61,23 @@ class Backend:
     kind: ClassVar[str] = ""
     # Whether a generation id outlives this process; the local engine's ids do not.
     durable_ids: ClassVar[bool] = True
+    # Whether ``api.options`` (the service's create fields) apply to this kind.
+    takes_api_options: ClassVar[bool] = True
     registry: ClassVar[dict[str, type[Backend]]] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Config, key: str | None) -> Backend:
+        """Build from the config's own section; raises BackendUnavailable with the way out."""
+        raise NotImplementedError
+
+    @classmethod
+    def needs_key(cls) -> bool:
+        """Whether this kind cannot run without the API key."""
+        return False
+
+    def in_flight_limit(self, cfg: Config) -> int:
+        """How many of this backend's jobs one daemon keeps out at once."""
+        return cfg.api.max_in_flight
 
     def __init_subclass__(cls, kind: str = "", **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -84,6 +103,10 @@ class Backend:
 
     def close(self) -> None:
         """Release sessions, threads and models."""
+
+
+def kinds() -> tuple[str, ...]:
+    return tuple(_MODULES)
 
 
 def backend_class(kind: str) -> type[Backend]:

@@ -14,7 +14,7 @@ import mimetypes
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
@@ -29,6 +29,7 @@ from tenacity import (
 
 from ..errors import (
     AuthError,
+    BackendUnavailable,
     ExpiredError,
     OutcomeUnknown,
     PermanentError,
@@ -36,6 +37,9 @@ from ..errors import (
     TransientError,
 )
 from . import Backend, Created, Request, Status, TaskState
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 log = structlog.get_logger("sttwatch.aimlapi")
 
@@ -193,6 +197,20 @@ class AimlApiBackend(Backend, kind="aimlapi"):
             before_sleep=lambda s: log.warning(
                 "request_retry", attempt=s.attempt_number,
                 error=str(s.outcome.exception()) if s.outcome else None))
+
+    @classmethod
+    def from_config(cls, cfg: Config, key: str | None) -> Backend:
+        if not key:
+            where = (f"the file {cfg.api.api_key_file}" if cfg.api.api_key_file
+                     else f"the environment variable {cfg.api.api_key_env}")
+            raise BackendUnavailable(f"backend aimlapi needs an API key in {where}")
+        api = cfg.api
+        return cls(api.base_url, key, api.model, connect_timeout=api.connect_timeout,
+                   read_timeout=api.read_timeout, retries=api.retries)
+
+    @classmethod
+    def needs_key(cls) -> bool:
+        return True
 
     @property
     def model_name(self) -> str:

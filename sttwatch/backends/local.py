@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
@@ -26,12 +26,26 @@ from ..errors import BackendUnavailable, ExpiredError
 from . import Backend, Created, Request, Status, TaskState
 from .audio import SAMPLE_RATE, probe_duration, stream_chunks
 
+if TYPE_CHECKING:
+    from ..config import Config
+
 log = structlog.get_logger("sttwatch.local")
 
 INSTALL_HINT = "pip install 'sttwatch[local]'"
 KEY_HINT = ("set AIMLAPI_KEY (or the config's api.api_key_file) to a key from "
             "https://aimlapi.com")
 _PUNCT = re.compile(r"^[^\w']+|[^\w']+$")
+
+
+def download(url: str, target: Path) -> None:
+    """Fetch a URL to a file for the local engine, streaming so memory stays flat."""
+    import requests
+
+    with requests.get(url, stream=True, timeout=(10, 60)) as resp:
+        resp.raise_for_status()
+        with target.open("wb") as fh:
+            for chunk in resp.iter_content(1 << 20):
+                fh.write(chunk)
 
 
 def resolve_model(name: str) -> str:
@@ -119,6 +133,20 @@ class LocalBackend(Backend, kind="local"):
     """faster-whisper in-process; the model is loaded once and shared by the workers."""
 
     durable_ids: ClassVar[bool] = False
+    takes_api_options: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, cfg: Config, key: str | None) -> Backend:
+        lc = cfg.local
+        return cls(LocalSettings(model=lc.model, device=lc.device, compute_type=lc.compute_type,
+                                 threads=lc.threads, beam_size=lc.beam_size,
+                                 language=lc.language, vad_filter=lc.vad_filter,
+                                 workers=lc.workers, chunk_seconds=lc.chunk_seconds),
+                   fetch_url=download)
+
+    def in_flight_limit(self, cfg: Config) -> int:
+        # Enough queued behind the workers that none waits for the next create.
+        return max(cfg.local.workers * 2, 2)
 
     def __init__(self, settings: LocalSettings,
                  fetch_url: Callable[[str, Path], None] | None = None) -> None:
@@ -216,7 +244,7 @@ class LocalBackend(Backend, kind="local"):
             del self._tasks[generation_id]
         exc = future.exception()
         if exc is not None:
-            return Status(TaskState.FAILED, error=f"cannot transcribe: {describe(exc)}",
+            return Status(TaskState.FAILED, error=describe(exc),
                           raw_status="failed")
         return Status(TaskState.DONE, result=future.result(), raw_status="completed")
 

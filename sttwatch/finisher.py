@@ -1,0 +1,109 @@
+"""The last stage: a stored result becomes transcript files, then the job is done.
+
+Runs for a result the poller has just stored (in the poller's thread, at once), and as its own
+loop for results left by a crash, by a daemon whose lease ran out, or by a write that failed
+and waits in the row's ``next_at``. Also the one place a job ends as failed, with its sidecar.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from .config import OutputConfig
+from .plan import Planner
+from .store import Job, Plan, State, Store
+from .throttle import backoff
+from .transcripts import Placement, header, tidy_source, write_error, write_transcripts
+
+log = structlog.get_logger("sttwatch.finisher")
+
+
+
+class Finisher:
+    def __init__(self, store: Store, planner: Planner, output: OutputConfig, owner: str,
+                 lease: float, clock: Callable[[], float],
+                 on_left: Callable[[Job], None]) -> None:
+        self.store = store
+        self.planner = planner
+        self.output = output
+        self.owner = owner
+        self.lease = lease
+        self.clock = clock
+        self._on_left = on_left
+        self._lock = threading.Lock()
+        self._busy: set[int] = set()
+        self.failed_this_run = 0
+
+    def plan(self, job: Job) -> Plan:
+        """A job admitted before plans were stored (an upgraded state file) gets today's."""
+        return job.plan or self.planner.plan_for(Path(job.path))
+
+    def run_once(self) -> float:
+        now = self.clock()
+        for job in self.store.claim_finish(self.owner, now, self.lease, 16):
+            self.finish(job)
+        nxt = self.store.next_due(State.FETCHED)
+        return 1.0 if nxt is None else min(1.0, max(0.05, nxt - self.clock()))
+
+    def finish(self, job: Job) -> None:
+        """One finisher per job at a time within this daemon; the lease keeps others off."""
+        with self._lock:
+            if job.id in self._busy:
+                return
+            self._busy.add(job.id)
+        try:
+            self._finish(job)
+        finally:
+            with self._lock:
+                self._busy.discard(job.id)
+
+    def _finish(self, job: Job) -> None:
+        assert job.result is not None
+        plan = self.plan(job)
+        place = Placement(Path(job.path), Path(plan.root), plan.formats, self.output)
+        paths = place.paths(job.output_key)
+        now = self.clock()
+        try:
+            write_transcripts(paths, plan.formats, job.result,
+                              header(job, plan.backend, plan.model, now))
+        except ValueError as exc:
+            self.fail(job, f"cannot render transcript: {exc}")
+            return
+        except OSError as exc:
+            # The service has delivered (and billed) this result: keep it and try the write
+            # again later instead of failing the file and paying for it twice.
+            reason = f"cannot write transcript: {exc.strerror or exc}"
+            delay = backoff(job.defers + 1, 5.0, 300.0)
+            self.store.defer(job, now + delay, reason, now)
+            log.error("write_failed", job_id=job.id, path=job.path, error=reason,
+                      retry_in=round(delay))
+            return
+        if not self.store.mark_done(job, self.clock()):
+            log.warning("lease_lost", job_id=job.id, path=job.path, stage="finish")
+            return
+        self._on_left(job)
+        log.info("done", job_id=job.id, path=job.path, generation_id=job.generation_id,
+                 outputs=[str(p) for p in paths])
+        try:
+            outcome = tidy_source(place, job.size, job.mtime_ns)
+        except OSError as exc:
+            log.error("on_done_failed", job_id=job.id, path=job.path, error=str(exc))
+            return
+        if outcome is not None:
+            log.info(outcome.pop("event"), job_id=job.id, path=job.path, **outcome)
+
+    def fail(self, job: Job, reason: str) -> None:
+        if not self.store.mark_failed(job, reason, self.clock()):
+            return
+        self.failed_this_run += 1
+        self._on_left(job)
+        log.error("failed", job_id=job.id, path=job.path, reason=reason)
+        if self.output.error_files:
+            try:
+                write_error(Path(job.path), reason, job.attempts, self.clock())
+            except OSError as exc:
+                log.warning("error_file_failed", job_id=job.id, error=str(exc))

@@ -1,0 +1,165 @@
+"""The middle stage: asks each backend about its pending tasks and stores what finished.
+
+Fetches run on a small pool; the poll schedule times them by how long recent tasks took.
+A result is stored (``fetched``) before any transcript is written, then handed to the
+finisher in the same thread. Claims take this daemon's due jobs and those of daemons whose
+lease ran out; the local engine's ids are only asked about by the daemon that made them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import structlog
+
+from .backends import Backend, TaskState
+from .errors import AuthError, ExpiredError, PermanentError, TransientError
+from .finisher import Finisher
+from .schedule import PollSchedule
+from .settings import PipelineSettings
+from .store import Job, State, Store
+from .submitter import Submitter
+from .throttle import Throttle
+
+log = structlog.get_logger("sttwatch.poller")
+
+
+class Poller:
+    def __init__(self, store: Store, backends: Mapping[str, Backend],
+                 throttles: Mapping[str, Throttle], submitter: Submitter, finisher: Finisher,
+                 schedule: PollSchedule, settings: PipelineSettings,
+                 clock: Callable[[], float]) -> None:
+        self.store = store
+        self.backends = backends
+        self.throttles = throttles
+        self.submitter = submitter
+        self.finisher = finisher
+        self.schedule = schedule
+        self.settings = settings
+        self.clock = clock
+        self.wake = threading.Event()
+        self._lock = threading.Lock()
+        self._ready: set[str] = set()
+        self._fetching: set[int] = set()
+        self._last_miss: dict[int, float] = {}
+        self._pool = ThreadPoolExecutor(settings.poll_workers, thread_name_prefix="poll")
+        self.volatile = [k for k, b in backends.items() if not b.durable_ids]
+        for backend in backends.values():
+            backend.set_listener(self._task_may_be_done)
+
+    def _task_may_be_done(self, generation_id: str) -> None:
+        with self._lock:
+            self._ready.add(generation_id)
+        self.wake.set()
+
+    def run_once(self) -> float:
+        """Dispatch every due fetch; returns how long the poll loop may sleep."""
+        now = self.clock()
+        with self._lock:
+            ready, self._ready = self._ready, set()
+        due: dict[int, Job] = {}
+        for gen_id in ready:
+            job = self.store.by_generation_id(self.settings.owner, gen_id)
+            if job is not None:
+                due[job.id] = job
+        with self._lock:
+            room = max(0, 4 * self.settings.poll_workers - len(self._fetching))
+        owner, lease = self.settings.owner, self.settings.lease
+        open_kinds = [k for k, t in self.throttles.items() if not t.paused]
+        for job in self.store.claim_poll(owner, now, lease, room, self.volatile, open_kinds):
+            due[job.id] = job
+        for kind, throttle in self.throttles.items():  # a paused backend's polls wait, but
+            if throttle.probe_due(now):                # one of them may be the probe
+                probe = self.store.claim_poll(owner, now, lease, 1, self.volatile, [kind])
+                if probe and throttle.wait(now) is None:
+                    due[probe[0].id] = probe[0]
+        for job in due.values():
+            with self._lock:
+                if job.id in self._fetching:
+                    continue
+                self._fetching.add(job.id)
+            self._pool.submit(self._fetch_guarded, job)
+        return min(1.0, self._sleep_hint())
+
+    def _sleep_hint(self) -> float:
+        nxt = self.store.next_due(State.PENDING)
+        return 1.0 if nxt is None else max(0.02, nxt - self.clock())
+
+    def _fetch_guarded(self, job: Job) -> None:
+        try:
+            self._fetch(job)
+        except Exception as exc:  # a pool thread must never die silently, nor spin
+            log.exception("fetch_crashed", job_id=job.id, error=f"{type(exc).__name__}: {exc}")
+            try:
+                self.store.schedule_poll(job, self.clock() + 10.0, self.clock())
+            except Exception:  # the store itself is away: the lease brings the job back
+                log.warning("fetch_not_rescheduled", job_id=job.id)
+        finally:
+            with self._lock:
+                self._fetching.discard(job.id)
+
+    def _fetch(self, job: Job) -> None:
+        assert job.generation_id is not None
+        gen = job.generation_id
+        bound = log.bind(job_id=job.id, path=job.path, generation_id=gen, attempt=job.attempts)
+        now = self.clock()
+        age = now - (job.submitted_at or now)
+        backend = self.backends.get(job.backend or "")
+        throttle = self.throttles.get(job.backend or "")
+        if backend is None or throttle is None:  # its backend is no longer configured
+            self.submitter.requeue_or_fail(job, f"backend {job.backend} is gone")
+            return
+        try:
+            status = backend.fetch(gen)
+        except ExpiredError as exc:
+            self._last_miss.pop(job.id, None)
+            self.submitter.requeue_or_fail(job, f"service forgot the task: {exc}")
+            return
+        except AuthError as exc:
+            throttle.refuse(exc)
+            self.store.schedule_poll(job, self.clock() + 5.0, self.clock())
+            return
+        except PermanentError as exc:
+            self.finisher.fail(job, f"cannot read the task's answer: {exc}")
+            return
+        except TransientError as exc:
+            if age > self.settings.job_timeout:
+                self.submitter.requeue_or_fail(job, f"no answer after {age:.0f} s: {exc}")
+                return
+            hinted = exc.retry_after
+            delay = min(300.0, hinted) if hinted is not None else min(60.0, max(2.0, age / 4))
+            bound.warning("fetch_failed", error=str(exc), retry_in=round(delay, 1))
+            self.store.schedule_poll(job, self.clock() + delay, self.clock())
+            return
+        throttle.accepted()
+        now = self.clock()
+        if status.state is TaskState.RUNNING:
+            if not status.known_status:
+                bound.warning("unknown_status", status=status.raw_status)
+            if age > self.settings.job_timeout:
+                self._last_miss.pop(job.id, None)
+                self.submitter.requeue_or_fail(job, f"not finished after {age:.0f} s")
+                return
+            self._last_miss[job.id] = age
+            self.store.schedule_poll(job, now + self.schedule.next_delay(age), now)
+        elif status.state is TaskState.FAILED:
+            self._last_miss.pop(job.id, None)
+            self.finisher.fail(job, f"service failed the task: {status.error}"
+                               if backend.durable_ids else f"cannot transcribe: {status.error}")
+        else:
+            assert status.result is not None
+            miss = self._last_miss.pop(job.id, None)
+            # The task finished between the last miss and now; with no miss the estimate
+            # may be too late, so learn slightly less to let the schedule move earlier.
+            sample = (miss + age) / 2 if miss is not None else 0.9 * age
+            self.schedule.learn(sample)
+            fetched = self.store.set_fetched(job, status.result, now, sample)
+            if fetched is not None:
+                self.finisher.finish(fetched)
+            else:
+                bound.warning("lease_lost", stage="poll")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

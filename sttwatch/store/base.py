@@ -1,0 +1,164 @@
+"""The one storage interface every stage talks to; SQLite and PostgreSQL implement it.
+
+Its verbs are the job's state transitions (the huey way: one ``BaseStorage``, several
+backends, one contract test suite in tests/test_store.py run against each). A job moves
+``seen -> submitting -> pending -> fetched -> done | failed``; while it is submitting, pending
+or fetched it belongs to one daemon (``owner``) under a lease that daemon renews. Every
+transition that a daemon makes on a job it claimed is fenced by that ownership: a daemon that
+lost its lease (stalled, partitioned, presumed dead) changes nothing, because another has taken
+the job over. Transitions return False (or None) when the fence or the job's state refused them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .model import Admission, DaemonInfo, Job, State
+
+
+class Store(ABC):
+    """A store of jobs. Thread-safe: stages call it from several threads."""
+
+    location: str  # what messages and ``status`` show: a file path or a URL without password
+
+    # --- discovery ---------------------------------------------------------------------------
+    @abstractmethod
+    def get(self, path: str) -> Job | None: ...
+
+    @abstractmethod
+    def versions(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of the known ones among ``paths``: lets admission skip unchanged
+        files with one query per batch."""
+
+    @abstractmethod
+    def admit(self, batch: Sequence[Admission], now: float) -> list[Job]:
+        """Record settled files in one transaction. A new path, or a new version of a known
+        one (size or mtime changed, which abandons any task of the old version), becomes a
+        ``seen`` job with its plan and the first free output name of its ``keys``; returns
+        those. Unchanged files are left alone."""
+
+    @abstractmethod
+    def output_holder(self, key: str) -> str | None:
+        """The source whose transcripts go by this name, if any job claimed it."""
+
+    # --- the lease -----------------------------------------------------------------------------
+    @abstractmethod
+    def recover(self, owner: str, now: float, lease: float, volatile: Iterable[str],
+                default_backend: str | None = None) -> dict[str, int]:
+        """At start-up, take back this daemon's own rows (never another's): a job caught inside
+        its create goes back to ``seen`` (the one duplicate we accept); a pending id of a
+        backend whose ids die with the process (``volatile``) is queued again without counting
+        an attempt; other pending ids are polled at once; fetched results are written. Queued
+        jobs from before plans were stored get ``default_backend``."""
+
+    @abstractmethod
+    def reap(self, owner: str, now: float, volatile: Iterable[str]) -> dict[str, int]:
+        """Take over what daemons whose lease ran out left in the middle: their creates go
+        back to the queue, their volatile ids are queued again. Their durable pending ids and
+        fetched results need no reset: ``claim_poll`` and ``claim_finish`` take them."""
+
+    @abstractmethod
+    def renew(self, owner: str, now: float, lease: float) -> int:
+        """Extend the lease of every job this daemon holds."""
+
+    # --- submitting ----------------------------------------------------------------------------
+    @abstractmethod
+    def claim_submit(self, owner: str, now: float, lease: float,
+                     backends: Sequence[str]) -> Job | None:
+        """Move one due ``seen`` job of one of ``backends`` to ``submitting`` and count the
+        attempt. Committed before the create call, so a crash inside it is visible later."""
+
+    @abstractmethod
+    def set_pending(self, job: Job, generation_id: str, now: float, first_poll_at: float,
+                    cost: Mapping[str, str] | None) -> Job | None:
+        """Commit the id the moment the create call returns."""
+
+    @abstractmethod
+    def requeue(self, job: Job, now: float, not_before: float, reason: str, *,
+                refund_attempt: bool = False) -> bool:
+        """Put a submitting or pending job back in the queue (outage, expired id, deadline)."""
+
+    @abstractmethod
+    def in_flight(self, owner: str) -> dict[str, int]:
+        """This daemon's submitting and pending jobs, by backend: its in-flight limit is
+        counted here, not in memory."""
+
+    # --- polling -------------------------------------------------------------------------------
+    @abstractmethod
+    def claim_poll(self, owner: str, now: float, lease: float, limit: int,
+                   volatile: Iterable[str], backends: Sequence[str]) -> list[Job]:
+        """Due pending jobs of ``backends`` this daemon owns, or whose owner's lease ran out
+        (except volatile ids, which only their owner can ask about). Their ``next_at``
+        moves a lease ahead while the fetch runs, so no loop takes them twice."""
+
+    @abstractmethod
+    def by_generation_id(self, owner: str, generation_id: str) -> Job | None: ...
+
+    @abstractmethod
+    def schedule_poll(self, job: Job, next_at: float, now: float) -> bool: ...
+
+    @abstractmethod
+    def set_fetched(self, job: Job, result: Mapping[str, Any], now: float,
+                    service_seconds: float) -> Job | None:
+        """Store the finished result before any transcript is written."""
+
+    @abstractmethod
+    def recent_service_seconds(self, n: int = 32) -> list[float]: ...
+
+    # --- finishing -----------------------------------------------------------------------------
+    @abstractmethod
+    def claim_finish(self, owner: str, now: float, lease: float, limit: int) -> list[Job]:
+        """Due fetched jobs this daemon owns or whose owner's lease ran out."""
+
+    @abstractmethod
+    def defer(self, job: Job, until: float, reason: str, now: float) -> bool:
+        """A write that failed for a reason that may pass: keep the billed result, try later
+        (the retry time lives in the row, where any daemon sees it)."""
+
+    @abstractmethod
+    def mark_done(self, job: Job, now: float, note: str | None = None) -> bool: ...
+
+    @abstractmethod
+    def mark_failed(self, job: Job, reason: str, now: float) -> bool: ...
+
+    @abstractmethod
+    def add_done(self, path: str, size: int, mtime_ns: int, now: float, note: str) -> None:
+        """Record a file whose transcript is already up to date, so it is never submitted."""
+
+    # --- operators -----------------------------------------------------------------------------
+    @abstractmethod
+    def retry(self, now: float, paths: Iterable[str] | None = None) -> int: ...
+
+    @abstractmethod
+    def forget(self, paths: Iterable[str]) -> int: ...
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def next_due(self, state: State) -> float | None: ...
+
+    @abstractmethod
+    def failed(self, limit: int = 20) -> list[Job]: ...
+
+    @abstractmethod
+    def oldest_unfinished(self) -> Job | None: ...
+
+    @abstractmethod
+    def spend(self) -> dict[str, float]: ...
+
+    # --- daemons -------------------------------------------------------------------------------
+    @abstractmethod
+    def heartbeat(self, host_id: str, pid: int, hostname: str, now: float,
+                  info: Mapping[str, Any]) -> None: ...
+
+    @abstractmethod
+    def leave(self, host_id: str) -> None: ...
+
+    @abstractmethod
+    def daemons(self) -> list[DaemonInfo]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...

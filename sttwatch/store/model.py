@@ -1,0 +1,93 @@
+"""What the store hands out: frozen jobs, their states, and the plan fixed at admission."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class State(str, Enum):
+    SEEN = "seen"
+    SUBMITTING = "submitting"
+    PENDING = "pending"
+    FETCHED = "fetched"
+    DONE = "done"
+    FAILED = "failed"
+
+
+UNFINISHED = (State.SEEN, State.SUBMITTING, State.PENDING, State.FETCHED)
+# States in which a job belongs to one daemon, under a lease it must keep renewing.
+CLAIMED = (State.SUBMITTING, State.PENDING, State.FETCHED)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a job is transcribed and written, decided once when it is admitted: a reload
+    that changes the config changes new jobs only, never one already on its way."""
+
+    backend: str
+    model: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    formats: tuple[str, ...] = ("txt",)
+    root: str = ""  # the watched folder the file belongs to (mirrored output trees)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"backend": self.backend, "model": self.model, "options": dict(self.options),
+                "formats": list(self.formats), "root": self.root}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Plan:
+        return cls(str(raw["backend"]), str(raw["model"]), dict(raw.get("options") or {}),
+                   tuple(raw.get("formats") or ("txt",)), str(raw.get("root") or ""))
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A settled file offered to the store. ``keys`` are the output names it may claim,
+    preferred first; ``done_note`` records it as already transcribed instead of queueing it."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    plan: Plan
+    keys: Sequence[str] = ()
+    done_note: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    state: State
+    generation_id: str | None
+    attempts: int
+    polls: int
+    submitted_at: float | None
+    next_at: float
+    error: str | None
+    result: dict[str, Any] | None
+    cost: dict[str, str] | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    backend: str | None
+    output_key: str | None
+    plan: Plan | None
+    owner: str | None
+    lease_until: float
+    defers: int = 0  # failed transcript writes of this result so far
+
+
+@dataclass(frozen=True)
+class DaemonInfo:
+    """One daemon's heartbeat as ``status`` shows it."""
+
+    host_id: str
+    pid: int
+    hostname: str
+    heartbeat: float
+    info: Mapping[str, Any]

@@ -1,0 +1,103 @@
+"""The shared store: one PostgreSQL database for several daemons on several hosts.
+
+psycopg 3 with a small connection pool (the extra ``sttwatch[postgres]``). Claims take rows
+with ``FOR UPDATE SKIP LOCKED``, so daemons never wait on each other's claims; admissions
+take one transaction-scoped advisory lock, so two daemons seeing the same new file (a shared
+folder) cannot both give out the same output name. A lost server raises ``StoreUnavailable``;
+the pool reconnects when it is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import StoreError, StoreMissing, StoreUnavailable
+from .sql import Dialect, Executor, SqlStore
+
+POSTGRES = Dialect(name="postgres", param="%s", id_column="BIGSERIAL PRIMARY KEY",
+                   real="DOUBLE PRECISION", bigint="BIGINT", null_eq="IS NOT DISTINCT FROM",
+                   greatest="GREATEST", skip_locked=" FOR UPDATE SKIP LOCKED",
+                   admit_lock="SELECT pg_advisory_xact_lock(7270812)")
+
+
+def safe_url(url: str) -> str:
+    """The URL as messages may show it: without a password."""
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
+
+
+class PostgresStore(SqlStore):
+    dialect = POSTGRES
+
+    def __init__(self, url: str, *, create: bool = True, schema: str | None = None,
+                 max_size: int = 6, timeout: float = 10.0) -> None:
+        try:
+            import psycopg
+            from psycopg_pool import ConnectionPool
+        except ImportError:
+            raise StoreError("state.url needs the PostgreSQL driver: pip install "
+                             "'sttwatch[postgres]'") from None
+        self._psycopg = psycopg
+        self.location = safe_url(url)
+        self._schema = schema
+        options = f"-c search_path={schema}" if schema else None
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if options:
+            kwargs["options"] = options
+        self._pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs=kwargs,
+                                    timeout=timeout, check=ConnectionPool.check_connection,
+                                    open=False, name="sttwatch")
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except Exception as exc:
+            self._pool.close()
+            raise StoreUnavailable(f"cannot reach the store at {self.location}: "
+                                   f"{type(exc).__name__}") from None
+        try:
+            with self._tx() as x:
+                if schema:
+                    x.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                exists = x.execute("SELECT to_regclass('jobs') IS NOT NULL").fetchone()[0]
+                if not exists and not create:
+                    raise StoreMissing(f"no sttwatch store at {self.location} (no daemon has "
+                                       "run with this config yet)")
+                version = None
+                if exists:
+                    row = x.execute("SELECT value FROM meta WHERE key='schema_version'"
+                                    ).fetchone() if x.execute(
+                        "SELECT to_regclass('meta') IS NOT NULL").fetchone()[0] else None
+                    version = int(row[0]) if row else 1
+                if version is None or version < 2 or version > 2:
+                    x.execute("SELECT pg_advisory_xact_lock(7270813)")  # one migrator at once
+                    self._migrate(x, None, version)
+        except (StoreError, StoreUnavailable):
+            self._pool.close()
+            raise
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Executor]:
+        psycopg = self._psycopg
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"the store at {self.location} did not answer: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                                   ) from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg_pool"):  # PoolTimeout: server gone
+                raise StoreUnavailable(f"the store at {self.location} did not answer") from None
+            raise
+
+    _read = _tx
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def drop_schema(self) -> None:
+        """Tests only: remove the private schema this store was opened in."""
+        if self._schema:
+            with self._tx() as x:
+                x.execute(f'DROP SCHEMA IF EXISTS "{self._schema}" CASCADE')

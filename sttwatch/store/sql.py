@@ -1,0 +1,492 @@
+"""The schema and every transition, written once in SQL both engines speak.
+
+Subclasses give a transaction and a read (``_tx``/``_read``) and their ``Dialect``; all SQL of
+the program lives in this package. Every claim is one ``UPDATE ... WHERE id IN (SELECT ...
+[FOR UPDATE SKIP LOCKED]) RETURNING``; every later transition is fenced by the job's state, its
+generation id, its version (size, mtime) and its owner, and checked by rowcount.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .base import Store
+from .errors import StoreError
+from .model import Admission, DaemonInfo, Job, Plan, State
+
+SCHEMA_VERSION = 2
+
+COLUMNS = ("id", "path", "size", "mtime_ns", "state", "generation_id", "attempts", "polls",
+           "submitted_at", "next_at", "error", "result", "cost", "created_at", "updated_at",
+           "finished_at", "backend", "output_key", "plan", "owner", "lease_until", "defers")
+_COLS = ", ".join(COLUMNS)
+_CLAIMED = "('submitting', 'pending', 'fetched')"
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Executor(Protocol):
+    def execute(self, sql: str, args: Any = ..., /) -> Cursor: ...
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the engines, and nothing else."""
+
+    name: str
+    param: str             # the driver's placeholder
+    id_column: str         # an auto-numbered primary key
+    real: str
+    bigint: str
+    null_eq: str           # a comparison true for NULL = NULL
+    greatest: str          # the two-argument maximum
+    skip_locked: str       # appended to a claim's inner SELECT
+    admit_lock: str        # serialises admissions across daemons ('' if the engine does)
+
+    def q(self, sql: str) -> str:
+        return sql if self.param == "?" else sql.replace("?", self.param)
+
+
+def ddl(d: Dialect) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS jobs (
+            id {d.id_column},
+            path TEXT NOT NULL UNIQUE,
+            size {d.bigint} NOT NULL,
+            mtime_ns {d.bigint} NOT NULL,
+            state TEXT NOT NULL,
+            generation_id TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            polls INTEGER NOT NULL DEFAULT 0,
+            submitted_at {d.real},
+            next_at {d.real} NOT NULL DEFAULT 0,
+            error TEXT,
+            result TEXT,
+            cost TEXT,
+            service_seconds {d.real},
+            backend TEXT,
+            output_key TEXT,
+            created_at {d.real} NOT NULL,
+            updated_at {d.real} NOT NULL,
+            finished_at {d.real},
+            plan TEXT,
+            owner TEXT,
+            lease_until {d.real} NOT NULL DEFAULT 0,
+            defers INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX IF NOT EXISTS jobs_state_next ON jobs(state, next_at)",
+        "CREATE INDEX IF NOT EXISTS jobs_output_key ON jobs(output_key)",
+        "CREATE INDEX IF NOT EXISTS jobs_generation ON jobs(generation_id)",
+        "CREATE INDEX IF NOT EXISTS jobs_owner_state ON jobs(owner, state)",
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        f"""CREATE TABLE IF NOT EXISTS daemons (
+            host_id TEXT PRIMARY KEY,
+            pid INTEGER NOT NULL,
+            hostname TEXT NOT NULL,
+            heartbeat {d.real} NOT NULL,
+            info TEXT NOT NULL)""",
+    ]
+
+
+def _job(row: Sequence[Any]) -> Job:
+    r = dict(zip(COLUMNS, row, strict=True))
+    return Job(
+        id=int(r["id"]), path=r["path"], size=int(r["size"]), mtime_ns=int(r["mtime_ns"]),
+        state=State(r["state"]), generation_id=r["generation_id"], attempts=r["attempts"],
+        polls=r["polls"], submitted_at=r["submitted_at"], next_at=float(r["next_at"]),
+        error=r["error"], result=json.loads(r["result"]) if r["result"] else None,
+        cost=json.loads(r["cost"]) if r["cost"] else None, created_at=r["created_at"],
+        updated_at=r["updated_at"], finished_at=r["finished_at"], backend=r["backend"],
+        output_key=r["output_key"],
+        plan=Plan.from_json(json.loads(r["plan"])) if r["plan"] else None,
+        owner=r["owner"], lease_until=float(r["lease_until"] or 0.0),
+        defers=int(r["defers"] or 0))
+
+
+def _marks(n: int) -> str:
+    """Placeholders for ``IN (...)``; an empty list becomes a value no column holds, so
+    ``IN`` is false and ``NOT IN`` true (``NOT IN (NULL)`` would be neither)."""
+    return ",".join("?" * n) or "''"
+
+
+class SqlStore(Store):
+    """Schema, migrations and transitions over any engine with a ``Dialect``."""
+
+    dialect: Dialect
+
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[Executor]:
+        """One short write transaction."""
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[Executor]:
+        """A read outside any write transaction."""
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _x(self, x: Executor, sql: str, args: Sequence[Any] = ()) -> Cursor:
+        return x.execute(self.dialect.q(sql), tuple(args))
+
+    def _select(self, where: str, args: Sequence[Any] = ()) -> list[Job]:
+        with self._read() as x:
+            rows = self._x(x, f"SELECT {_COLS} FROM jobs WHERE {where}", args).fetchall()
+        return [_job(r) for r in rows]
+
+    def _fence(self, job: Job) -> tuple[str, tuple[Any, ...]]:
+        """The job is still in the state, task, version and hands the caller saw."""
+        eq = self.dialect.null_eq
+        return (f" AND state=? AND generation_id {eq} ? AND size=? AND mtime_ns=? "
+                f"AND owner {eq} ?",
+                (job.state.value, job.generation_id, job.size, job.mtime_ns, job.owner))
+
+    def _returning(self, x: Executor, sql: str, args: Sequence[Any]) -> list[Job]:
+        return [_job(r) for r in self._x(x, f"{sql} RETURNING {_COLS}", args).fetchall()]
+
+    # --- schema ------------------------------------------------------------------------------
+
+    def _migrate(self, x: Executor, existing_columns: set[str] | None,
+                 version: int | None) -> None:
+        """Bring the schema to ``SCHEMA_VERSION``. A store from before versions (0.1.0's state
+        file) is version 1; a newer one than this program knows is refused, not guessed at."""
+        d = self.dialect
+        if version is not None and version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.location} was written by a newer sttwatch (schema {version}; this one "
+                f"knows {SCHEMA_VERSION}): upgrade sttwatch, or point state.path elsewhere")
+        if existing_columns:  # a version-1 jobs table: add what version 2 keeps per job
+            for column, kind in (("backend", "TEXT"), ("output_key", "TEXT"),
+                                 ("plan", "TEXT"), ("owner", "TEXT"),
+                                 ("lease_until", f"{d.real} NOT NULL DEFAULT 0"),
+                                 ("service_seconds", d.real),
+                                 ("defers", "INTEGER NOT NULL DEFAULT 0")):
+                if column not in existing_columns:
+                    self._x(x, f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+            # Version 1 set the backend at submission; tasks then in flight keep theirs.
+            self._x(x, "UPDATE jobs SET backend=CASE WHEN substr(generation_id, 1, 6)="
+                       "'local-' THEN 'local' ELSE 'aimlapi' END WHERE backend IS NULL AND "
+                       "state IN ('submitting', 'pending')")
+        for stmt in ddl(d):
+            self._x(x, stmt)
+        self._x(x, "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT"
+                   "(key) DO UPDATE SET value=excluded.value", (str(SCHEMA_VERSION),))
+
+    # --- discovery ---------------------------------------------------------------------------
+
+    def get(self, path: str) -> Job | None:
+        found = self._select("path = ?", (path,))
+        return found[0] if found else None
+
+    def versions(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+        out: dict[str, tuple[int, int]] = {}
+        with self._read() as x:
+            for i in range(0, len(paths), 500):
+                part = paths[i:i + 500]
+                for path, size, mtime in self._x(
+                        x, f"SELECT path, size, mtime_ns FROM jobs WHERE path IN "
+                           f"({_marks(len(part))})", part).fetchall():
+                    out[path] = (int(size), int(mtime))
+        return out
+
+    def _free_key(self, x: Executor, keys: Sequence[str], path: str,
+                  own: str | None) -> str | None:
+        if not keys:
+            return None
+        if own in keys:
+            return own
+        for key in keys:
+            if self._x(x, "SELECT 1 FROM jobs WHERE output_key=? AND path!=?",
+                       (key, path)).fetchone() is None:
+                return key
+        return keys[-1]
+
+    def admit(self, batch: Sequence[Admission], now: float) -> list[Job]:
+        admitted: list[int] = []
+        with self._tx() as x:
+            if self.dialect.admit_lock:
+                self._x(x, self.dialect.admit_lock)
+            for a in batch:
+                row = self._x(x, "SELECT id, size, mtime_ns, output_key FROM jobs WHERE path=?",
+                              (a.path,)).fetchone()
+                plan = json.dumps(a.plan.to_json())
+                if a.done_note is not None:
+                    if row is None:
+                        self._x(x, "INSERT INTO jobs (path, size, mtime_ns, state, error, "
+                                   "backend, plan, created_at, updated_at, finished_at) VALUES "
+                                   "(?, ?, ?, 'done', ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO "
+                                   "NOTHING", (a.path, a.size, a.mtime_ns, a.done_note,
+                                               a.plan.backend, plan, now, now, now))
+                    continue
+                if row is None:
+                    key = self._free_key(x, a.keys, a.path, None)
+                    got = self._x(x, "INSERT INTO jobs (path, size, mtime_ns, state, next_at, "
+                                     "backend, output_key, plan, created_at, updated_at) VALUES "
+                                     "(?, ?, ?, 'seen', 0, ?, ?, ?, ?, ?) ON CONFLICT(path) DO "
+                                     "NOTHING RETURNING id",
+                                  (a.path, a.size, a.mtime_ns, a.plan.backend, key, plan, now,
+                                   now)).fetchone()
+                    if got is not None:
+                        admitted.append(int(got[0]))
+                elif (int(row[1]), int(row[2])) != (a.size, a.mtime_ns):
+                    key = self._free_key(x, a.keys, a.path, row[3])
+                    self._x(x, "UPDATE jobs SET size=?, mtime_ns=?, state='seen', "
+                               "generation_id=NULL, attempts=0, polls=0, next_at=0, error=NULL, "
+                               "result=NULL, cost=NULL, service_seconds=NULL, submitted_at=NULL,"
+                               " finished_at=NULL, owner=NULL, lease_until=0, defers=0, backend=?, "
+                               "output_key=?, plan=?, updated_at=? WHERE id=?",
+                            (a.size, a.mtime_ns, a.plan.backend, key, plan, now, row[0]))
+                    admitted.append(int(row[0]))
+        if not admitted:
+            return []
+        return self._select(f"id IN ({_marks(len(admitted))}) ORDER BY id", admitted)
+
+    def add_done(self, path: str, size: int, mtime_ns: int, now: float, note: str) -> None:
+        with self._tx() as x:
+            self._x(x, "INSERT INTO jobs (path, size, mtime_ns, state, error, created_at, "
+                       "updated_at, finished_at) VALUES (?, ?, ?, 'done', ?, ?, ?, ?) "
+                       "ON CONFLICT(path) DO NOTHING", (path, size, mtime_ns, note, now, now, now))
+
+    def output_holder(self, key: str) -> str | None:
+        with self._read() as x:
+            row = self._x(x, "SELECT path FROM jobs WHERE output_key=? LIMIT 1",
+                          (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # --- the lease -----------------------------------------------------------------------------
+
+    def recover(self, owner: str, now: float, lease: float, volatile: Iterable[str],
+                default_backend: str | None = None) -> dict[str, int]:
+        vol = list(volatile)
+        g = self.dialect.greatest
+        with self._tx() as x:
+            if default_backend is not None:
+                self._x(x, "UPDATE jobs SET backend=? WHERE backend IS NULL AND state='seen'",
+                        (default_backend,))
+            resubmit = self._x(x, "UPDATE jobs SET state='seen', owner=NULL, lease_until=0, "
+                                  "next_at=0, updated_at=? WHERE state='submitting' AND owner=?",
+                               (now, owner)).rowcount
+            requeue = self._x(x, f"UPDATE jobs SET state='seen', generation_id=NULL, owner=NULL,"
+                                 f" lease_until=0, attempts={g}(attempts-1, 0), next_at=0, "
+                                 f"updated_at=? WHERE state='pending' AND owner=? AND backend "
+                                 f"IN ({_marks(len(vol))})", (now, owner, *vol)).rowcount
+            resume = self._x(x, "UPDATE jobs SET next_at=?, lease_until=? WHERE owner=? AND "
+                                "state IN ('pending', 'fetched')",
+                             (now, now + lease, owner)).rowcount
+        return {"resubmit": resubmit + requeue, "resume": resume}
+
+    def reap(self, owner: str, now: float, volatile: Iterable[str]) -> dict[str, int]:
+        vol = list(volatile)
+        g = self.dialect.greatest
+        with self._tx() as x:
+            creates = self._x(x, "UPDATE jobs SET state='seen', owner=NULL, lease_until=0, "
+                                 "next_at=0, updated_at=? WHERE state='submitting' AND "
+                                 "lease_until < ? AND owner != ?", (now, now, owner)).rowcount
+            ids = self._x(x, f"UPDATE jobs SET state='seen', generation_id=NULL, owner=NULL, "
+                             f"lease_until=0, attempts={g}(attempts-1, 0), next_at=0, "
+                             f"updated_at=? WHERE state='pending' AND lease_until < ? AND "
+                             f"owner != ? AND backend IN ({_marks(len(vol))})",
+                          (now, now, owner, *vol)).rowcount
+        return {"creates": creates, "local_ids": ids}
+
+    def renew(self, owner: str, now: float, lease: float) -> int:
+        with self._tx() as x:
+            return self._x(x, f"UPDATE jobs SET lease_until=? WHERE owner=? AND state IN "
+                              f"{_CLAIMED}", (now + lease, owner)).rowcount
+
+    # --- submitting ----------------------------------------------------------------------------
+
+    def claim_submit(self, owner: str, now: float, lease: float,
+                     backends: Sequence[str]) -> Job | None:
+        if not backends:
+            return None
+        with self._tx() as x:
+            got = self._returning(
+                x, "UPDATE jobs SET state='submitting', attempts=attempts+1, owner=?, "
+                   "lease_until=?, updated_at=? WHERE id IN (SELECT id FROM jobs WHERE "
+                   f"state='seen' AND next_at <= ? AND backend IN ({_marks(len(backends))}) "
+                   f"ORDER BY next_at, id LIMIT 1{self.dialect.skip_locked})",
+                (owner, now + lease, now, now, *backends))
+        return got[0] if got else None
+
+    def set_pending(self, job: Job, generation_id: str, now: float, first_poll_at: float,
+                    cost: Mapping[str, str] | None) -> Job | None:
+        fence, args = self._fence(job)
+        with self._tx() as x:
+            got = self._returning(
+                x, "UPDATE jobs SET state='pending', generation_id=?, submitted_at=?, "
+                   "next_at=?, polls=0, cost=?, updated_at=? WHERE id=?" + fence,
+                (generation_id, now, first_poll_at, json.dumps(dict(cost)) if cost else None,
+                 now, job.id, *args))
+        return got[0] if got else None
+
+    def requeue(self, job: Job, now: float, not_before: float, reason: str, *,
+                refund_attempt: bool = False) -> bool:
+        refund = f"attempts={self.dialect.greatest}(attempts-1, 0), " if refund_attempt else ""
+        fence, args = self._fence(job)
+        with self._tx() as x:
+            return self._x(
+                x, f"UPDATE jobs SET state='seen', generation_id=NULL, owner=NULL, "
+                   f"lease_until=0, {refund}next_at=?, error=?, updated_at=? WHERE id=? AND "
+                   f"state IN ('submitting', 'pending'){fence}",
+                (not_before, reason, now, job.id, *args)).rowcount == 1
+
+    def in_flight(self, owner: str) -> dict[str, int]:
+        with self._read() as x:
+            rows = self._x(x, "SELECT backend, COUNT(*) FROM jobs WHERE owner=? AND state IN "
+                              "('submitting', 'pending') GROUP BY backend", (owner,)).fetchall()
+        return {str(b): int(n) for b, n in rows}
+
+    # --- polling -------------------------------------------------------------------------------
+
+    def claim_poll(self, owner: str, now: float, lease: float, limit: int,
+                   volatile: Iterable[str], backends: Sequence[str]) -> list[Job]:
+        vol = list(volatile)
+        if not backends or limit <= 0:
+            return []
+        with self._tx() as x:
+            return self._returning(
+                x, "UPDATE jobs SET owner=?, lease_until=?, next_at=? WHERE id IN (SELECT id "
+                   "FROM jobs WHERE state='pending' AND next_at <= ? AND (owner=? OR "
+                   f"(lease_until < ? AND backend NOT IN ({_marks(len(vol))}))) AND backend IN "
+                   f"({_marks(len(backends))}) ORDER BY next_at LIMIT ?"
+                   f"{self.dialect.skip_locked})",
+                (owner, now + lease, now + lease, now, owner, now, *vol, *backends, limit))
+
+    def by_generation_id(self, owner: str, generation_id: str) -> Job | None:
+        found = self._select("generation_id=? AND state='pending' AND owner=?",
+                             (generation_id, owner))
+        return found[0] if found else None
+
+    def schedule_poll(self, job: Job, next_at: float, now: float) -> bool:
+        fence, args = self._fence(job)
+        with self._tx() as x:
+            return self._x(x, "UPDATE jobs SET next_at=?, polls=polls+1, updated_at=? WHERE "
+                              "id=?" + fence, (next_at, now, job.id, *args)).rowcount == 1
+
+    def set_fetched(self, job: Job, result: Mapping[str, Any], now: float,
+                    service_seconds: float) -> Job | None:
+        fence, args = self._fence(job)
+        with self._tx() as x:
+            got = self._returning(
+                x, "UPDATE jobs SET state='fetched', result=?, polls=polls+1, service_seconds=?,"
+                   " next_at=?, updated_at=? WHERE id=?" + fence,
+                (json.dumps(result), service_seconds, now + 60.0, now, job.id, *args))
+        return got[0] if got else None
+
+    def recent_service_seconds(self, n: int = 32) -> list[float]:
+        with self._read() as x:
+            rows = self._x(x, "SELECT service_seconds FROM jobs WHERE service_seconds IS NOT "
+                              "NULL ORDER BY updated_at DESC LIMIT ?", (n,)).fetchall()
+        return [float(r[0]) for r in rows]
+
+    # --- finishing -----------------------------------------------------------------------------
+
+    def claim_finish(self, owner: str, now: float, lease: float, limit: int) -> list[Job]:
+        with self._tx() as x:
+            return self._returning(
+                x, "UPDATE jobs SET owner=?, lease_until=?, next_at=? WHERE id IN (SELECT id "
+                   "FROM jobs WHERE state='fetched' AND next_at <= ? AND (owner=? OR "
+                   f"lease_until < ?) ORDER BY next_at LIMIT ?{self.dialect.skip_locked})",
+                (owner, now + lease, now + lease, now, owner, now, limit))
+
+    def defer(self, job: Job, until: float, reason: str, now: float) -> bool:
+        fence, args = self._fence(job)
+        with self._tx() as x:
+            return self._x(x, "UPDATE jobs SET next_at=?, error=?, defers=defers+1, updated_at=? "
+                              "WHERE id=?" + fence,
+                           (until, reason, now, job.id, *args)).rowcount == 1
+
+    def mark_done(self, job: Job, now: float, note: str | None = None) -> bool:
+        fence, args = self._fence(job)
+        with self._tx() as x:
+            return self._x(x, "UPDATE jobs SET state='done', error=?, finished_at=?, "
+                              "updated_at=?, owner=NULL, lease_until=0 WHERE id=? AND "
+                              "state='fetched'" + fence,
+                           (note, now, now, job.id, *args)).rowcount == 1
+
+    def mark_failed(self, job: Job, reason: str, now: float) -> bool:
+        fence, args = self._fence(job)
+        with self._tx() as x:
+            return self._x(x, "UPDATE jobs SET state='failed', error=?, finished_at=?, "
+                              "updated_at=?, owner=NULL, lease_until=0 WHERE id=? AND state IN "
+                              "('seen', 'submitting', 'pending', 'fetched')" + fence,
+                           (reason, now, now, job.id, *args)).rowcount == 1
+
+    # --- operators -----------------------------------------------------------------------------
+
+    def retry(self, now: float, paths: Iterable[str] | None = None) -> int:
+        reset = ("state='seen', attempts=0, next_at=0, generation_id=NULL, owner=NULL, "
+                 "lease_until=0, defers=0, updated_at=?")
+        with self._tx() as x:
+            if paths is None:
+                return self._x(x, f"UPDATE jobs SET {reset} WHERE state='failed'",
+                               (now,)).rowcount
+            return sum(self._x(x, f"UPDATE jobs SET {reset}, result=NULL WHERE path=?",
+                               (now, p)).rowcount for p in paths)
+
+    def forget(self, paths: Iterable[str]) -> int:
+        with self._tx() as x:
+            return sum(self._x(x, "DELETE FROM jobs WHERE path=?", (p,)).rowcount
+                       for p in paths)
+
+    def counts(self) -> dict[str, int]:
+        with self._read() as x:
+            rows = self._x(x, "SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {s.value: 0 for s in State} | {str(r[0]): int(r[1]) for r in rows}
+
+    def next_due(self, state: State) -> float | None:
+        with self._read() as x:
+            row = self._x(x, "SELECT MIN(next_at) FROM jobs WHERE state=?",
+                          (state.value,)).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def failed(self, limit: int = 20) -> list[Job]:
+        return self._select("state='failed' ORDER BY finished_at DESC LIMIT ?", (limit,))
+
+    def oldest_unfinished(self) -> Job | None:
+        found = self._select("state IN ('seen', 'submitting', 'pending', 'fetched') "
+                             "ORDER BY created_at LIMIT 1")
+        return found[0] if found else None
+
+    def spend(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        with self._read() as x:
+            rows = self._x(x, "SELECT cost FROM jobs WHERE cost IS NOT NULL").fetchall()
+        for (raw,) in rows:
+            for name, value in json.loads(raw).items():
+                try:
+                    totals[name] = totals.get(name, 0.0) + float(value)
+                except ValueError:
+                    continue
+        return totals
+
+    # --- daemons -------------------------------------------------------------------------------
+
+    def heartbeat(self, host_id: str, pid: int, hostname: str, now: float,
+                  info: Mapping[str, Any]) -> None:
+        with self._tx() as x:
+            self._x(x, "INSERT INTO daemons (host_id, pid, hostname, heartbeat, info) VALUES "
+                       "(?, ?, ?, ?, ?) ON CONFLICT(host_id) DO UPDATE SET pid=excluded.pid, "
+                       "hostname=excluded.hostname, heartbeat=excluded.heartbeat, "
+                       "info=excluded.info", (host_id, pid, hostname, now, json.dumps(info)))
+
+    def leave(self, host_id: str) -> None:
+        with self._tx() as x:
+            self._x(x, "DELETE FROM daemons WHERE host_id=?", (host_id,))
+
+    def daemons(self) -> list[DaemonInfo]:
+        with self._read() as x:
+            rows = self._x(x, "SELECT host_id, pid, hostname, heartbeat, info FROM daemons "
+                              "ORDER BY host_id").fetchall()
+        return [DaemonInfo(str(h), int(p), str(n), float(b), json.loads(i))
+                for h, p, n, b, i in rows]

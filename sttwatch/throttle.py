@@ -1,0 +1,127 @@
+"""One backend's pace, shared by the stages of one daemon: how many jobs may be out, when
+creates are held back after an outage or a 429, and the pause while the service refuses the
+key or the account.
+
+A refusal pauses everything of that backend once per outage, not once per request: while
+paused, one request (a create or a fetch, whichever stage comes first) goes out every
+``probe_interval`` seconds as a probe, and the first one accepted opens the gate again, so
+a key that comes back is noticed within one interval. Polls wait with the creates.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+
+import structlog
+
+from .errors import AuthError, CreditsExhausted
+
+log = structlog.get_logger("sttwatch.throttle")
+
+
+def backoff(failures: int, base: float, cap: float) -> float:
+    """Doubling with jitter: ``base`` after the first failure in a row, at most ``cap``."""
+    raw = min(cap, base * 2 ** max(0, failures - 1))
+    return float(min(cap, raw * random.uniform(0.8, 1.2)))
+
+
+class Throttle:
+    def __init__(self, kind: str, max_in_flight: int, clock: Callable[[], float],
+                 probe_interval: float = 30.0) -> None:
+        self.kind = kind
+        self.max_in_flight = max_in_flight
+        self.limit = max_in_flight
+        self._clock = clock
+        self._probe_interval = probe_interval
+        self._lock = threading.Lock()
+        self.hold_until = 0.0
+        self._outages = 0
+        self.unreachable_since: float | None = None
+        self.refused: AuthError | None = None
+        self._next_probe = 0.0
+
+    # --- the gate ------------------------------------------------------------------------------
+    def wait(self, now: float, in_flight: int | None = None) -> float | None:
+        """None when a request may go now (taking the probe slot while paused), else how
+        long to wait. ``in_flight`` is given by the submitter, which alone respects the limit."""
+        with self._lock:
+            if self.refused is not None:
+                if now < self._next_probe:
+                    return self._next_probe - now
+                self._next_probe = now + self._probe_interval  # this caller is the probe
+                return None
+            if in_flight is None:
+                return None
+            if now < self.hold_until:
+                return self.hold_until - now
+            if in_flight >= self.limit:
+                return 1.0  # woken early when a job finishes
+            return None
+
+    def probe_due(self, now: float) -> bool:
+        """Paused, and the next probe may go (without taking the slot)."""
+        with self._lock:
+            return self.refused is not None and now >= self._next_probe
+
+    @property
+    def paused(self) -> bool:
+        return self.refused is not None
+
+    # --- what the service said -----------------------------------------------------------------
+    def accepted(self) -> None:
+        with self._lock:
+            self._outages = 0
+            self.unreachable_since = None
+            was, self.refused = self.refused, None
+        if was is not None:
+            log.warning("api_key_accepted", backend=self.kind, action="resuming")
+
+    def refuse(self, exc: AuthError) -> None:
+        with self._lock:
+            first = self.refused is None
+            self.refused = exc
+            self._next_probe = max(self._next_probe, self._clock() + self._probe_interval)
+        if first:
+            credits = isinstance(exc, CreditsExhausted)
+            log.error("out_of_credits" if credits else "api_key_rejected", backend=self.kind,
+                      status=exc.status, error=str(exc),
+                      action=f"paused; jobs stay queued; one probe every "
+                             f"{self._probe_interval:.0f} s")
+
+    def outage(self) -> float:
+        """Hold creates back, longer with each failure in a row; returns when to retry."""
+        with self._lock:
+            now = self._clock()
+            self._outages += 1
+            if self.unreachable_since is None:
+                self.unreachable_since = now
+            self.hold_until = max(self.hold_until, now + backoff(self._outages, 5.0, 300.0))
+            return self.hold_until
+
+    def rate_limited(self, retry_after: float | None, in_flight: int) -> None:
+        with self._lock:
+            self.limit = max(1, in_flight - 1)
+            self.hold_until = max(self.hold_until,
+                                  self._clock() + min(300.0, retry_after or 2.0))
+
+    def job_left(self) -> None:
+        """Additive increase after a quiet spell since the last 429."""
+        with self._lock:
+            if self.limit < self.max_in_flight and self._clock() > self.hold_until + 30:
+                self.limit += 1
+
+    def reconfigure(self, max_in_flight: int) -> None:
+        with self._lock:
+            self.max_in_flight = max_in_flight
+            self.limit = min(self.limit, max_in_flight)
+
+    def describe(self, now: float) -> dict[str, object]:
+        return {"backend": self.kind,
+                "refused": str(self.refused) if self.refused else None,
+                "out_of_credits": isinstance(self.refused, CreditsExhausted),
+                "held_seconds": round(max(0.0, self.hold_until - now), 1),
+                "in_flight_limit": self.limit, "max_in_flight": self.max_in_flight,
+                "unreachable_seconds": (round(now - self.unreachable_since, 1)
+                                        if self.unreachable_since is not None else None)}

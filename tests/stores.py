@@ -1,0 +1,54 @@
+"""Stores for tests: a real SQLite file and a real PostgreSQL server (never a mock).
+
+PostgreSQL comes from ``STTWATCH_TEST_PG`` (default: the local server the test script makes
+sure of). Each store gets a schema of its own, dropped afterwards, so tests never see each
+other's rows. Where no server answers, PostgreSQL tests are skipped, except under ``CI``,
+where they fail: a CI run that silently tested one store would prove nothing about the other.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+PG_URL = os.environ.get("STTWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pg_available() -> str | None:
+    """None when the server answers, else why not."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'sttwatch[postgres]')"
+    try:
+        with psycopg.connect(PG_URL, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:
+        return f"no PostgreSQL at {PG_URL}: {type(exc).__name__}"
+    return None
+
+
+def require_pg() -> None:
+    why = pg_available()
+    if why is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL tests cannot run under CI: {why}")
+    pytest.skip(why)
+
+
+def new_schema() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+def pg_url_with_schema(schema: str) -> str:
+    """A URL whose connections use ``schema`` (libpq ``options``), for daemons under test."""
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+def sqlite_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "jobs.db"  # the folder does not exist yet
