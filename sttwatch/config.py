@@ -1,7 +1,9 @@
 """The config file: one declarative schema, validated in one pass, turned into frozen dataclasses.
 
-Every key is listed once in ``SCHEMA`` with its type, default and a one-line description, so
-validation, defaults and the drift test against ``config.example.yaml`` all read the same table.
+Every key is described once, in ``SCHEMA``: its type, default, bounds and the sentence a user
+reads about it. Validation walks it; the dataclasses are filled from the validated tree by
+name (tests/test_config.py checks that every key has its field and every field its key); and
+config.example.yaml and docs/configuration.md are generated from it by sttwatch/configdoc.py.
 All problems are collected before raising, so a user fixes a broken file in one round trip.
 """
 
@@ -11,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -26,9 +28,17 @@ FORMAT_KINDS = ("txt", "json", "srt", "vtt")
 BACKEND_KINDS = ("auto", "aimlapi", "local")
 
 
+_NOT_SHOWN: Any = object()  # Field.example's "show the default"
+
+
 @dataclass(frozen=True)
 class Field:
-    """One key of the schema. ``kind`` is a small closed set the walker knows how to check."""
+    """One key of the schema. ``kind`` is a small closed set the walker knows how to check.
+
+    ``doc`` is the key's comment in config.example.yaml and its description in
+    docs/configuration.md; ``example`` is a value shown there instead of the default, and
+    ``commented`` shows the key commented out (a default too long to be worth showing).
+    """
 
     kind: str  # str | int | float | bool | path | strlist | map | section | list
     default: Any = None
@@ -38,6 +48,13 @@ class Field:
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
     children: Mapping[str, Field] | None = None
+    example: Any = _NOT_SHOWN
+    commented: bool = False
+
+    @property
+    def shown(self) -> Any:
+        """The value config.example.yaml shows for this key."""
+        return self.default if self.example is _NOT_SHOWN else self.example
 
 
 def _section(doc: str, **children: Field) -> Field:
@@ -45,100 +62,122 @@ def _section(doc: str, **children: Field) -> Field:
 
 
 WATCH_ITEM: Mapping[str, Field] = {
-    "path": Field("path", required=True, doc="folder to watch"),
+    "path": Field("path", required=True, example="./inbox",
+                  doc="the folder to watch (required)"),
     "recursive": Field("bool", True, "watch sub-folders too"),
-    "patterns": Field("strlist", list(AUDIO_PATTERNS), "file name globs taken as input"),
-    "ignore": Field("strlist", [], "file name globs never taken (temp names are always ignored)"),
-    "settle_seconds": Field("float", None, "override of daemon.settle_seconds", nullable=True,
+    "patterns": Field("strlist", list(AUDIO_PATTERNS), "file name globs taken as input "
+                      "(default: common audio and video types)", commented=True,
+                      example=["*.mp3", "*.wav", "*.m4a"]),
+    "ignore": Field("strlist", [], "extra globs to skip; hidden and temp names are always "
+                    "skipped"),
+    "settle_seconds": Field("float", None, "null = daemon.settle_seconds", nullable=True,
                             minimum=0),
-    "polling": Field("bool", False, "poll this folder instead of inotify (network shares)"),
-    "model": Field("str", None, "override of the model for this folder", nullable=True),
-    "options": Field("map", None, "override of api.options for this folder", nullable=True),
-    "formats": Field("strlist", None, "override of output.formats for this folder",
-                     nullable=True, choices=FORMAT_KINDS),
-    "backend": Field("str", None, "override of backend for this folder", nullable=True,
-                     choices=BACKEND_KINDS),
-    "follow_symlinks": Field("bool", False, "take symlinked recordings (only those whose "
-                             "target lies inside a watched folder)"),
-    "create": Field("bool", False, "create the folder when it is missing (otherwise a missing "
-                    "folder is waited for: it may be a share that is not mounted yet)"),
+    "polling": Field("bool", False, "true for network shares (NFS, SMB), which send no events"),
+    "model": Field("str", None, "null = api.model (the AI/ML API only)", nullable=True),
+    "options": Field("map", None, "extra create fields over api.options, e.g. "
+                     "{language: fr}", nullable=True),
+    "formats": Field("strlist", None, "null = output.formats", nullable=True,
+                     choices=FORMAT_KINDS),
+    "backend": Field("str", None, "aimlapi | local | auto for this folder only; "
+                     "null = backend", nullable=True, choices=BACKEND_KINDS),
+    "follow_symlinks": Field("bool", False, "take symlinked recordings whose target is inside "
+                             "a watched folder"),
+    "create": Field("bool", False, "create the folder if missing (false: wait for it, e.g. a "
+                    "share)", example=True),
 }
 
 SCHEMA: Mapping[str, Field] = {
-    "backend": Field("str", "auto", "aimlapi | local | auto (aimlapi when a key is set)",
-                     choices=BACKEND_KINDS),
+    "backend": Field("str", "auto", "aimlapi | local | auto (aimlapi when the API key is set, "
+                     "else the local engine)", choices=BACKEND_KINDS),
     "api": _section(
-        "the AI/ML API",
-        base_url=Field("str", "https://api.aimlapi.com/v1", "service root"),
-        api_key_env=Field("str", "AIMLAPI_KEY", "environment variable holding the key",
-                          nullable=True),
-        api_key_file=Field("path", None, "file holding the key (a systemd credential)",
+        "The AI/ML API (two-step STT: POST /stt/create, GET /stt/{generation_id}).",
+        base_url=Field("str", "https://api.aimlapi.com/v1", "the service's root URL"),
+        api_key_env=Field("str", "AIMLAPI_KEY", "name of the environment variable holding "
+                          "the key", nullable=True),
+        api_key_file=Field("path", None, "or a file holding it (e.g. "
+                           "${CREDENTIALS_DIRECTORY}/aimlapi_key)",
                            nullable=True),
         model=Field("str", "#g1_whisper-tiny", "model name, sent as is"),
-        options=Field("map", {}, "extra create fields, e.g. {language: en}"),
-        max_in_flight=Field("int", 16, "jobs submitted and not yet finished, at most", minimum=1),
+        options=Field("map", {}, "extra create fields, e.g. {language: en, punctuate: true}"),
+        max_in_flight=Field("int", 16, "jobs submitted and not yet finished, at most",
+                            minimum=1),
         connect_timeout=Field("float", 10.0, "seconds to connect", minimum=0.1),
-        read_timeout=Field("float", 60.0, "seconds to wait for an answer", minimum=0.1),
-        retries=Field("int", 5, "tries of one request on transient failures", minimum=1),
+        read_timeout=Field("float", 60.0, "seconds to wait for an answer (uploads get more, "
+                           "by size)", minimum=0.1),
+        retries=Field("int", 5, "tries of one request on connection errors, timeouts, 5xx",
+                      minimum=1),
     ),
     "local": _section(
-        "the offline engine (faster-whisper)",
-        model=Field("str", "tiny.en", "model name or a folder holding a converted model"),
+        "The offline engine: whisper-tiny via faster-whisper (pip install 'sttwatch[local]').",
+        model=Field("str", "tiny.en", "a faster-whisper model name, or a folder with a "
+                    "converted model"),
         device=Field("str", "cpu", "cpu | cuda | auto"),
-        compute_type=Field("str", "int8", "ctranslate2 compute type"),
-        threads=Field("int", 0, "CPU threads per worker (0: all cores / workers)", minimum=0),
+        compute_type=Field("str", "int8", "int8 on CPU; float16 on a GPU"),
+        threads=Field("int", 0, "CPU threads per worker; 0 = cores / workers", minimum=0),
         beam_size=Field("int", 5, "beam search width", minimum=1),
-        language=Field("str", None, "language code, or null to detect", nullable=True),
-        vad_filter=Field("bool", False, "skip silence with the VAD"),
-        workers=Field("int", 2, "files transcribed at once", minimum=1),
-        chunk_seconds=Field("float", 120.0, "longer files are decoded and transcribed in "
-                            "pieces of about this length (bounds memory)", minimum=30),
+        language=Field("str", None, "e.g. en; null = detect (tiny.en is English only)",
+                       nullable=True),
+        vad_filter=Field("bool", False, "skip long silences"),
+        workers=Field("int", 2, "files transcribed at once (2 x 1 thread beat 1 x 2 threads "
+                      "by 2.2x on a 2-core machine: see bench/local_engine.py)", minimum=1),
+        chunk_seconds=Field("float", 120.0, "longer files go in pieces of about this length "
+                            "(bounds memory)", minimum=30),
     ),
-    "watch": Field("list", [], "folders to watch (needed by 'run')", children=WATCH_ITEM),
+    "watch": Field("list", [], "Folders to watch (needed by 'run'). Each entry may override "
+                   "backend, patterns, ignore, settle_seconds, polling, model, options and "
+                   "formats for its own files.", children=WATCH_ITEM),
     "state": _section(
-        "where jobs are kept: one SQLite file (one daemon) or a PostgreSQL database (many)",
-        path=Field("path", "./sttwatch-state.db", "SQLite state file"),
-        url=Field("str", None, "postgresql://user@host/db: a store shared by several daemons "
-                  "(pip install 'sttwatch[postgres]'); give either url or path", nullable=True),
+        "Where jobs are kept: a SQLite file (one daemon) or a PostgreSQL database "
+        "(several daemons); give either path or url.",
+        path=Field("path", "./sttwatch-state.db", "SQLite; keeps every job across restarts "
+                   "and crashes"),
+        url=Field("str", None, "or postgresql://user@host/db, shared by several daemons "
+                  "(needs sttwatch[postgres])", nullable=True),
     ),
     "output": _section(
-        "transcripts",
+        "Transcripts.",
         formats=Field("strlist", ["txt"], "any of txt, json, srt, vtt", choices=FORMAT_KINDS),
-        name=Field("str", "{stem}.{format}",
-                   "file name template: {stem}, {name}, {lang}, {format}"),
-        dir=Field("path", None, "write into a mirror of the watched tree here instead of "
-                  "beside the source", nullable=True),
-        on_done=Field("str", "keep", "keep | move | delete the source once transcribed",
-                      choices=("keep", "move", "delete")),
-        done_dir=Field("path", None, "where on_done: move puts sources (mirrored tree)",
+        name=Field("str", "{stem}.{format}", "{stem}: talk, {name}: talk.mp3, {lang}: the "
+                   "language (en); talk.mp3 and "
+                   "talk.wav in one folder never overwrite each other (the second gets "
+                   "talk.wav.txt)"),
+        dir=Field("path", None, "null: beside the recording; or a folder mirroring the "
+                  "watched tree", nullable=True),
+        on_done=Field("str", "keep", "keep | move | delete the recording once every "
+                      "transcript is written", choices=("keep", "move", "delete")),
+        done_dir=Field("path", None, "where on_done: move puts recordings (mirrored tree)",
                        nullable=True),
-        error_files=Field("bool", True, "write name.ext.sttwatch-error.json for failed files"),
+        error_files=Field("bool", True, "a failed file gets name.ext.sttwatch-error.json "
+                          "beside it"),
     ),
     "daemon": _section(
-        "timing",
-        settle_seconds=Field("float", 2.0, "a file must stop changing this long", minimum=0),
-        rescan_seconds=Field("float", 300.0, "full rescan period (finds missed events)",
+        "Timing, and sharing a store between daemons.",
+        settle_seconds=Field("float", 2.0, "a file must stop changing this long before it is "
+                             "taken", minimum=0),
+        rescan_seconds=Field("float", 300.0, "full rescan, for events that were missed",
                              minimum=1),
-        first_poll_seconds=Field("float", 1.0, "first fetch delay before any history",
-                                 minimum=0.1),
+        first_poll_seconds=Field("float", 1.0, "first fetch of a job, until recent jobs teach "
+                                 "a better time", minimum=0.1),
         poll_cap_seconds=Field("float", 20.0, "longest gap between fetches of one job",
                                minimum=0.1),
-        job_timeout_seconds=Field("float", 3600.0, "a job not finished by then is resubmitted",
-                                  minimum=1),
-        max_attempts=Field("int", 3, "submissions of one file before it is failed", minimum=1),
-        host_id=Field("str", None, "this daemon's name in a shared store (null: the host name); "
-                      "several daemons on one machine each set their own", nullable=True),
-        lease_seconds=Field("float", 60.0, "a job claimed by a daemon that stops renewing it "
-                            "is taken over by another after this long", minimum=5),
-        once_timeout=Field("float", 600.0, "run --once gives up (exit 5) when the service has "
-                           "been unreachable this long", minimum=1),
+        job_timeout_seconds=Field("float", 3600.0, "a job not finished by then is submitted "
+                                  "again", minimum=1),
+        max_attempts=Field("int", 3, "submissions of one file before it is marked failed",
+                           minimum=1),
+        host_id=Field("str", None, "this daemon's name in a shared store; null = the host "
+                      "name",
+                      nullable=True),
+        lease_seconds=Field("float", 60.0, "a dead daemon's jobs are taken over after this "
+                            "long", minimum=5),
+        once_timeout=Field("float", 600.0, "run --once exits 5 when the service is unreachable "
+                           "this long", minimum=1),
     ),
     "log": _section(
-        "logging",
+        "Logging.",
         level=Field("str", "info", "debug | info | warning | error",
                     choices=("debug", "info", "warning", "error")),
-        format=Field("str", "auto", "auto (console on a TTY, JSON otherwise) | console | json",
-                     choices=("auto", "console", "json")),
+        format=Field("str", "auto", "auto (console on a TTY, JSON lines otherwise) | console "
+                     "| json", choices=("auto", "console", "json")),
     ),
 }
 
@@ -314,6 +353,40 @@ def _walk(raw: Any, schema: Mapping[str, Field], prefix: str, base: Path,
     return out
 
 
+# The dataclass each section becomes; ``state`` and ``log`` are flattened into ``Config`` as
+# ``state_path``, ``log_level``..., and the ``watch`` list becomes ``Config.watches``.
+SECTION_TYPES: Mapping[str, type] = {"api": ApiConfig, "local": LocalConfig,
+                                     "output": OutputConfig, "daemon": DaemonConfig,
+                                     "watch": WatchConfig}
+CONFIG_NAMES: Mapping[str, str] = {"watch": "watches"}
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], values: Mapping[str, Any]) -> T:
+    """A dataclass from validated values, copied so that nothing in it is shared or mutable
+    through it (lists become tuples, mappings fresh dicts)."""
+    return cls(**{name: tuple(v) if isinstance(v, list) else dict(v) if isinstance(v, dict)
+                  else v for name, v in values.items()})
+
+
+def _config(values: Mapping[str, Any], source: Path) -> Config:
+    """``Config`` from the validated tree, by the naming rule above (no key is listed here)."""
+    fields: dict[str, Any] = {"source": source.resolve()}
+    for name, value in values.items():
+        attr = CONFIG_NAMES.get(name, name)
+        cls = SECTION_TYPES.get(name)
+        if SCHEMA[name].kind == "list" and cls is not None:
+            fields[attr] = tuple(_build(cls, item) for item in value or [])
+        elif cls is not None:
+            fields[attr] = _build(cls, value)
+        elif SCHEMA[name].kind == "section":
+            fields.update({f"{name}_{key}": v for key, v in value.items()})
+        else:
+            fields[attr] = value
+    return Config(**fields)
+
+
 def parse(text: str, source: Path) -> Config:
     """Parse config text; relative paths resolve against the config file's folder."""
     try:
@@ -322,50 +395,19 @@ def parse(text: str, source: Path) -> Config:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
     errors: list[str] = []
     base = source.parent.resolve()
-    v = _walk(raw, SCHEMA, "", base, errors)
+    values = _walk(raw, SCHEMA, "", base, errors)
     if errors:
         raise ConfigError(source, errors)
-    api, local, d = v["api"], v["local"], v["daemon"]
-    watches = tuple(
-        WatchConfig(path=w["path"], recursive=w["recursive"], patterns=tuple(w["patterns"]),
-                    ignore=tuple(w["ignore"]), settle_seconds=w["settle_seconds"],
-                    polling=w["polling"], model=w["model"], options=w["options"],
-                    formats=tuple(w["formats"]) if w["formats"] is not None else None,
-                    backend=w["backend"], follow_symlinks=w["follow_symlinks"],
-                    create=w["create"])
-        for w in v["watch"] or [])
-    o = v["output"]
-    errors.extend(_logical_errors(o, watches))
-    given_state = raw.get("state") if isinstance(raw, dict) else None
-    if isinstance(given_state, dict) and given_state.get("path") is not None and \
-            given_state.get("url") is not None:
-        errors.append("at 'state': give either 'state.path' (SQLite) or 'state.url' "
-                      "(PostgreSQL), not both")
-    url = v["state"]["url"]
-    if url is not None and not url.startswith(("postgresql://", "postgres://")):
-        errors.append(f"at 'state.url': expected a postgresql:// URL, got {url.split('@')[-1]!r}")
+    errors.extend(_logical_errors(values, raw))
     if errors:
         raise ConfigError(source, errors)
-    return Config(
-        source=source.resolve(),
-        backend=v["backend"],
-        api=ApiConfig(**{**api, "options": dict(api["options"])}),
-        local=LocalConfig(**local),
-        watches=watches,
-        state_path=v["state"]["path"],
-        output=OutputConfig(formats=tuple(o["formats"]), name=o["name"], dir=o["dir"],
-                            on_done=o["on_done"], done_dir=o["done_dir"],
-                            error_files=o["error_files"]),
-        daemon=DaemonConfig(**d),
-        log_level=v["log"]["level"],
-        log_format=v["log"]["format"],
-        state_url=v["state"]["url"],
-    )
+    return _config(values, source)
 
 
-def _logical_errors(o: Mapping[str, Any], watches: tuple[WatchConfig, ...]) -> list[str]:
+def _logical_errors(v: Mapping[str, Any], raw: Any) -> list[str]:
     """Rules across keys that a per-key check cannot see."""
     errors = []
+    o = v["output"]
     if o["on_done"] == "move" and o["done_dir"] is None:
         errors.append("at 'output.done_dir': required when output.on_done is 'move'")
     try:
@@ -378,6 +420,14 @@ def _logical_errors(o: Mapping[str, Any], watches: tuple[WatchConfig, ...]) -> l
                       "take the recording's own name")
     if "/" in o["name"]:
         errors.append("at 'output.name': must be a file name, not a path")
+    given_state = raw.get("state") if isinstance(raw, dict) else None
+    if isinstance(given_state, dict) and given_state.get("path") is not None and \
+            given_state.get("url") is not None:
+        errors.append("at 'state': give either 'state.path' (SQLite) or 'state.url' "
+                      "(PostgreSQL), not both")
+    url = v["state"]["url"]
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        errors.append(f"at 'state.url': expected a postgresql:// URL, got {url.split('@')[-1]!r}")
     return errors
 
 

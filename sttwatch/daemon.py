@@ -13,13 +13,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 import structlog
 
 from .admission import Admitter, batches
 from .config import Config
 from .errors import BackendUnavailable, ConfigError, CreditsExhausted
+from .exitcodes import ExitCode
 from .notify import Notifier
 from .pipeline import Pipeline
 from .plan import Planner
@@ -32,19 +32,6 @@ log = structlog.get_logger("sttwatch.daemon")
 
 STATUS_REFRESH = 10.0  # seconds; status.STALE_AFTER must stay well above it
 REAP_EVERY = 5.0
-
-
-class ExitCode(IntEnum):
-    """What ``sttwatch`` exits with; documented in the README and the unit's
-    RestartPreventExitStatus= (a config error is not worth a restart)."""
-
-    OK = 0
-    FAILED = 1
-    CONFIG = 2
-    AUTH = 3
-    CREDITS = 4
-    UNREACHABLE = 5
-    INTERRUPTED = 130
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from typing import TextIO
 
 from .backends import Backend, Request, TaskState
 from .config import Config
-from .daemon import ExitCode
 from .errors import AuthError, ExpiredError, PermanentError, TransientError
+from .exitcodes import ExitCode
 from .outputs import get_format
 from .plan import Planner
 from .schedule import PollSchedule
@@ -62,7 +62,11 @@ def transcribe_one(backend: Backend, request: Request, schedule: PollSchedule,
             return {"generation_id": created.generation_id, "result": status.result,
                     "cost": created.cost}
         if status.state is TaskState.FAILED:
-            raise PermanentError(f"service failed the task: {status.error}")
+            # Worded as the daemon's poller words it: only the service's failure is blamed
+            # on the service; the local engine's reason is the decoder's.
+            raise PermanentError(f"the service failed the task: {status.error}"
+                                 if backend.durable_ids else
+                                 f"cannot transcribe: {status.error}")
         if tty and backend.kind != "local":
             err.write(f"\r{label}: {status.raw_status} {age:.0f} s")
             err.flush()
@@ -87,6 +91,10 @@ def transcribe_all(cfg: Config, kind: str, key: str | None, inputs: Sequence[str
             if hasattr(backend, "set_progress"):
                 backend.set_progress(show)
             try:
+                if path is not None and path.is_dir():
+                    raise PermanentError("is a folder; name the recordings in it (e.g. "
+                                         f"{item.rstrip('/')}/*.mp3), or watch it with "
+                                         "'sttwatch run'")
                 if path is not None and not path.is_file():
                     raise PermanentError("no such file")
                 got = transcribe_one(backend, Request(n, js.model, path=path, url=url,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sttwatch import config
+from sttwatch import config, configdoc
 from sttwatch.cli import main
 from sttwatch.config import (
     AUDIO_PATTERNS,
@@ -22,7 +22,8 @@ from sttwatch.config import (
 )
 from sttwatch.errors import ConfigError
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config.example.yaml"
 
 FULL = """\
 backend: aimlapi
@@ -255,3 +256,94 @@ def test_an_empty_section_means_its_defaults(tmp_path: Path) -> None:
     cfg = config.parse("api:\nlocal:\noutput:\nwatch:\n  - path: ./in\n", tmp_path / "c.yaml")
     assert cfg.api.model == "#g1_whisper-tiny" and cfg.local.model == "tiny.en"
     assert cfg.output.formats == ("txt",)
+
+
+# --- one schema: dataclasses and generated files follow it ---------------------------------
+
+def _expected_config_fields() -> dict[str, tuple[type, str]]:
+    """Every Config attribute a schema key fills, with (dataclass, key) for section keys."""
+    out: dict[str, tuple[type, str]] = {}
+    for name, field in SCHEMA.items():
+        cls = config.SECTION_TYPES.get(name)
+        if cls is not None:
+            out[config.CONFIG_NAMES.get(name, name)] = (cls, name)
+        elif field.kind == "section":
+            out.update({f"{name}_{key}": (config.Config, f"{name}.{key}")
+                        for key in field.children or {}})
+        else:
+            out[name] = (config.Config, name)
+    return out
+
+
+def test_every_schema_key_has_a_dataclass_field_and_every_field_a_key() -> None:
+    top = {f.name for f in dataclasses.fields(config.Config)} - {"source"}
+    assert top == set(_expected_config_fields())
+    for name, cls in config.SECTION_TYPES.items():
+        keys = set(SCHEMA[name].children or {})
+        assert {f.name for f in dataclasses.fields(cls)} == keys, cls.__name__
+
+
+def test_dataclass_defaults_are_the_schema_defaults() -> None:
+    """Code that builds a dataclass directly (tests, other modules) gets what a user gets."""
+    for name, cls in config.SECTION_TYPES.items():
+        children = SCHEMA[name].children or {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                assert f.default == children[f.name].default, f"{cls.__name__}.{f.name}"
+    for f in dataclasses.fields(config.Config):
+        if f.default is not dataclasses.MISSING:
+            section, key = f.name.split("_", 1)
+            assert f.default == (SCHEMA[section].children or {})[key].default, f.name
+
+
+def test_new_keys_reach_their_fields(tmp_path: Path) -> None:
+    text = ("state:\n  url: postgresql://u@db/sttwatch\ndaemon:\n  host_id: box-2\n"
+            "  lease_seconds: 30\n  once_timeout: 90\n"
+            "watch:\n  - path: in\n    follow_symlinks: true\n    create: true\n")
+    cfg = config.parse(text, tmp_path / "c.yaml")
+    assert cfg.state_url == "postgresql://u@db/sttwatch"
+    assert (cfg.daemon.host_id, cfg.daemon.lease_seconds, cfg.daemon.once_timeout) == (
+        "box-2", 30.0, 90.0)
+    assert (cfg.watches[0].follow_symlinks, cfg.watches[0].create) == (True, True)
+
+
+def test_the_parsed_config_shares_nothing_mutable(tmp_path: Path) -> None:
+    a = config.parse("watch:\n  - path: in\n", tmp_path / "c.yaml")
+    b = config.parse("watch:\n  - path: in\n", tmp_path / "c.yaml")
+    assert a.api.options == {} and a.api.options is not b.api.options
+    assert a.api.options is not (SCHEMA["api"].children or {})["options"].default
+    assert isinstance(a.watches[0].patterns, tuple) and isinstance(a.output.formats, tuple)
+
+
+@pytest.mark.parametrize("rel", list(configdoc.GENERATED))
+def test_generated_file_is_up_to_date_with_the_schema(rel: str) -> None:
+    path = ROOT / rel
+    assert path.is_file(), f"{rel} is missing; run {configdoc.REGENERATE}"
+    assert path.read_text(encoding="utf-8") == configdoc.GENERATED[rel](), (
+        f"{rel} is out of date with the schema in sttwatch/config.py; "
+        f"run {configdoc.REGENERATE}")
+
+
+def test_the_check_mode_names_a_stale_file(tmp_path: Path) -> None:
+    assert configdoc.main(["--root", str(tmp_path)]) == 0
+    assert configdoc.stale(tmp_path) == []
+    example = tmp_path / configdoc.EXAMPLE_PATH
+    example.write_text(example.read_text().replace("max_in_flight: 16", "max_in_flight: 8"))
+    assert configdoc.stale(tmp_path) == [configdoc.EXAMPLE_PATH]
+    assert configdoc.main(["--root", str(tmp_path), "--check"]) == 1
+
+
+def test_the_example_has_a_comment_on_every_key() -> None:
+    for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
+        if re.match(r"^\s+(- )?#? ?\w+: ", line):
+            assert "  # " in line, line
+
+
+def test_the_documented_error_is_what_a_broken_file_prints(tmp_path: Path) -> None:
+    broken = write(tmp_path, "api:\n  max_in_flight: many\noutput:\n  formats: [docx]\n",
+                   name="config.yaml")
+    err = io.StringIO()
+    assert main(["status", "--config", str(broken)], stdout=io.StringIO(), stderr=err,
+                environ={}) == 2
+    assert err.getvalue() == configdoc.sample_error().replace("config.yaml", str(broken), 1)
+    assert configdoc.sample_error() in (ROOT / configdoc.DOCS_PATH).read_text(encoding="utf-8")

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("sttwatch.local")
 
 INSTALL_HINT = "pip install 'sttwatch[local]'"
+KEY_HINT = ("set AIMLAPI_KEY (or the config's api.api_key_file) to a key from "
+            "https://aimlapi.com")
 _PUNCT = re.compile(r"^[^\w']+|[^\w']+$")
 
 
@@ -152,7 +154,8 @@ class LocalBackend(Backend, kind="local"):
             from faster_whisper import WhisperModel
         except ImportError:
             raise BackendUnavailable(
-                f"the local engine needs faster-whisper: {INSTALL_HINT}") from None
+                f"the local engine is not installed: {INSTALL_HINT}; or use the AI/ML API "
+                f"instead: {KEY_HINT}") from None
         self._settings = settings
         self._fetch_url = fetch_url
         threads = settings.threads or max(1, (os.cpu_count() or 1) // settings.workers)
@@ -241,7 +244,7 @@ class LocalBackend(Backend, kind="local"):
             del self._tasks[generation_id]
         exc = future.exception()
         if exc is not None:
-            return Status(TaskState.FAILED, error=f"cannot transcribe: {describe(exc)}",
+            return Status(TaskState.FAILED, error=describe(exc),
                           raw_status="failed")
         return Status(TaskState.DONE, result=future.result(), raw_status="completed")
 
@@ -252,6 +255,13 @@ class LocalBackend(Backend, kind="local"):
 
 
 def describe(exc: BaseException) -> str:
-    """The decoder's own reason, with its type when the message alone says little."""
+    """The decoder's reason in a user's words. PyAV's errors carry FFmpeg's error code as
+    their errno (1094995529 is "invalid data"), which means nothing to a user, so only their
+    text is kept; other errors keep their type when the message alone says little."""
+    reason = getattr(exc, "strerror", None)
+    if isinstance(reason, str) and reason:
+        if type(exc).__module__.split(".")[0] == "av":
+            return f"the file cannot be decoded as audio ({reason})"
+        return reason
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
