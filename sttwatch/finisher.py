@@ -20,7 +20,7 @@ from .config import OutputConfig
 from .errors import RenderError
 from .outputs import language_of
 from .plan import Planner
-from .store import Job, Plan, State, Store
+from .store import Job, Plan, State, Store, durably
 from .throttle import backoff
 from .transcripts import (
     LEFTOVER,
@@ -147,7 +147,7 @@ class Finisher:
                        "(sttwatch retry --render, once sttwatch can read it)")
 
     def fail(self, job: Job, reason: str) -> None:
-        if not self.store.mark_failed(job, reason, self.clock()):
+        if not durably(lambda: self.store.mark_failed(job, reason, self.clock())):
             return
         self.failed_this_run += 1
         self._on_left(job)

@@ -25,7 +25,7 @@ from .errors import (
 from .finisher import Finisher
 from .schedule import PollSchedule
 from .settings import PipelineSettings
-from .store import Job, State, Store
+from .store import Job, State, Store, durably
 from .throttle import Throttle
 
 log = structlog.get_logger("sttwatch.submitter")
@@ -70,7 +70,8 @@ class Submitter:
 
     def _requeue(self, job: Job, reason: str, not_before: float = 0.0, *,
                  refund: bool = True) -> None:
-        self.store.requeue(job, self.clock(), not_before, reason, refund_attempt=refund)
+        durably(lambda: self.store.requeue(job, self.clock(), not_before, reason,
+                                           refund_attempt=refund))
 
     def _create(self, job: Job) -> None:
         path = Path(job.path)
@@ -122,8 +123,9 @@ class Submitter:
         else:
             throttle.accepted()
             now = self.clock()
-            pending = self.store.set_pending(job, created.generation_id, now,
-                                             now + self.schedule.first_delay(), created.cost)
+            pending = durably(lambda: self.store.set_pending(
+                job, created.generation_id, now, now + self.schedule.first_delay(),
+                created.cost))
             if pending is not None:
                 bound.info("submitted", generation_id=created.generation_id,
                            backend=plan.backend)
@@ -134,7 +136,7 @@ class Submitter:
     def requeue_or_fail(self, job: Job, reason: str, not_before: float = 0.0) -> None:
         if job.attempts >= self.settings.max_attempts:
             self.finisher.fail(job, f"{reason} (after {job.attempts} attempts)")
-        elif self.store.requeue(job, self.clock(), not_before, reason):
+        elif durably(lambda: self.store.requeue(job, self.clock(), not_before, reason)):
             log.warning("resubmitting", job_id=job.id, path=job.path, reason=reason,
                         attempt=job.attempts)
             self.wake.set()

@@ -100,7 +100,7 @@ def fit_path(path: Path, suffix: str | None = None) -> Path:
 # EROFS, ENOSPC, EDQUOT, EACCES, EPERM, ENOENT, EIO stay retryable: a remount, freed space,
 # fixed permissions or a share that comes back cure them.
 PERMANENT_WRITE_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EISDIR,
-                                    errno.ENOTDIR, errno.ELOOP, errno.EEXIST, errno.EILSEQ})
+                                    errno.ELOOP, errno.EEXIST, errno.EILSEQ})
 
 
 def write_error_is_permanent(exc: OSError) -> bool:

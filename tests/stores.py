@@ -45,9 +45,19 @@ def new_schema() -> str:
 
 
 def pg_url_with_schema(schema: str) -> str:
-    """A URL whose connections use ``schema`` (libpq ``options``), for daemons under test."""
+    """A URL whose connections use ``schema`` (libpq ``options``) and name it as their
+    application, so a test can cut exactly its own daemons' connections."""
     sep = "&" if "?" in PG_URL else "?"
-    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}&application_name=sttwatch-{schema}"
+
+
+def terminate_connections(schema: str) -> int:
+    """What a PostgreSQL restart does to the daemons: every connection of theirs is cut."""
+    import psycopg
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                            "application_name = %s", (f"sttwatch-{schema}",)).fetchall()
+    return len(rows)
 
 
 def sqlite_path(tmp_path: Path) -> Path:

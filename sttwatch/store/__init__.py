@@ -3,7 +3,11 @@ PostgreSQL database behind it. ``open_store`` is how the composition root gets o
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .base import Store
 from .errors import StoreError, StoreLocked, StoreMissing, StoreUnavailable
@@ -11,7 +15,24 @@ from .model import CLAIMED, UNFINISHED, Admission, DaemonInfo, Job, Plan, State
 
 __all__ = ["CLAIMED", "UNFINISHED", "Admission", "DaemonInfo", "Job", "Plan", "State",
            "Store", "StoreError", "StoreLocked", "StoreMissing", "StoreUnavailable",
-           "open_store"]
+           "durably", "open_store"]
+
+T = TypeVar("T")
+
+
+def durably(call: Callable[[], T], stop: threading.Event | None = None,
+            pause: float = 1.0, give_up_after: float = 600.0) -> T:
+    """Run one transition until the store takes it. For the steps after a paid create: the
+    generation id is held in memory meanwhile, so a store that restarts costs a wait, not a
+    second payment (a daemon that dies meanwhile submits once more, the accepted duplicate)."""
+    deadline = time.monotonic() + give_up_after
+    while True:
+        try:
+            return call()
+        except StoreUnavailable:
+            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
+                raise
+            time.sleep(pause)
 
 
 def open_store(state_path: Path, state_url: str | None, *, create: bool = True) -> Store:

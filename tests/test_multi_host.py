@@ -1,0 +1,137 @@
+"""Several daemons on one library: one PostgreSQL store, one shared folder, real daemon
+processes against the fake service; and the SQLite store's one-daemon rule."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import Daemon, run_cli, transcript, wait_for, write_config
+from fake_service import FakeService, make_fake_audio
+from stores import PG_URL, new_schema, pg_url_with_schema, require_pg, terminate_connections
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A private schema with the store's tables, dropped afterwards."""
+    require_pg()
+    from sttwatch.store.postgres import PostgresStore
+    schema = new_schema()
+    store = PostgresStore(PG_URL, schema=schema)
+    store.close()
+    yield schema
+    store = PostgresStore(PG_URL, schema=schema)
+    store.drop_schema()
+    store.close()
+
+
+def host_configs(tmp_path: Path, base_url: str, schema: str, hosts: int,
+                 **sections: Any) -> list[Path]:
+    """One config per daemon, the same folder and store, each with its own host id."""
+    base = write_config(tmp_path, base_url, **sections)
+    raw = yaml.safe_load(base.read_text())
+    paths = []
+    for i in range(hosts):
+        cfg = {**raw, "state": {"url": pg_url_with_schema(schema)},
+               "daemon": {**raw["daemon"], "host_id": f"host-{i}", "lease_seconds": 5}}
+        cfg["watch"] = [{"path": str(tmp_path / "inbox")}]
+        path = tmp_path / f"host-{i}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        paths.append(path)
+    return paths
+
+
+def submitted_by(d: Daemon) -> int:
+    return sum(1 for e in d.events() if e["event"] == "submitted")
+
+
+@pytest.mark.slow
+def test_three_daemons_share_the_work_and_survive_a_kill(
+        tmp_path: Path, fake: FakeService, pg_schema: str,
+        daemon_factory: Callable[..., Daemon]) -> None:
+    fake.update(task_seconds=0.5, concurrency=24, create_latency=0.01)
+    texts = {tmp_path / "inbox" / f"rec{i:03}.mp3": f"recording number {i}" for i in range(200)}
+    (tmp_path / "inbox").mkdir(exist_ok=True)
+    for path, text in texts.items():
+        make_fake_audio(path, text)
+    configs = host_configs(tmp_path, fake.base_url, pg_schema, 3, api={"max_in_flight": 8})
+    daemons = []
+    for i, cfg in enumerate(configs):
+        d = daemon_factory(cfg)
+        d.log = tmp_path / f"host-{i}.log"
+        daemons.append(d.start())
+    wait_for(lambda: len(fake.creates()) >= 40, timeout=60)
+    daemons[0].kill()  # SIGKILL in the middle of the run: its jobs go to the others
+    wait_for(lambda: all(transcript(p) == t for p, t in texts.items()), timeout=180)
+
+    def stored() -> dict[str, int]:
+        out = json.loads(run_cli("status", "--config", str(configs[1]), "--json").out)
+        assert isinstance(out["counts"], dict)
+        return out["counts"]
+
+    # A job the killed daemon wrote but did not record is finished by another after its lease.
+    wait_for(lambda: stored()["done"] == len(texts), timeout=60)
+    for d in daemons[1:]:
+        assert d.stop() == 0
+
+    counts = fake.creates_by_text()
+    assert set(counts) == set(texts.values())
+    extra = sum(counts.values()) - len(texts)
+    assert 0 <= extra <= 1, f"{extra} extra creates for one kill: {counts.most_common(3)}"
+    shares = [submitted_by(d) for d in daemons]
+    assert all(n > 0 for n in shares), shares
+    info = json.loads(run_cli("status", "--config", str(configs[1]), "--json").out)
+    assert info["daemons"] == []  # each left the store's list when it stopped
+    written = Counter(e["path"] for d in daemons for e in d.events() if e["event"] == "done")
+    assert max(written.values()) <= 2  # twice only for a job killed between write and record
+
+
+@pytest.mark.slow
+def test_cut_store_connections_lose_nothing(
+        tmp_path: Path, fake: FakeService, pg_schema: str,
+        daemon_factory: Callable[..., Daemon]) -> None:
+    fake.update(task_seconds=0.4, concurrency=16)
+    texts = {tmp_path / "inbox" / f"rec{i:03}.mp3": f"recording number {i}" for i in range(60)}
+    (tmp_path / "inbox").mkdir(exist_ok=True)
+    for path, text in texts.items():
+        make_fake_audio(path, text)
+    (cfg,) = host_configs(tmp_path, fake.base_url, pg_schema, 1)
+    d = daemon_factory(cfg).start()
+    cuts = 0
+    for at_least in (10, 30, 45):
+        wait_for(lambda n=at_least: len(fake.creates()) >= n, timeout=60)  # type: ignore[misc]
+        cuts += terminate_connections(pg_schema) > 0
+    wait_for(lambda: all(transcript(p) == t for p, t in texts.items()), timeout=120)
+    assert d.stop() == 0
+    counts = fake.creates_by_text()
+    assert set(counts) == set(texts.values())
+    assert sum(counts.values()) - len(texts) <= cuts
+    events = [e["event"] for e in d.events()]
+    assert "store_unavailable" not in events or "store_back" in events
+
+
+def test_a_second_daemon_on_one_state_file_refuses_and_the_first_goes_on(
+        tmp_path: Path, fake: FakeService, daemon_factory: Callable[..., Daemon]) -> None:
+    cfg = write_config(tmp_path, fake.base_url)
+    first = daemon_factory(cfg).start()
+    first.wait_started()
+    second = daemon_factory(cfg)
+    second.log = tmp_path / "second.log"
+    second.start()
+    assert second.proc is not None
+    assert second.proc.wait(15) == 2
+    message = second.log.read_text()
+    assert f"pid {first.proc.pid if first.proc else '?'}" in message
+    assert "in use by another sttwatch daemon" in message and "on host" in message
+    make_fake_audio(tmp_path / "inbox" / "after.mp3", "the first daemon goes on")
+    wait_for(lambda: transcript(tmp_path / "inbox" / "after.mp3") == "the first daemon goes on")
+    info = json.loads(run_cli("status", "--config", str(cfg), "--json").out)
+    assert [x["pid"] for x in info["daemons"]] == [first.proc.pid if first.proc else -1]
+    first.signal(signal.SIGTERM)
+    assert first.stop() == 0
