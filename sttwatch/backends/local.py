@@ -249,9 +249,11 @@ class LocalBackend(Backend, kind="local"):
         return Status(TaskState.DONE, result=future.result(), raw_status="completed")
 
     def close(self) -> None:
-        """Abandon running work: its jobs are requeued at the next start anyway."""
+        """Abandon running work (its jobs are queued again at the next start) and wait for
+        the workers to reach the end of their current segment, so that the daemon's
+        ``stopped`` line is the moment the process ends, well within TimeoutStopSec."""
         self._stopping.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def describe(exc: BaseException) -> str:
