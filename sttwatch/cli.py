@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
                                                      "drop from the state file"))
         if name == "retry":
             sp.add_argument("--failed", action="store_true", help="every failed file")
+            sp.add_argument("--render", action="store_true",
+                            help="write the transcripts again from the results already paid "
+                            "for (files failed with 'cannot render'), without a new create")
     cf = sub.add_parser("config", help="print the example config or its reference",
                         description="Print the commented example config (every key at its "
                         "default) or the reference of every key, both made from the schema.")
@@ -148,14 +151,19 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO,
 def _edit(args: argparse.Namespace, out: TextIO, err: TextIO, verb: str) -> int:
     cfg = configmod.load(args.config)
     paths = [str(p.resolve()) for p in args.paths]
-    if not paths and not getattr(args, "failed", False):
+    render = getattr(args, "render", False)
+    if not paths and not getattr(args, "failed", False) and not render:
         err.write(f"sttwatch {verb}: name files, or --failed\n" if verb == "retry" else
                   f"sttwatch {verb}: name the files to forget\n")
         return ExitCode.CONFIG
     store = open_for_command(cfg)
     try:
-        n = (store.retry(time.time(), paths or None) if verb == "retry"
-             else store.forget(paths))
+        if verb == "retry" and render:
+            n = store.rerender(time.time(), paths or None)
+        elif verb == "retry":
+            n = store.retry(time.time(), paths or None)
+        else:
+            n = store.forget(paths)
     finally:
         store.close()
     out.write(f"{verb}: {n} file(s)\n")

@@ -299,6 +299,17 @@ def test_retry_and_forget(store: Store) -> None:
     assert store.forget([A, "/nope"]) == 1 and store.get(A) is None
 
 
+def test_a_failed_job_with_its_result_is_rendered_again_without_a_create(
+        store: Store) -> None:
+    job = fetched(store)
+    assert store.mark_failed(job, "cannot render transcript", 103.0)
+    admitted(store, B)
+    assert store.mark_failed(get(store, B), "bad file", 104.0)
+    assert store.rerender(105.0) == 1  # B has no result: a retry, not a render
+    (again,) = store.claim_finish(ME, 105.0, LEASE, 10)
+    assert again.path == A and again.result == RESULT and again.generation_id == "gen-A"
+
+
 def test_counts_and_the_oldest_unfinished(store: Store) -> None:
     fetched(store, B, "gen-B")
     admitted(store, A, now=10.0)

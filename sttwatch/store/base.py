@@ -132,6 +132,11 @@ class Store(ABC):
     def retry(self, now: float, paths: Iterable[str] | None = None) -> int: ...
 
     @abstractmethod
+    def rerender(self, now: float, paths: Iterable[str] | None = None) -> int:
+        """Failed jobs that still hold their paid result go back to ``fetched``: their
+        transcripts are written again with no new create."""
+
+    @abstractmethod
     def forget(self, paths: Iterable[str]) -> int: ...
 
     @abstractmethod

@@ -434,6 +434,15 @@ class SqlStore(Store):
             return sum(self._x(x, f"UPDATE jobs SET {reset}, result=NULL WHERE path=?",
                                (now, p)).rowcount for p in paths)
 
+    def rerender(self, now: float, paths: Iterable[str] | None = None) -> int:
+        back = ("UPDATE jobs SET state='fetched', next_at=0, owner=NULL, lease_until=0, "
+                "defers=0, finished_at=NULL, updated_at=? WHERE state='failed' AND result IS "
+                "NOT NULL")
+        with self._tx() as x:
+            if paths is None:
+                return self._x(x, back, (now,)).rowcount
+            return sum(self._x(x, back + " AND path=?", (now, p)).rowcount for p in paths)
+
     def forget(self, paths: Iterable[str]) -> int:
         with self._tx() as x:
             return sum(self._x(x, "DELETE FROM jobs WHERE path=?", (p,)).rowcount
