@@ -132,6 +132,24 @@ class Finisher:
         if outcome is not None:
             log.info(outcome.pop("event"), job_id=job.id, path=job.path, **outcome)
 
+    def retire(self, donor: Job) -> None:
+        """After its result went to a recording with the same bytes: a donor whose source is
+        gone was renamed or moved, so its row and its transcripts go too (with on_done:
+        keep only, where a missing source was not our doing)."""
+        if self.output.on_done != "keep" or Path(donor.path).exists() or \
+                not self.is_online(Path(donor.path)) or donor.result is None:
+            return
+        plan = self.plan(donor)
+        place = Placement(Path(donor.path), Path(plan.root), plan.formats, self.output)
+        hdr = header(donor, plan.backend, plan.model, self.clock())
+        old = place.paths(donor.output_key,
+                          language_of(donor.result, hdr, plan.options.get("language")))
+        self.store.forget([donor.path])
+        for path in old:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        log.info("renamed", path=donor.path, removed=[str(p) for p in old])
+
     def _unrenderable(self, job: Job, place: Placement, paths: Sequence[Path], plan: Plan,
                       hdr: Mapping[str, Any], exc: RenderError) -> None:
         """A billed result we cannot read: keep it (the row and the json output) and fail the
