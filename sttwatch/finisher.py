@@ -52,7 +52,8 @@ class Finisher:
     def __init__(self, store: Store, planner: Planner, output: OutputConfig, owner: str,
                  lease: float, clock: Callable[[], float],
                  on_left: Callable[[Job], None],
-                 is_online: Callable[[Path], bool] = lambda _p: True) -> None:
+                 is_online: Callable[[Path], bool] = lambda _p: True,
+                 sink: Callable[[Job, Plan], None] | None = None) -> None:
         self.store = store
         self.planner = planner
         self.output = output
@@ -61,6 +62,9 @@ class Finisher:
         self.clock = clock
         self._on_left = on_left
         self.is_online = is_online
+        # Where results go instead of files beside the sources (``sttwatch transcribe``
+        # prints them); None: the transcript files of the job's plan.
+        self.sink = sink
         self._lock = threading.Lock()
         self._busy: set[int] = set()
         self.failed_this_run = 0
@@ -91,6 +95,11 @@ class Finisher:
     def _finish(self, job: Job) -> None:
         assert job.result is not None
         plan = self.plan(job)
+        if self.sink is not None:
+            self.sink(job, plan)
+            if self.store.mark_done(job, self.clock()):
+                self._on_left(job)
+            return
         source = Path(job.path)
         now = self.clock()
         if not self.is_online(source):  # its share is away: never write onto the mount point

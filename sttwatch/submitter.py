@@ -25,6 +25,7 @@ from .errors import (
 )
 from .finisher import Finisher
 from .identity import sha256_of
+from .plan import is_url
 from .schedule import PollSchedule
 from .settings import PipelineSettings
 from .store import Job, State, Store, durably
@@ -85,14 +86,18 @@ class Submitter:
             self.finisher.fail(job, f"backend {plan.backend} is not configured any more "
                                     "(retry the file to use today's)")
             return
+        digest: str | None = None
         try:
-            if path.stat().st_size == 0:
-                raise PermanentError("empty file (0 bytes): nothing to transcribe")
-            digest = sha256_of(path)
-            if self._reuse(job, digest, plan.backend, bound):
-                return
-            created = backend.create(Request(job.id, plan.model, path=path,
-                                             options=plan.options))
+            if is_url(job.path):
+                request = Request(job.id, plan.model, url=job.path, options=plan.options)
+            else:
+                if path.stat().st_size == 0:
+                    raise PermanentError("empty file (0 bytes): nothing to transcribe")
+                digest = sha256_of(path)
+                if self._reuse(job, digest, plan.backend, bound):
+                    return
+                request = Request(job.id, plan.model, path=path, options=plan.options)
+            created = backend.create(request)
         except RateLimited as exc:
             in_flight = self.store.in_flight(self.settings.owner).get(plan.backend, 1)
             throttle.rate_limited(exc.retry_after, in_flight)
