@@ -76,23 +76,25 @@ class Finisher:
     def run_once(self) -> float:
         now = self.clock()
         for job in self.store.claim_finish(self.owner, now, self.lease, 16):
-            self.finish(job)
+            self.finish(job, after_trouble=True)
         nxt = self.store.next_due(State.FETCHED)
         return 1.0 if nxt is None else min(1.0, max(0.05, nxt - self.clock()))
 
-    def finish(self, job: Job) -> None:
-        """One finisher per job at a time within this daemon; the lease keeps others off."""
+    def finish(self, job: Job, *, after_trouble: bool = False) -> None:
+        """One finisher per job at a time within this daemon; the lease keeps others off.
+        ``after_trouble``: the result was stored before a crash, a takeover or a failed write,
+        so a half-written temp file of it may lie beside the target."""
         with self._lock:
             if job.id in self._busy:
                 return
             self._busy.add(job.id)
         try:
-            self._finish(job)
+            self._finish(job, after_trouble)
         finally:
             with self._lock:
                 self._busy.discard(job.id)
 
-    def _finish(self, job: Job) -> None:
+    def _finish(self, job: Job, after_trouble: bool = False) -> None:
         assert job.result is not None
         plan = self.plan(job)
         if self.sink is not None:
@@ -109,7 +111,8 @@ class Finisher:
         hdr = header(job, plan.backend, plan.model, now)
         paths = place.paths(job.output_key,
                             language_of(job.result, hdr, plan.options.get("language")))
-        clear_leftovers(paths)
+        if after_trouble:
+            clear_leftovers(paths)
         try:
             write_transcripts(paths, plan.formats, job.result, hdr)
         except RenderError as exc:
