@@ -124,9 +124,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO,
     logsetup.setup(cfg.log_level, cfg.log_format, err, secrets=[key] if key else [])
     log_key_warnings(cfg)
     daemon = build(cfg, key=key, override=args.backend, environ=environ, say=_say_on_tty(err))
-    stop = daemon.stop_requested
-    handlers = {signal.SIGTERM: lambda *_: stop.set(), signal.SIGINT: lambda *_: stop.set(),
-                signal.SIGHUP: lambda *_: daemon.reload_requested.set()}
+    handlers = {signal.SIGTERM: lambda *_: daemon.request_stop(),
+                signal.SIGINT: lambda *_: daemon.request_stop(),
+                signal.SIGHUP: lambda *_: daemon.request_reload()}
     previous = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
     try:
         code = daemon.run(once=args.once)

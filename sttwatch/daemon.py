@@ -31,6 +31,8 @@ from .watcher import Watcher
 log = structlog.get_logger("sttwatch.daemon")
 
 STATUS_REFRESH = 10.0  # seconds; status.STALE_AFTER must stay well above it
+CANDIDATE_POLL = 0.1  # seconds between looks at files that are still settling
+IDLE_TICK = 1.0  # seconds, at most, between turns of an idle main loop
 REAP_EVERY = 5.0
 
 
@@ -65,6 +67,28 @@ class Daemon:
     _next_renew: float = 0.0
     _next_reap: float = 0.0
     _next_beat: float = 0.0
+    _admitted: int = 0
+    _last_activity: int = -1
+    _counted_at: float = 0.0
+    _status: str = ""
+
+    def request_stop(self) -> None:
+        """For a signal handler: set the flag and wake the main loop, nothing more."""
+        self.stop_requested.set()
+        self.watcher.wake.set()
+
+    def request_reload(self) -> None:
+        self.reload_requested.set()
+        self.watcher.wake.set()
+
+    def _sleep(self) -> None:
+        """Until a watch event, a signal, the next heartbeat, or the next look at files that
+        are settling (those are judged by their size and mtime over time): an idle daemon
+        wakes about once a second, not ten times."""
+        timeout = CANDIDATE_POLL if self.watcher.waiting() else IDLE_TICK
+        timeout = min(timeout, max(0.0, self._next_beat - self.clock()))
+        self.watcher.wake.wait(timeout)
+        self.watcher.wake.clear()
 
     @property
     def owner(self) -> str:
@@ -92,7 +116,7 @@ class Daemon:
         keeps systemd's watchdog waiting."""
         settled = self.watcher.tick()
         for batch in batches(settled):
-            self.admitter.admit(batch)
+            self._admitted += self.admitter.admit(batch)
             self._maybe_heartbeat()
 
     def _status_line(self) -> str:
@@ -130,7 +154,13 @@ class Daemon:
         try:
             now = self.clock()
             self._keep_leases(now)
-            status = self._status_line()
+            # Counting every row is the costly part with a large library: only when this
+            # daemon moved something, or every STATUS_REFRESH for other hosts' work.
+            activity = self.pipeline.activity() + self._admitted
+            if activity != self._last_activity or now - self._counted_at >= STATUS_REFRESH:
+                self._status = self._status_line()
+                self._last_activity, self._counted_at = activity, now
+            status = self._status
             meta = {"healthy": healthy, "status": status, **self.pipeline.waiting_on(),
                     "watches": self.watcher.watch_states()}
             # Only write when something changed, or often enough for ``status`` to tell a
@@ -224,7 +254,10 @@ class Daemon:
         next_rescan = self.clock() + self.cfg.daemon.rescan_seconds
         code: ExitCode = ExitCode.OK
         try:
-            while not self.stop_requested.wait(0.1):
+            while not self.stop_requested.is_set():
+                self._sleep()
+                if self.stop_requested.is_set():
+                    break
                 try:
                     self._admit_all()
                 except StoreUnavailable as exc:

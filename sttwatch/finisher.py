@@ -68,6 +68,7 @@ class Finisher:
         self._lock = threading.Lock()
         self._busy: set[int] = set()
         self.failed_this_run = 0
+        self.ended = 0  # jobs this daemon marked done or failed
 
     def plan(self, job: Job) -> Plan:
         """A job admitted before plans were stored (an upgraded state file) gets today's."""
@@ -78,7 +79,7 @@ class Finisher:
         for job in self.store.claim_finish(self.owner, now, self.lease, 16):
             self.finish(job, after_trouble=True)
         nxt = self.store.next_due(State.FETCHED)
-        return 1.0 if nxt is None else min(1.0, max(0.05, nxt - self.clock()))
+        return 5.0 if nxt is None else min(5.0, max(0.05, nxt - self.clock()))
 
     def finish(self, job: Job, *, after_trouble: bool = False) -> None:
         """One finisher per job at a time within this daemon; the lease keeps others off.
@@ -133,6 +134,7 @@ class Finisher:
         if not self.store.mark_done(job, self.clock()):
             log.warning("lease_lost", job_id=job.id, path=job.path, stage="finish")
             return
+        self.ended += 1
         self._on_left(job)
         log.info("done", job_id=job.id, path=job.path, generation_id=job.generation_id,
                  outputs=[str(p) for p in paths])
@@ -180,6 +182,7 @@ class Finisher:
         if not durably(lambda: self.store.mark_failed(job, reason, self.clock())):
             return
         self.failed_this_run += 1
+        self.ended += 1
         self._on_left(job)
         log.error("failed", job_id=job.id, path=job.path, reason=reason)
         if self.output.error_files and self.is_online(Path(job.path)):

@@ -72,6 +72,10 @@ class Pipeline:
     def failed_this_run(self) -> int:
         return self.finisher.failed_this_run
 
+    def activity(self) -> int:
+        """Grows whenever this daemon sends or ends a job: when the counts may have moved."""
+        return self.submitter.submitted + self.finisher.ended
+
     def refused(self) -> AuthError | None:
         for t in self.throttles.values():
             if t.refused is not None:

@@ -20,7 +20,7 @@ from .finisher import Finisher
 from .schedule import PollSchedule
 from .settings import PipelineSettings
 from .store import Job, State, Store
-from .submitter import Submitter
+from .submitter import IDLE_WAIT, Submitter
 from .throttle import Throttle
 
 log = structlog.get_logger("sttwatch.poller")
@@ -81,11 +81,11 @@ class Poller:
                     continue
                 self._fetching.add(job.id)
             self._pool.submit(self._fetch_guarded, job)
-        return min(1.0, self._sleep_hint())
+        return min(IDLE_WAIT, self._sleep_hint())
 
     def _sleep_hint(self) -> float:
         nxt = self.store.next_due(State.PENDING)
-        return 1.0 if nxt is None else max(0.02, nxt - self.clock())
+        return IDLE_WAIT if nxt is None else max(0.02, nxt - self.clock())
 
     def _fetch_guarded(self, job: Job) -> None:
         try:

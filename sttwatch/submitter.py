@@ -33,6 +33,10 @@ from .throttle import Throttle
 
 log = structlog.get_logger("sttwatch.submitter")
 
+# Seconds an idle stage sleeps when nothing is due; new work wakes it at once (admission,
+# a job leaving, a reclaimed lease), so this only bounds how stale a missed wake-up can be.
+IDLE_WAIT = 5.0
+
 
 class Submitter:
     def __init__(self, store: Store, backends: Mapping[str, Backend],
@@ -50,6 +54,7 @@ class Submitter:
         self.wake = threading.Event()
         self._wake_poll = wake_poll
         self._is_online = is_online
+        self.submitted = 0
 
     def run_once(self) -> float | None:
         """Create at most one task. Returns how long to sleep, or None to go on at once."""
@@ -65,9 +70,9 @@ class Submitter:
         if not ready:
             return wait
         job = self.store.claim_submit(self.settings.owner, now, self.settings.lease, ready)
-        if job is None:
+        if job is None:  # nothing due: sleep until the next is, or until woken
             nxt = self.store.next_due(State.SEEN)
-            return min(wait, 1.0 if nxt is None else max(0.0, nxt - now))
+            return IDLE_WAIT if nxt is None else min(IDLE_WAIT, max(0.0, nxt - now))
         self._create(job)
         return None
 
@@ -137,6 +142,7 @@ class Submitter:
                 job, created.generation_id, now, now + self.schedule.first_delay(),
                 created.cost, digest))
             if pending is not None:
+                self.submitted += 1
                 bound.info("submitted", generation_id=created.generation_id,
                            backend=plan.backend)
                 self._wake_poll.set()

@@ -22,6 +22,7 @@ import os
 import queue
 import re
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -119,9 +120,11 @@ def _own_or_hidden(path: str) -> bool:
 class _Hints(FileSystemEventHandler):
     """Puts (kind, path) on the queue and returns; never raises."""
 
-    def __init__(self, hints: queue.Queue[tuple[str, str]], root: str) -> None:
+    def __init__(self, hints: queue.Queue[tuple[str, str]], root: str,
+                 wake: threading.Event | None = None) -> None:
         self._hints = hints
         self._root = root
+        self._wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         kind = event.event_type
@@ -141,6 +144,10 @@ class _Hints(FileSystemEventHandler):
                 self._hints.put(("moved", dest))
         elif not _own_or_hidden(src):
             self._hints.put((kind, src))
+        else:
+            return
+        if self._wake is not None:  # the main loop sleeps until something happens
+            self._wake.set()
 
 
 class _CheckedInotify(InotifyFD):
@@ -258,6 +265,8 @@ class Watcher:
     clock: Callable[[], float]
     exclude: tuple[Path, ...] = ()
     hints: queue.Queue[tuple[str, str]] = field(default_factory=queue.Queue)
+    # Set by the event handler when a hint arrives; the daemon's main loop waits on it.
+    wake: threading.Event = field(default_factory=threading.Event)
     monotonic: Callable[[], float] = time.monotonic
     batch: int = 2000  # settled files handed on per tick at most: the main loop stays lively
     _candidates: dict[str, _Candidate] = field(default_factory=dict)
@@ -377,7 +386,8 @@ class Watcher:
         try:
             obs = (PollingObserver(timeout=5 if w.polling else 2)
                    if w.config.polling or w.polling else _Observer(report))
-            obs.schedule(_Hints(self.hints, root), root, recursive=w.config.recursive)
+            obs.schedule(_Hints(self.hints, root, self.wake), root,
+                         recursive=w.config.recursive)
             obs.start()
         except OSError as exc:
             if exc.errno != errno.ENOSPC or w.polling:
