@@ -33,7 +33,7 @@ log = structlog.get_logger("sttwatch.daemon")
 STATUS_REFRESH = 10.0  # seconds; status.STALE_AFTER must stay well above it
 CANDIDATE_POLL = 0.1  # seconds between looks at files that are still settling
 IDLE_TICK = 1.0  # seconds, at most, between turns of an idle main loop
-REAP_EVERY = 5.0
+BEAT = 5.0  # seconds between heartbeats when systemd's watchdog asks for none more often
 
 
 @dataclass(frozen=True)
@@ -141,11 +141,11 @@ class Daemon:
             if any(taken.values()):
                 log.warning("lease_taken_over", host=self.owner, **taken)
                 self.pipeline.wake_all()
-            self._next_reap = now + REAP_EVERY
+            self._next_reap = now + max(2.0, lease / 8)  # a dead daemon's jobs wait ≤ 1.125 leases
 
     def _maybe_heartbeat(self) -> None:
         if self.clock() >= self._next_beat:
-            self._next_beat = self.clock() + min(2.0, self.notifier.watchdog_interval or 2.0)
+            self._next_beat = self.clock() + min(BEAT, self.notifier.watchdog_interval or BEAT)
             self._heartbeat()
 
     def _heartbeat(self) -> None:
