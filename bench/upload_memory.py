@@ -3,8 +3,9 @@
 For each size, a sparse file of that size is created (``truncate``: no disk space used) and a
 child process runs ``AimlApiBackend.create`` on it against the fake service
 (tests/fake_service.py, in this process; it reads large bodies in chunks and keeps none of
-them). Reported per size: the child's peak RSS (the larger of ``VmHWM`` from its
-``/proc/self/status`` and ``ru_maxrss`` from ``os.wait4``), the same for a 1 KB upload (the
+them). Reported per size: the child's peak RSS (``VmHWM`` from its ``/proc/self/status``;
+not ``ru_maxrss``, which Linux carries over from the parent's memory at fork, so after a big
+parent it reports the parent), the same for a 1 KB upload (the
 interpreter and its imports), the upload's wall time and rate, against the goal of a peak
 under 100 MB (issue 13). Holding the body in memory, as requests' ``files=`` does, would
 show a peak of about twice the file's size.
@@ -71,10 +72,7 @@ def measure(base_url: str, path: Path) -> tuple[int, float]:
     if proc.returncode != 0:
         raise RuntimeError(f"upload child exited {proc.returncode}")
     report = json.loads(out.decode().strip().splitlines()[-1])
-    # The child's own high-water mark after exec: wait4's ru_maxrss also counts the moment
-    # between fork and exec, when the child still shares its parent's pages (a test run's
-    # pytest process of 100 MB and more would be measured, not the upload).
-    peak_kb = int(report["vmhwm_kb"])
+    peak_kb = int(report["vmhwm_kb"])  # the child's own address space since its exec
     return peak_kb * 1024, float(report["seconds"])
 
 

@@ -50,6 +50,9 @@ class FakeConfig:
     task_seconds: float = 0.2  # run time once a task holds a concurrency slot
     concurrency: int | None = None  # max tasks running at once (FIFO queue); None = unlimited
     create_latency: float = 0.0
+    # Creates that arrive wait until this is set (then answer as usual): a test holds the
+    # service for as long as it needs, instead of racing a latency with a sleep.
+    hold_creates: threading.Event | None = None
     fetch_latency: float = 0.0
     out_of_credits: bool = False  # every create answers 403
     fail_next_creates_429: int = 0
@@ -254,6 +257,7 @@ class FakeService:
         self._waiting: collections.deque[_Task] = collections.deque()
         self._max_running = 0
         self._fetch_5xx_count = 0
+        self._arrived = 0
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.service = self
         self._thread: threading.Thread | None = None
@@ -304,6 +308,24 @@ class FakeService:
     def _of_kind(self, kind: str) -> list[RequestRecord]:
         with self.lock:
             return [r for r in self.records if r.kind == kind]
+
+    def arrived(self) -> int:
+        """Requests received so far, answered or not."""
+        with self.lock:
+            return self._arrived
+
+    def all_answered(self) -> bool:
+        """Every request received has been handled and recorded (no handler is still busy)."""
+        with self.lock:
+            return self._arrived == len(self.records)
+
+    def finish_running(self) -> None:
+        """Tasks already running finish now; waiting ones then start as usual."""
+        with self.lock:
+            now = time.monotonic()
+            for task in self._running():
+                task.ends = min(task.ends, now)
+            self._advance(now)
 
     def creates_by_text(self, accepted_only: bool = True) -> collections.Counter[str | None]:
         """Creates per text; by default only those that made a task (2xx)."""
@@ -357,6 +379,11 @@ class FakeService:
     def handle_create(self, path: str, headers: dict[str, str], body: bytes,
                       body_bytes: int | None = None) -> tuple[int, Json]:
         arrived = time.monotonic()
+        with self.lock:
+            self._arrived += 1
+        hold = self.config.hold_creates
+        if hold is not None:
+            hold.wait(60)
         time.sleep(self.config.create_latency)
         fields: Json = {}
         filename, audio, text, bad, field = None, None, None, "", None
@@ -427,6 +454,8 @@ class FakeService:
 
     def handle_fetch(self, path: str, gen_id: str, headers: dict[str, str]) -> tuple[int, Json]:
         arrived = time.monotonic()
+        with self.lock:
+            self._arrived += 1
         time.sleep(self.config.fetch_latency)
         cfg = self.config
         with self.lock:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import structlog
+from conftest import wait_for
 from fake_service import COST_HEADERS, FakeConfig, FakeService, make_fake_audio
 
 from sttwatch.backends import Request, Status, TaskState
@@ -250,12 +251,15 @@ def test_closed_port_is_transient(tmp_path: Path, make_backend: MakeBackend) -> 
 
 def test_a_create_that_timed_out_is_not_sent_again(tmp_path: Path,
                                                    make_backend: MakeBackend) -> None:
-    with FakeService(FakeConfig(key=KEY, create_latency=0.3)) as svc:
+    held = threading.Event()  # the service holds every create until released
+    with FakeService(FakeConfig(key=KEY, hold_creates=held)) as svc:
         backend = make_backend(svc.base_url, retries=3, read_timeout=0.1)
         exc = raised(TransientError, lambda: backend.create(audio(tmp_path)))
         assert "timed out" in str(exc)
-        time.sleep(0.5)  # let the server finish the requests it was still answering
-        assert sum(svc.creates_by_text().values()) <= 1
+        assert svc.arrived() == 1
+        held.set()
+        wait_for(svc.all_answered, timeout=10)
+        assert [r.text for r in svc.creates()] == ["hello there"]  # sent once, not retried
 
 
 # --- Retry-After variants the fake cannot send: a tiny scripted server --------------------------

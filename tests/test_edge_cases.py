@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import run_cli, transcript, wait_for, write_config
 from fake_service import MAGIC, FakeService, make_fake_audio
+
+from sttwatch.watcher import CLOSE_QUIET
 
 
 def test_undecodable_file_name_is_skipped_and_the_rest_goes_on(tmp_path: Path,
@@ -65,8 +69,9 @@ def test_a_file_rewritten_while_in_flight_is_not_deleted(tmp_path: Path, fake: F
     with src.open("wb") as fh:  # the second take is still being written when the first is done
         fh.write(MAGIC + b"second")
         fh.flush()
-        wait_for(lambda: any(e["event"] == "done" for e in d.events()), timeout=20)
-        time.sleep(0.3)
+        # After the first take is done the daemon decides about the source: wait for that.
+        tidy = ("source_changed_not_disposed", "source_disposed")
+        wait_for(lambda: any(e["event"] in tidy for e in d.events()), timeout=20)
         assert src.exists(), "the recording being written was disposed of"
         fh.write(b" take")
     wait_for(lambda: not src.exists(), timeout=30)  # the second take, once done, goes
@@ -82,17 +87,16 @@ def test_fetch_errors_past_the_deadline_end_the_job(tmp_path: Path, fake: FakeSe
     cfg = write_config(tmp_path, fake.base_url, api={"retries": 1},
                        daemon={"job_timeout_seconds": 1, "max_attempts": 1})
     make_fake_audio(tmp_path / "inbox" / "a.mp3", "never answered")
-    started = time.monotonic()
     r = run_cli("run", "--config", str(cfg), "--once")
     assert r.code == 1
-    assert time.monotonic() - started < 30
     failed = [e for e in r.events() if e["event"] == "failed"]
     assert failed and "no answer after" in failed[0]["reason"]
 
 
 def test_creates_with_unknown_outcome_count_as_attempts(tmp_path: Path,
                                                         fake: FakeService) -> None:
-    fake.update(create_latency=0.6)
+    held = threading.Event()  # the create stays unanswered until released below
+    fake.update(hold_creates=held)
     cfg = write_config(tmp_path, fake.base_url, api={"read_timeout": 0.2},
                        daemon={"max_attempts": 1})
     make_fake_audio(tmp_path / "inbox" / "a.mp3", "slow service")
@@ -101,7 +105,9 @@ def test_creates_with_unknown_outcome_count_as_attempts(tmp_path: Path,
     assert [e["event"] for e in r.events()].count("create_outcome_unknown") == 1
     failed = next(e for e in r.events() if e["event"] == "failed")
     assert "the task may exist" in failed["reason"] and "after 1 attempts" in failed["reason"]
-    time.sleep(0.7)
+    assert fake.arrived() == 1
+    held.set()
+    wait_for(fake.all_answered, timeout=10)
     assert len(fake.creates()) == 1  # never sent blindly again
 
 
@@ -116,19 +122,37 @@ def test_key_with_invisible_characters_is_a_config_error(tmp_path: Path) -> None
 
 def test_appending_writer_is_taken_once(tmp_path: Path, fake: FakeService,
                                         daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    """A writer appends in open/write/close rounds with pauses shorter than the quiet spell
+    after a close. The pauses are the scenario, not a synchronisation: each round is timed,
+    and when a stall of the machine made two rounds ``CLOSE_QUIET`` apart (the daemon may
+    then rightly take the file in between), the scenario is played again on a new file."""
     cfg = write_config(tmp_path, fake.base_url, daemon={"settle_seconds": 3})
     d = daemon_factory(cfg).start()
     d.wait_started()
-    target = tmp_path / "inbox" / "log.mp3"
-    target.write_bytes(MAGIC + b"chunk1")
-    for i in range(2, 6):  # open, append, close, a pause shorter than the quiet spell
-        time.sleep(0.5)
-        with target.open("ab") as fh:
-            fh.write(f" chunk{i}".encode())
-    wait_for(lambda: transcript(target) is not None, timeout=20)
-    assert transcript(target) == "chunk1 chunk2 chunk3 chunk4 chunk5"
+    for attempt in range(3):
+        target = tmp_path / "inbox" / f"log{attempt}.mp3"
+        chunks = [f"take{attempt}chunk{i}" for i in range(1, 6)]
+        whole = " ".join(chunks)
+        previous = time.monotonic()
+        target.write_bytes(MAGIC + chunks[0].encode())
+        apart = 0.0  # the most two rounds' writes can have been apart
+        for chunk in chunks[1:]:
+            time.sleep(0.4)  # the writer's pause (the daemon looks every 0.1 s)
+            began = time.monotonic()
+            with target.open("ab") as fh:
+                fh.write(f" {chunk}".encode())
+            apart = max(apart, time.monotonic() - previous)
+            previous = began
+        wait_for(lambda t=target: transcript(t) is not None, timeout=20)
+        if apart < CLOSE_QUIET:
+            assert transcript(target) == whole
+            ours = {t: n for t, n in fake.creates_by_text(accepted_only=False).items()
+                    if t and t.startswith(f"take{attempt}")}
+            assert ours == {whole: 1}, ours
+            break
+    else:
+        pytest.skip("the machine stalled for a second during every try: nothing was tested")
     assert d.stop() == 0
-    assert len(fake.creates()) == 1
 
 
 def test_reload_to_an_unusable_folder_is_refused(tmp_path: Path, fake: FakeService,

@@ -1,23 +1,43 @@
 """The offline engine with real recognition: whisper-tiny on espeak-ng speech and on the
-human recordings Debian's alsa-utils ships."""
+human recordings Debian's alsa-utils ships.
+
+Two checks, so that they hold on any x86-64 or arm64 CPU (the int8 kernels differ between
+CPUs, and so do the words whisper-tiny hears):
+- the strong one: sttwatch's transcript has the same words as faster-whisper called directly
+  on the same file with the same model and settings (``direct``), on this very CPU;
+- against the spoken text, only on a paragraph or more, with a threshold far above the word
+  error rate measured here (the figures are next to each threshold).
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import sys
 import threading
+from dataclasses import dataclass
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import jiwer
 import pytest
 from conftest import run_cli, transcript, wait_for, write_config
-from speech import ALSA, SENTENCES, speak
+from speech import ALSA, PARAGRAPH, SENTENCES, speak
+
+from sttwatch.backends.local import resolve_model
+from sttwatch.config import parse
 
 pytestmark = pytest.mark.model
+
+# Word error rate against the spoken paragraph (61 words, espeak-ng en-us). Measured on this
+# suite's machine with whisper-tiny int8: at most 0.082 over wav/mp3/m4a/ogg/webm at 150 and
+# 170 words a minute. 0.25 (15 of 61 words) leaves three times that for other CPUs, and still
+# fails on a wrong language, a lost piece or another recording's text.
+PARAGRAPH_WER = 0.25
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -29,30 +49,68 @@ def words(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
 
 
-def test_human_recording_front_center() -> None:
+@dataclass(frozen=True)
+class Direct:
+    """faster-whisper called directly, with the model and settings sttwatch uses by default."""
+
+    model: Any
+    options: dict[str, Any]
+
+    def text(self, audio: Path | Any) -> str:
+        """A file, or decoded samples (float32 at 16 kHz)."""
+        source = str(audio) if isinstance(audio, Path) else audio
+        segments, _info = self.model.transcribe(source, **self.options)
+        return " ".join(seg.text.strip() for seg in segments)
+
+    def same_words(self, got: str, path: Path) -> None:
+        """One piece, same model, same settings, same CPU: the very same words."""
+        want = self.text(path)
+        assert words(want), f"faster-whisper heard nothing in {path.name}"
+        assert words(got) == words(want), (path.name, got, want)
+
+
+@pytest.fixture(scope="session")
+def direct() -> Direct:
+    from faster_whisper import WhisperModel
+    lc = parse("", Path("defaults.yaml")).local  # the defaults every test here runs with
+    threads = lc.threads or max(1, (os.cpu_count() or 1) // lc.workers)
+    model = WhisperModel(resolve_model(lc.model), device=lc.device,
+                         compute_type=lc.compute_type, cpu_threads=threads)
+    return Direct(model, {"beam_size": lc.beam_size, "language": lc.language,
+                          "vad_filter": lc.vad_filter, "word_timestamps": True})
+
+
+def spoken_wer(text: str, got: str) -> float:
+    return float(jiwer.wer(words(text), words(got)))
+
+
+def test_human_recording_front_center(direct: Direct) -> None:
     r = run_cli("transcribe", "--backend", "local", str(ALSA / "Front_Center.wav"), env={})
     assert r.code == 0, r.err
-    assert words(r.out) == "front center"
+    direct.same_words(r.out, ALSA / "Front_Center.wav")
 
 
-def test_espeak_sentences_are_recognised(tmp_path: Path) -> None:
-    paths = [speak(s, tmp_path / f"s{i}.wav") for i, s in enumerate(SENTENCES)]
-    r = run_cli("transcribe", "--backend", "local", "--format", "json",
-                *map(str, paths[:2]), env={})
+def test_espeak_speech_is_recognised(tmp_path: Path, direct: Direct) -> None:
+    paths = [speak(PARAGRAPH, tmp_path / "paragraph.wav"),
+             speak(SENTENCES[1], tmp_path / "sentence.wav")]
+    r = run_cli("transcribe", "--backend", "local", "--format", "json", *map(str, paths),
+                env={})
     assert r.code == 0, r.err
     docs = [json.loads(chunk) for chunk in re.split(r"(?<=\n})\n(?=\{)", r.out.strip())]
     assert len(docs) == 2
-    for doc, sentence in zip(docs, SENTENCES[:2], strict=True):
+    for doc, path in zip(docs, paths, strict=True):
         result = doc["result"]
         alt = result["results"]["channels"][0]["alternatives"][0]
-        assert jiwer.wer(words(sentence), words(alt["transcript"])) < 0.25
+        direct.same_words(alt["transcript"], path)
         assert alt["words"] and all(w["end"] >= w["start"] >= 0 for w in alt["words"])
         assert 0 < alt["words"][-1]["end"] <= result["metadata"]["duration"] + 0.5
         assert result["results"]["channels"][0]["detected_language"] == "en"
         assert doc["sttwatch"]["backend"] == "local"
+    first = docs[0]["result"]["results"]["channels"][0]["alternatives"][0]["transcript"]
+    assert spoken_wer(PARAGRAPH, first) < PARAGRAPH_WER, first
 
 
-def test_subtitles_from_local_timings(tmp_path: Path) -> None:
+def test_subtitles_from_local_timings(tmp_path: Path, direct: Direct) -> None:
     import srt
     wav = speak(SENTENCES[1], tmp_path / "long.wav")
     r = run_cli("transcribe", "--backend", "local", "--format", "srt", str(wav), env={})
@@ -60,10 +118,10 @@ def test_subtitles_from_local_timings(tmp_path: Path) -> None:
     cues = list(srt.parse(r.out))
     assert cues and cues[0].start.total_seconds() >= 0
     assert all(a.start <= b.start for a, b in itertools.pairwise(cues))
-    assert jiwer.wer(words(SENTENCES[1]), words(" ".join(c.content for c in cues))) < 0.25
+    direct.same_words(" ".join(c.content for c in cues), wav)
 
 
-def test_undecodable_file_fails_with_decoder_reason(tmp_path: Path) -> None:
+def test_undecodable_file_fails_with_decoder_reason(tmp_path: Path, direct: Direct) -> None:
     cfg = write_config(tmp_path, backend="local")
     inbox = tmp_path / "inbox"
     (inbox / "broken.wav").write_bytes(b"RIFF\x00\x00garbage, not a wave file at all")
@@ -73,21 +131,22 @@ def test_undecodable_file_fails_with_decoder_reason(tmp_path: Path) -> None:
     failed = [e for e in r.events() if e["event"] == "failed"]
     assert len(failed) == 1 and failed[0]["path"].endswith("broken.wav")
     assert "cannot transcribe" in failed[0]["reason"] and len(failed[0]["reason"]) > 20
-    assert words(transcript(inbox / "good.wav") or "") == "one two three"
+    direct.same_words(transcript(inbox / "good.wav") or "", inbox / "good.wav")
 
 
-def test_auto_backend_without_key_is_local(tmp_path: Path) -> None:
+def test_auto_backend_without_key_is_local(tmp_path: Path, direct: Direct) -> None:
     cfg = write_config(tmp_path, backend="auto")
     speak("hello from the local engine", tmp_path / "inbox" / "hi.wav")
     r = run_cli("run", "--config", str(cfg), "--once", env={})
     assert r.code == 0, r.err
     started = next(e for e in r.events() if e["event"] == "starting")
     assert started["backend"] == "local"
-    assert "local engine" in words(transcript(tmp_path / "inbox" / "hi.wav") or "")
+    hi = tmp_path / "inbox" / "hi.wav"
+    direct.same_words(transcript(hi) or "", hi)
 
 
-def test_local_url_is_downloaded_first(tmp_path: Path) -> None:
-    speak(SENTENCES[3], tmp_path / "web" / "clip.wav")
+def test_local_url_is_downloaded_first(tmp_path: Path, direct: Direct) -> None:
+    clip = speak(SENTENCES[3], tmp_path / "web" / "clip.wav")
     handler = partial(QuietHandler, directory=str(tmp_path / "web"))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -97,7 +156,7 @@ def test_local_url_is_downloaded_first(tmp_path: Path) -> None:
     finally:
         server.shutdown()
     assert r.code == 0, r.err
-    assert jiwer.wer(words(SENTENCES[3]), words(r.out)) < 0.25
+    direct.same_words(r.out, clip)
 
 
 def test_missing_extra_names_the_install_command(tmp_path: Path) -> None:
@@ -112,10 +171,14 @@ def test_missing_extra_names_the_install_command(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_daemon_local_survives_kill_9(tmp_path: Path, daemon_factory) -> None:  # type: ignore[no-untyped-def]
+def test_daemon_local_survives_kill_9(tmp_path: Path, daemon_factory,  # type: ignore[no-untyped-def]
+                                     direct: Direct) -> None:
     cfg = write_config(tmp_path, backend="local")
     inbox = tmp_path / "inbox"
-    expected = {inbox / f"s{i}.wav": s for i, s in enumerate(SENTENCES)}
+    # A paragraph among sentences: when the first transcript appears (and the kill comes),
+    # the paragraph, five times longer, is not done yet on however fast a machine.
+    expected = {inbox / "paragraph.wav": PARAGRAPH,
+                **{inbox / f"s{i}.wav": s for i, s in enumerate(SENTENCES)}}
     d = daemon_factory(cfg, env={"STTWATCH_TEST_KEY": ""}).start()
     d.wait_started()
     for path, text in expected.items():
@@ -127,13 +190,14 @@ def test_daemon_local_survives_kill_9(tmp_path: Path, daemon_factory) -> None:  
     again = daemon_factory(cfg, env={"STTWATCH_TEST_KEY": ""}).start()
     wait_for(lambda: all(transcript(p) for p in expected), timeout=120)
     assert again.stop() == 0
-    for path, text in expected.items():
-        assert jiwer.wer(words(text), words(transcript(path) or "")) < 0.3, path
+    for path in expected:
+        direct.same_words(transcript(path) or "", path)
 
 
-def test_long_file_is_transcribed_in_pieces_with_absolute_times(tmp_path: Path) -> None:
+def test_long_file_is_transcribed_in_pieces_with_absolute_times(tmp_path: Path,
+                                                                direct: Direct) -> None:
     text = " ".join(SENTENCES * 4)
-    wav = speak(text, tmp_path / "long.wav", speed=170)
+    wav = speak(text, tmp_path / "long.wav")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("local:\n  chunk_seconds: 30\n")
     r = run_cli("transcribe", "--config", str(cfg), "--backend", "local", "--format", "json",
@@ -143,18 +207,27 @@ def test_long_file_is_transcribed_in_pieces_with_absolute_times(tmp_path: Path) 
     alt = result["results"]["channels"][0]["alternatives"][0]
     duration = result["metadata"]["duration"]
     assert duration > 65  # so at least two pieces were needed
-    assert jiwer.wer(words(text), words(alt["transcript"])) < 0.2
+    # The same pieces given to faster-whisper directly give the same words: the pieces are
+    # put back together whole and in order. (Against the whole file in one call the words
+    # near the cuts differ: WER 0.10 between the two, measured here.)
+    from sttwatch.backends.audio import stream_chunks
+    got = alt["transcript"]
+    pieces = [direct.text(audio) for _offset, audio in stream_chunks(wav, 30)]
+    assert len(pieces) >= 3 and words(got) == words(" ".join(pieces)), (got, pieces)
+    # Against the spoken text (244 words), measured here: WER 0.094. 0.3 leaves three times
+    # that for other CPUs and still fails when one of the three pieces is lost (0.37).
+    assert spoken_wer(text, got) < 0.3, got
     starts = [w["start"] for w in alt["words"]]
     assert starts == sorted(starts)
     assert duration - 10 < alt["words"][-1]["end"] <= duration + 0.5
 
 
-def test_compressed_formats_people_actually_drop(tmp_path: Path) -> None:
+def test_compressed_formats_people_actually_drop(tmp_path: Path, direct: Direct) -> None:
     import shutil
     import subprocess
     ffmpeg = shutil.which("ffmpeg")
     assert ffmpeg, "ffmpeg is not installed (apt-get install ffmpeg)"
-    wav = speak(SENTENCES[0], tmp_path / "src.wav")
+    wav = speak(PARAGRAPH, tmp_path / "src.wav")
     cfg = write_config(tmp_path, backend="local")
     inbox = tmp_path / "inbox"
     for name in ("talk.mp3", "memo.m4a", "voice.ogg", "clip.webm"):
@@ -164,10 +237,11 @@ def test_compressed_formats_people_actually_drop(tmp_path: Path) -> None:
     assert r.code == 0, r.err
     for name in ("talk.mp3", "memo.m4a", "voice.ogg", "clip.webm"):
         got = transcript(inbox / name) or ""
-        assert jiwer.wer(words(SENTENCES[0]), words(got)) < 0.25, (name, got)
+        direct.same_words(got, inbox / name)
+        assert spoken_wer(PARAGRAPH, got) < PARAGRAPH_WER, (name, got)
 
 
-def test_one_daemon_two_backends_by_folder(tmp_path: Path) -> None:
+def test_one_daemon_two_backends_by_folder(tmp_path: Path, direct: Direct) -> None:
     from conftest import KEY
     from fake_service import FakeConfig, FakeService, make_fake_audio
     with FakeService(FakeConfig(key=KEY, task_seconds=0.2)) as svc:
@@ -184,4 +258,5 @@ def test_one_daemon_two_backends_by_folder(tmp_path: Path) -> None:
     here = json.loads((tmp_path / "offline" / "here.json").read_text())
     assert remote["sttwatch"]["backend"] == "aimlapi"
     assert here["sttwatch"]["backend"] == "local"
-    assert words(transcript(tmp_path / "offline" / "here.wav") or "") == "one two three"
+    here_wav = tmp_path / "offline" / "here.wav"
+    direct.same_words(transcript(here_wav) or "", here_wav)
