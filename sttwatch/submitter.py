@@ -125,7 +125,7 @@ class Submitter:
             now = self.clock()
             pending = durably(lambda: self.store.set_pending(
                 job, created.generation_id, now, now + self.schedule.first_delay(),
-                created.cost))
+                created.cost, created.timeline))
             if pending is not None:
                 bound.info("submitted", generation_id=created.generation_id,
                            backend=plan.backend)
