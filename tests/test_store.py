@@ -166,6 +166,20 @@ def test_set_pending_commits_the_id_and_cost(store: Store) -> None:
     assert store.spend() == {"x-aimlapi-usd-spent": pytest.approx(0.001)}
 
 
+def test_a_trimmed_uploads_timeline_outlives_the_store_and_goes_with_a_changed_file(
+        store: Store) -> None:
+    timeline = ((0.0, 59.5, 7.25), (7.25, 127.0, 3.5))
+    admitted(store)
+    job = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])
+    assert job is not None
+    pending = store.set_pending(job, "gen-A", 100.0, 101.0, None, timeline)
+    assert pending is not None and pending.timeline == timeline
+    (claimed,) = store.claim_poll(ME, 101.0, LEASE, 10, ["local"], ["aimlapi"])
+    assert claimed.timeline == timeline  # read back from the row, as after a restart
+    store.admit([offer(size=11)], 110.0)  # the file changed: its next upload is another
+    assert get(store, A).timeline is None
+
+
 def test_a_daemon_that_lost_its_lease_changes_nothing(store: Store) -> None:
     admitted(store)
     mine = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])
