@@ -222,3 +222,29 @@ def test_trimmed_upload_is_the_speech_and_its_cues_land_where_the_untrimmed_ones
     ref_words = transcript_of(reference, {"model": MODEL}).words
     assert max(abs(a.start - b.start) for a, b in zip(words, ref_words, strict=True)) <= 0.2
     assert '"timeline"' in (out / "t.json").read_text()  # the raw result and its map kept
+
+
+@needs_espeak
+def test_without_pyav_compact_sends_the_file_as_it_is_with_one_warning(
+        svc: FakeService, tmp_path: Path) -> None:
+    """The API-only install has no PyAV: ``av`` cannot be imported in the child process."""
+    import subprocess
+    import sys
+
+    wav, _ = speech_wav(tmp_path / "talk.wav", tmp_path)
+    code = (
+        "import sys; sys.modules['av'] = None\n"
+        "from pathlib import Path\n"
+        "from sttwatch.backends import Request\n"
+        "from sttwatch.backends.aimlapi import AimlApiBackend\n"
+        f"b = AimlApiBackend({svc.base_url!r}, {KEY!r}, {MODEL!r}, compact=True, "
+        "trim_silence=True, retries=1)\n"
+        "for i in range(2):\n"
+        f"    b.create(Request(job_id=i, model={MODEL!r}, path=Path({str(wav)!r})))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    log = r.stdout + r.stderr
+    assert log.count("upload_not_shrunk") == 1 and "sttwatch[local]" in log
+    assert [c.filename for c in svc.creates()] == ["talk.wav", "talk.wav"]
+    assert all(c.body_bytes > wav.stat().st_size for c in svc.creates())
