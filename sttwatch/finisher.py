@@ -52,7 +52,8 @@ class Finisher:
     def __init__(self, store: Store, planner: Planner, output: OutputConfig, owner: str,
                  lease: float, clock: Callable[[], float],
                  on_left: Callable[[Job], None],
-                 is_online: Callable[[Path], bool] = lambda _p: True) -> None:
+                 is_online: Callable[[Path], bool] = lambda _p: True,
+                 sink: Callable[[Job, Plan], None] | None = None) -> None:
         self.store = store
         self.planner = planner
         self.output = output
@@ -61,6 +62,9 @@ class Finisher:
         self.clock = clock
         self._on_left = on_left
         self.is_online = is_online
+        # Where results go instead of files beside the sources (``sttwatch transcribe``
+        # prints them); None: the transcript files of the job's plan.
+        self.sink = sink
         self._lock = threading.Lock()
         self._busy: set[int] = set()
         self.failed_this_run = 0
@@ -72,25 +76,32 @@ class Finisher:
     def run_once(self) -> float:
         now = self.clock()
         for job in self.store.claim_finish(self.owner, now, self.lease, 16):
-            self.finish(job)
+            self.finish(job, after_trouble=True)
         nxt = self.store.next_due(State.FETCHED)
         return 1.0 if nxt is None else min(1.0, max(0.05, nxt - self.clock()))
 
-    def finish(self, job: Job) -> None:
-        """One finisher per job at a time within this daemon; the lease keeps others off."""
+    def finish(self, job: Job, *, after_trouble: bool = False) -> None:
+        """One finisher per job at a time within this daemon; the lease keeps others off.
+        ``after_trouble``: the result was stored before a crash, a takeover or a failed write,
+        so a half-written temp file of it may lie beside the target."""
         with self._lock:
             if job.id in self._busy:
                 return
             self._busy.add(job.id)
         try:
-            self._finish(job)
+            self._finish(job, after_trouble)
         finally:
             with self._lock:
                 self._busy.discard(job.id)
 
-    def _finish(self, job: Job) -> None:
+    def _finish(self, job: Job, after_trouble: bool = False) -> None:
         assert job.result is not None
         plan = self.plan(job)
+        if self.sink is not None:
+            self.sink(job, plan)
+            if self.store.mark_done(job, self.clock()):
+                self._on_left(job)
+            return
         source = Path(job.path)
         now = self.clock()
         if not self.is_online(source):  # its share is away: never write onto the mount point
@@ -100,7 +111,8 @@ class Finisher:
         hdr = header(job, plan.backend, plan.model, now)
         paths = place.paths(job.output_key,
                             language_of(job.result, hdr, plan.options.get("language")))
-        clear_leftovers(paths)
+        if after_trouble:
+            clear_leftovers(paths)
         try:
             write_transcripts(paths, plan.formats, job.result, hdr)
         except RenderError as exc:
@@ -131,6 +143,24 @@ class Finisher:
             return
         if outcome is not None:
             log.info(outcome.pop("event"), job_id=job.id, path=job.path, **outcome)
+
+    def retire(self, donor: Job) -> None:
+        """After its result went to a recording with the same bytes: a donor whose source is
+        gone was renamed or moved, so its row and its transcripts go too (with on_done:
+        keep only, where a missing source was not our doing)."""
+        if self.output.on_done != "keep" or Path(donor.path).exists() or \
+                not self.is_online(Path(donor.path)) or donor.result is None:
+            return
+        plan = self.plan(donor)
+        place = Placement(Path(donor.path), Path(plan.root), plan.formats, self.output)
+        hdr = header(donor, plan.backend, plan.model, self.clock())
+        old = place.paths(donor.output_key,
+                          language_of(donor.result, hdr, plan.options.get("language")))
+        self.store.forget([donor.path])
+        for path in old:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        log.info("renamed", path=donor.path, removed=[str(p) for p in old])
 
     def _unrenderable(self, job: Job, place: Placement, paths: Sequence[Path], plan: Plan,
                       hdr: Mapping[str, Any], exc: RenderError) -> None:

@@ -24,7 +24,7 @@ from .plan import Planner
 from .poller import Poller
 from .schedule import PollSchedule
 from .settings import PipelineSettings
-from .store import Job, Store, StoreUnavailable
+from .store import Job, Plan, Store, StoreUnavailable
 from .submitter import Submitter
 from .throttle import Throttle
 
@@ -35,7 +35,8 @@ class Pipeline:
     def __init__(self, store: Store, backends: Mapping[str, Backend],
                  settings: PipelineSettings, planner: Planner, output: OutputConfig,
                  limits: Mapping[str, int], clock: Callable[[], float],
-                 is_online: Callable[[Path], bool] = lambda _p: True) -> None:
+                 is_online: Callable[[Path], bool] = lambda _p: True,
+                 sink: Callable[[Job, Plan], None] | None = None) -> None:
         self.store = store
         self.backends = backends
         self.settings = settings
@@ -46,7 +47,7 @@ class Pipeline:
                                      store.recent_service_seconds())
         self.wake_poll = threading.Event()
         self.finisher = Finisher(store, planner, output, settings.owner, settings.lease, clock,
-                                 self._job_left, is_online)
+                                 self._job_left, is_online, sink)
         self.submitter = Submitter(store, backends, self.throttles, self.finisher,
                                    self.schedule, settings, clock, self.wake_poll, is_online)
         self.poller = Poller(store, backends, self.throttles, self.submitter, self.finisher,
@@ -134,6 +135,16 @@ class Pipeline:
 
     def finish_loop(self, stop: threading.Event) -> None:
         self._loop(self.finisher.run_once, self.wake_finish, stop)
+
+    def start(self, stop: threading.Event) -> list[threading.Thread]:
+        """The three loops in threads (the daemon supervises its own; ``transcribe`` uses
+        this)."""
+        threads = [threading.Thread(target=loop, args=(stop,), name=name, daemon=True)
+                   for name, loop in (("submit", self.submit_loop), ("poll", self.poll_loop),
+                                      ("finish", self.finish_loop))]
+        for t in threads:
+            t.start()
+        return threads
 
     def wake_all(self) -> None:
         for event in (self.submitter.wake, self.wake_poll, self.wake_finish):

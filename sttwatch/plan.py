@@ -15,6 +15,11 @@ from .config import Config
 from .store import Plan
 
 
+def is_url(text: str) -> bool:
+    """An input that is a recording's address, not a file (``sttwatch transcribe URL``)."""
+    return text.startswith(("http://", "https://"))
+
+
 class Planner:
     def __init__(self, cfg: Config, backends: Mapping[str, Backend], default: str) -> None:
         self._cfg = cfg

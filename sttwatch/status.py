@@ -47,6 +47,7 @@ def gather(store: Store, now: float) -> dict[str, Any]:
         "recent_failures": [{"path": j.path, "reason": j.error, "attempts": j.attempts}
                             for j in store.failed(10)],
         "spend": store.spend(),
+        "reused": store.reused(),
         "daemons": daemons,
     }
 
@@ -72,6 +73,9 @@ def render(info: dict[str, Any], out: TextIO) -> None:
                   f"{oldest['age_seconds']:.0f} s)"
                   + (f", last error: {oldest['last_error']}" if oldest["last_error"] else "")
                   + "\n")
+    if info.get("reused"):
+        out.write(f"reused: {info['reused']} recording(s) answered from an earlier result of "
+                  "the same bytes (renamed, moved or copied; nothing paid)\n")
     for f in info["recent_failures"]:
         out.write(f"failed: {f['path']}: {f['reason']}\n")
     if info["spend"]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -23,6 +24,8 @@ from .errors import (
     TransientError,
 )
 from .finisher import Finisher
+from .identity import sha256_of
+from .plan import is_url
 from .schedule import PollSchedule
 from .settings import PipelineSettings
 from .store import Job, State, Store, durably
@@ -83,11 +86,18 @@ class Submitter:
             self.finisher.fail(job, f"backend {plan.backend} is not configured any more "
                                     "(retry the file to use today's)")
             return
+        digest: str | None = None
         try:
-            if path.stat().st_size == 0:
-                raise PermanentError("empty file (0 bytes): nothing to transcribe")
-            created = backend.create(Request(job.id, plan.model, path=path,
-                                             options=plan.options))
+            if is_url(job.path):
+                request = Request(job.id, plan.model, url=job.path, options=plan.options)
+            else:
+                if path.stat().st_size == 0:
+                    raise PermanentError("empty file (0 bytes): nothing to transcribe")
+                digest = sha256_of(path)
+                if self._reuse(job, digest, plan.backend, bound):
+                    return
+                request = Request(job.id, plan.model, path=path, options=plan.options)
+            created = backend.create(request)
         except RateLimited as exc:
             in_flight = self.store.in_flight(self.settings.owner).get(plan.backend, 1)
             throttle.rate_limited(exc.retry_after, in_flight)
@@ -125,13 +135,28 @@ class Submitter:
             now = self.clock()
             pending = durably(lambda: self.store.set_pending(
                 job, created.generation_id, now, now + self.schedule.first_delay(),
-                created.cost, created.timeline))
+                created.cost, digest, created.timeline))
             if pending is not None:
                 bound.info("submitted", generation_id=created.generation_id,
                            backend=plan.backend)
                 self._wake_poll.set()
             else:  # the file changed, or the lease was lost, during the call
                 bound.warning("task_orphaned", generation_id=created.generation_id)
+
+    def _reuse(self, job: Job, digest: str, backend: str, bound: Any) -> bool:
+        """The same bytes were transcribed before (a rename, a move, a copy): take that
+        result instead of paying again."""
+        donor = self.store.find_result(digest, backend, job.id)
+        plan = self.finisher.plan(job)
+        if donor is None or (donor.plan is not None and donor.plan.model != plan.model):
+            return False
+        adopted = durably(lambda: self.store.adopt(job, donor, digest, self.clock()))
+        if adopted is None:
+            return True  # the file changed, or the lease was lost, meanwhile
+        bound.info("reused", reused_from=donor.path, generation_id=donor.generation_id)
+        self.finisher.finish(adopted)
+        self.finisher.retire(donor)
+        return True
 
     def requeue_or_fail(self, job: Job, reason: str, not_before: float = 0.0) -> None:
         if job.attempts >= self.settings.max_attempts:

@@ -1,122 +1,166 @@
-"""``sttwatch transcribe``: the provider's example turned into a command.
+"""``sttwatch transcribe``: the provider's example turned into a command, on the daemon's
+own stages.
 
-Each input is created and polled on the same backend the daemon would use, with the same
-poll schedule, and printed in the chosen format. No state file: this is a one-off.
+The inputs become jobs in a temporary store and go through the very submitter, poller and
+finisher the daemon runs (one backend, its throttle, the poll schedule, the same retries and
+deadlines); only the last step differs: results are printed in input order instead of written
+beside the sources. Nothing is left behind.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from .backends import Backend, Request, TaskState
+from .backends import Backend
 from .config import Config
-from .errors import AuthError, ExpiredError, PermanentError, TransientError
+from .errors import CreditsExhausted
 from .exitcodes import ExitCode
 from .outputs import get_format
-from .plan import Planner
-from .schedule import PollSchedule
-from .wiring import build_backend
+from .pipeline import Pipeline
+from .plan import Planner, is_url
+from .store import Admission, Job, Plan, State
+from .store.sqlite import SqliteStore
+from .transcripts import header
+from .wiring import build_backend, pipeline_settings
 
 
-def _is_url(text: str) -> bool:
-    return text.startswith(("http://", "https://"))
-
-
-def _progress(err: TextIO, label: str) -> tuple[object, object]:
+def _progress(err: TextIO) -> tuple[Callable[[str, float], None], Callable[[], None]]:
     """A one-line progress display on a TTY; silent otherwise."""
     tty = err.isatty()
 
     def show(_gen: str, fraction: float) -> None:
         if tty:
-            err.write(f"\r{label}: {fraction:4.0%}")
+            err.write(f"\r{fraction:4.0%}")
             err.flush()
 
     def done() -> None:
         if tty:
-            err.write("\r" + " " * (len(label) + 7) + "\r")
+            err.write("\r     \r")
             err.flush()
 
     return show, done
 
 
-def transcribe_one(backend: Backend, request: Request, schedule: PollSchedule,
-                   err: TextIO, label: str) -> dict[str, object]:
-    finished = threading.Event()  # the local engine says when; the service cannot
-    backend.set_listener(lambda _gen: finished.set())
-    created = backend.create(request)
-    started = time.monotonic()
-    delay = schedule.first_delay()
-    tty = err.isatty()
-    while True:
-        finished.wait(delay)
-        finished.clear()
-        status = backend.fetch(created.generation_id)
-        age = time.monotonic() - started
-        if status.state is TaskState.DONE:
-            assert status.result is not None
-            return {"generation_id": created.generation_id, "result": status.result,
-                    "cost": created.cost}
-        if status.state is TaskState.FAILED:
-            # Worded as the daemon's poller words it: only the service's failure is blamed
-            # on the service; the local engine's reason is the decoder's.
-            raise PermanentError(f"the service failed the task: {status.error}"
-                                 if backend.durable_ids else
-                                 f"cannot transcribe: {status.error}")
-        if tty and backend.kind != "local":
-            err.write(f"\r{label}: {status.raw_status} {age:.0f} s")
-            err.flush()
-        delay = schedule.next_delay(age)
+def _problem(item: str) -> str | None:
+    if is_url(item):
+        return None
+    path = Path(item)
+    if path.is_dir():
+        return (f"is a folder; name the recordings in it (e.g. {item.rstrip('/')}/*.mp3), "
+                "or watch it with 'sttwatch run'")
+    if not path.is_file():
+        return "no such file"
+    return None
 
 
 def transcribe_all(cfg: Config, kind: str, key: str | None, inputs: Sequence[str], fmt: str,
-                   out: TextIO, err: TextIO) -> int:
+                   out: TextIO, err: TextIO, clock: Callable[[], float] = time.time) -> int:
     # One file at a time here: a single worker with every core beats idle extra workers.
-    cfg = dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, workers=1))
-    backend = build_backend(cfg, kind, key)
-    planner = Planner(cfg, {kind: backend}, kind)
-    schedule = PollSchedule(cfg.daemon.first_poll_seconds, cfg.daemon.poll_cap_seconds, [])
-    writer = get_format(fmt)
+    # No error sidecars beside other people's files: the reasons are printed.
+    cfg = dataclasses.replace(cfg, local=dataclasses.replace(cfg.local, workers=1),
+                              output=dataclasses.replace(cfg.output, error_files=False))
     code = ExitCode.OK
+    wanted: list[tuple[str, str]] = []  # (input as given, the job's path)
+    for item in inputs:
+        problem = _problem(item)
+        if problem is not None:
+            err.write(f"sttwatch: {item}: {problem}\n")
+            code = ExitCode.FAILED
+        else:
+            wanted.append((item, item if is_url(item) else str(Path(item).resolve())))
+    if not wanted:
+        return code
+    backend = build_backend(cfg, kind, key)
     try:
-        for n, item in enumerate(inputs, 1):
-            url = item if _is_url(item) else None
-            path = None if url else Path(item).resolve()
-            js = planner.plan_for(path or Path.cwd())
-            show, done = _progress(err, Path(item).name)
-            if hasattr(backend, "set_progress"):
-                backend.set_progress(show)
+        with tempfile.TemporaryDirectory(prefix="sttwatch-transcribe-") as tmp:
+            store = SqliteStore(Path(tmp) / "jobs.db")
             try:
-                if path is not None and path.is_dir():
-                    raise PermanentError("is a folder; name the recordings in it (e.g. "
-                                         f"{item.rstrip('/')}/*.mp3), or watch it with "
-                                         "'sttwatch run'")
-                if path is not None and not path.is_file():
-                    raise PermanentError("no such file")
-                got = transcribe_one(backend, Request(n, js.model, path=path, url=url,
-                                                      options=js.options),
-                                     schedule, err, Path(item).name)
-            except AuthError as exc:
-                err.write(f"sttwatch: the service refused the API key: {exc}\n")
-                return ExitCode.AUTH
-            except (PermanentError, TransientError, ExpiredError, OSError) as exc:
-                done()  # type: ignore[operator]
-                err.write(f"sttwatch: {item}: {exc}\n")
-                code = ExitCode.FAILED
-                continue
-            done()  # type: ignore[operator]
-            result = got["result"]
-            assert isinstance(result, dict)
-            header = {"source": url or str(path), "backend": backend.kind, "model": js.model,
-                      "generation_id": got["generation_id"], "cost": got["cost"]}
-            if len(inputs) > 1 and fmt == "txt":
-                out.write(f"== {item}\n")
-            out.write(writer.render(result, header))
-            out.flush()
+                got = _run(cfg, kind, backend, store, wanted, fmt, out, err, clock)
+            finally:
+                store.close()
     finally:
         backend.close()
+    return got if got != ExitCode.OK else code
+
+
+def _run(cfg: Config, kind: str, backend: Backend, store: SqliteStore,
+         wanted: Sequence[tuple[str, str]], fmt: str, out: TextIO, err: TextIO,
+         clock: Callable[[], float]) -> int:
+    planner = Planner(cfg, {kind: backend}, kind)
+    writer = get_format(fmt)
+    finished: dict[str, str] = {}
+    lock = threading.Lock()
+    changed = threading.Event()
+
+    def sink(job: Job, plan: Plan) -> None:
+        assert job.result is not None
+        hdr: dict[str, Any] = {**header(job, plan.backend, plan.model, clock()),
+                               "source": job.path}
+        text = writer.render(job.result, hdr)
+        with lock:
+            finished[job.path] = text
+        changed.set()
+
+    pipeline = Pipeline(store, {kind: backend}, pipeline_settings(cfg, "transcribe"), planner,
+                        cfg.output, {kind: backend.in_flight_limit(cfg)}, clock, sink=sink)
+    show, hide = _progress(err)
+    backend.set_progress(show)
+    now = clock()
+    store.admit([Admission(path, 0 if is_url(path) else Path(path).stat().st_size,
+                           0 if is_url(path) else Path(path).stat().st_mtime_ns,
+                           planner.plan_for(Path.cwd() if is_url(path) else Path(path)))
+                 for _item, path in wanted], now)
+    stop = threading.Event()
+    threads = pipeline.start(stop)
+    code = ExitCode.OK
+    printed = 0
+    try:
+        while printed < len(wanted):
+            changed.wait(0.2)
+            changed.clear()
+            refused = pipeline.refused()
+            if refused is not None:
+                hide()
+                credits = isinstance(refused, CreditsExhausted)
+                what = "account (out of credits)" if credits else "API key"
+                err.write(f"sttwatch: the service refused the {what}: {refused}\n")
+                return ExitCode.CREDITS if credits else ExitCode.AUTH
+            if pipeline.unreachable_for(clock()) > cfg.daemon.once_timeout:
+                hide()
+                err.write(f"sttwatch: the service did not answer for "
+                          f"{cfg.daemon.once_timeout:.0f} s (daemon.once_timeout)\n")
+                return ExitCode.UNREACHABLE
+            while printed < len(wanted):  # in input order, each as soon as it can be
+                item, path = wanted[printed]
+                job = store.get(path)
+                with lock:
+                    text = finished.get(path)
+                if text is not None:
+                    hide()
+                    if len(wanted) > 1 and fmt == "txt":
+                        out.write(f"== {item}\n")
+                    out.write(text)
+                    out.flush()
+                elif job is not None and job.state is State.FAILED:
+                    hide()
+                    err.write(f"sttwatch: {item}: {job.error}\n")
+                    code = ExitCode.FAILED
+                elif job is None:  # gone: the file vanished before it was sent
+                    err.write(f"sttwatch: {item}: no such file\n")
+                    code = ExitCode.FAILED
+                else:
+                    break
+                printed += 1
+    finally:
+        stop.set()
+        pipeline.wake_all()
+        for t in threads:
+            t.join(timeout=20)
+        pipeline.poller.close()
     return code

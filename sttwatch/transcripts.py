@@ -154,7 +154,8 @@ def iso(ts: float | None) -> str | None:
 def header(job: Job, backend: str, model: str, now: float) -> dict[str, Any]:
     """Our part of the json output: enough to tell which file and which run made it."""
     source = Path(job.path)
-    return {"source": str(source), "size": job.size, "sha256": _sha256(source),
+    return {"source": str(source), "size": job.size,
+            "sha256": job.sha256 or _sha256(source),
             "backend": backend, "model": model, "generation_id": job.generation_id,
             "created": iso(job.submitted_at), "finished": iso(now), "cost": job.cost,
             **({"timeline": [list(p) for p in job.timeline]} if job.timeline else {})}

@@ -172,7 +172,7 @@ def test_a_trimmed_uploads_timeline_outlives_the_store_and_goes_with_a_changed_f
     admitted(store)
     job = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])
     assert job is not None
-    pending = store.set_pending(job, "gen-A", 100.0, 101.0, None, timeline)
+    pending = store.set_pending(job, "gen-A", 100.0, 101.0, None, timeline=timeline)
     assert pending is not None and pending.timeline == timeline
     (claimed,) = store.claim_poll(ME, 101.0, LEASE, 10, ["local"], ["aimlapi"])
     assert claimed.timeline == timeline  # read back from the row, as after a restart
@@ -322,6 +322,24 @@ def test_a_failed_job_with_its_result_is_rendered_again_without_a_create(
     assert store.rerender(105.0) == 1  # B has no result: a retry, not a render
     (again,) = store.claim_finish(ME, 105.0, LEASE, 10)
     assert again.path == A and again.result == RESULT and again.generation_id == "gen-A"
+
+
+def test_the_same_bytes_take_the_paid_result(store: Store) -> None:
+    first = fetched(store)
+    assert store.mark_done(first, 103.0)
+    admitted(store, B)
+    job = store.claim_submit(ME, 110.0, LEASE, ["aimlapi"])
+    assert job is not None
+    assert store.find_result("abc", "aimlapi", job.id) is None  # no hash recorded yet
+    with store._tx() as x:  # type: ignore[attr-defined]
+        x.execute(store.dialect.q("UPDATE jobs SET sha256='abc' WHERE path=?"), (A,))  # type: ignore[attr-defined]
+    donor = store.find_result("abc", "aimlapi", job.id)
+    assert donor is not None and donor.path == A
+    assert store.find_result("abc", "local", job.id) is None
+    got = store.adopt(job, donor, "abc", 111.0)
+    assert got is not None and got.state is State.FETCHED and got.result == RESULT
+    assert (got.reused_from, got.sha256, got.attempts, got.cost) == (A, "abc", 0, None)
+    assert store.reused() == 1
 
 
 def test_counts_and_the_oldest_unfinished(store: Store) -> None:

@@ -195,7 +195,8 @@ def test_trimmed_upload_is_the_speech_and_its_cues_land_where_the_untrimmed_ones
     trimmed = client(svc, trim_silence=True, compact=compact)
     created = trimmed.create(Request(job_id=job.id, model=MODEL, path=wav))
     assert created.timeline is not None and len(created.timeline) == 2
-    assert store.set_pending(job, created.generation_id, 3.0, 4.0, None, created.timeline)
+    assert store.set_pending(job, created.generation_id, 3.0, 4.0, None,
+                             timeline=created.timeline)
     store.close()
     uploaded = svc.creates()[-1].audio_seconds
     assert uploaded is not None and uploaded < speech + 3.0  # was speech + 128 s

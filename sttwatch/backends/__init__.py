@@ -107,6 +107,10 @@ class Backend:
         """Called with a generation id when that task may have finished, so the poller can
         fetch it at once. Remote backends cannot know this and keep the default no-op."""
 
+    def set_progress(self, progress: Callable[[str, float], None]) -> None:
+        """Called with a generation id and the fraction done, where the backend can tell
+        (the local engine can; the service does not say)."""
+
     def close(self) -> None:
         """Release sessions, threads and models."""
 

@@ -330,6 +330,13 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         s: requests.Session | None = getattr(self._local, "session", None)
         if s is None:
             s = self._local.session = requests.Session()
+            # Proxies from the environment, read once per session rather than on every
+            # request (requests looks them up, netrc included, for each call: measured at
+            # about 5% of the daemon's CPU).
+            s.proxies.update(requests.utils.get_environ_proxies(self._base))
+            s.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
+                "CURL_CA_BUNDLE") or True
+            s.trust_env = False
         return s
 
     def upload_read_timeout(self, size: int) -> float:

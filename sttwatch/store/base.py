@@ -73,10 +73,24 @@ class Store(ABC):
 
     @abstractmethod
     def set_pending(self, job: Job, generation_id: str, now: float, first_poll_at: float,
-                    cost: Mapping[str, str] | None, timeline: Timeline | None = None
-                    ) -> Job | None:
+                    cost: Mapping[str, str] | None, sha256: str | None = None,
+                    timeline: Timeline | None = None) -> Job | None:
         """Commit the id the moment the create call returns, with the map of a trimmed
         upload's times onto the recording's (sttwatch/timeline.py)."""
+
+    @abstractmethod
+    def find_result(self, sha256: str, backend: str, exclude: int) -> Job | None:
+        """A done job of ``backend`` whose source had exactly these bytes, with its result:
+        a renamed, moved or copied recording is not paid for twice."""
+
+    @abstractmethod
+    def adopt(self, job: Job, donor: Job, sha256: str, now: float) -> Job | None:
+        """A claimed job takes ``donor``'s result instead of a create (its attempt is not
+        counted) and goes on to be written like any fetched result."""
+
+    @abstractmethod
+    def reused(self) -> int:
+        """How many jobs were answered from an earlier result."""
 
     @abstractmethod
     def requeue(self, job: Job, now: float, not_before: float, reason: str, *,

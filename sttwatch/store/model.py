@@ -80,6 +80,8 @@ class Job:
     owner: str | None
     lease_until: float
     defers: int = 0  # failed transcript writes of this result so far
+    sha256: str | None = None  # of the version that was sent (or recognised)
+    reused_from: str | None = None  # the source whose paid result this job took
     # (upload start, source start, length) per piece of a trimmed upload; sttwatch/timeline.py
     timeline: tuple[tuple[float, float, float], ...] | None = None
 

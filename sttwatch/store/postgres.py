@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .errors import StoreError, StoreMissing, StoreUnavailable
-from .sql import Dialect, Executor, SqlStore
+from .sql import COLUMNS, SCHEMA_VERSION, Dialect, Executor, SqlStore
 
 POSTGRES = Dialect(name="postgres", param="%s", id_column="BIGSERIAL PRIMARY KEY",
                    real="DOUBLE PRECISION", bigint="BIGINT", null_eq="IS NOT DISTINCT FROM",
@@ -69,9 +69,14 @@ class PostgresStore(SqlStore):
                                     ).fetchone() if x.execute(
                         "SELECT to_regclass('meta') IS NOT NULL").fetchone()[0] else None
                     version = int(row[0]) if row else 1
-                if version is None or version < 2 or version > 2:
+                columns = None
+                if exists:
+                    columns = {r[0] for r in x.execute(
+                        "SELECT column_name FROM information_schema.columns WHERE table_name="
+                        "'jobs' AND table_schema=current_schema()").fetchall()}
+                if version != SCHEMA_VERSION or not set(COLUMNS) <= (columns or set()):
                     x.execute("SELECT pg_advisory_xact_lock(7270813)")  # one migrator at once
-                    self._migrate(x, None, version)
+                    self._migrate(x, columns, version)
         except (StoreError, StoreUnavailable):
             self._pool.close()
             raise

@@ -25,7 +25,7 @@ SCHEMA_VERSION = 2
 COLUMNS = ("id", "path", "size", "mtime_ns", "state", "generation_id", "attempts", "polls",
            "submitted_at", "next_at", "error", "result", "cost", "created_at", "updated_at",
            "finished_at", "backend", "output_key", "plan", "owner", "lease_until", "defers",
-           "timeline")
+           "sha256", "reused_from", "timeline")
 _COLS = ", ".join(COLUMNS)
 _CLAIMED = "('submitting', 'pending', 'fetched')"
 
@@ -87,11 +87,14 @@ def ddl(d: Dialect) -> list[str]:
             owner TEXT,
             lease_until {d.real} NOT NULL DEFAULT 0,
             defers INTEGER NOT NULL DEFAULT 0,
+            sha256 TEXT,
+            reused_from TEXT,
             timeline TEXT)""",
         "CREATE INDEX IF NOT EXISTS jobs_state_next ON jobs(state, next_at)",
         "CREATE INDEX IF NOT EXISTS jobs_output_key ON jobs(output_key)",
         "CREATE INDEX IF NOT EXISTS jobs_generation ON jobs(generation_id)",
         "CREATE INDEX IF NOT EXISTS jobs_owner_state ON jobs(owner, state)",
+        "CREATE INDEX IF NOT EXISTS jobs_sha256 ON jobs(sha256)",
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         f"""CREATE TABLE IF NOT EXISTS daemons (
             host_id TEXT PRIMARY KEY,
@@ -114,7 +117,8 @@ def _job(row: Sequence[Any]) -> Job:
         output_key=r["output_key"],
         plan=Plan.from_json(json.loads(r["plan"])) if r["plan"] else None,
         owner=r["owner"], lease_until=float(r["lease_until"] or 0.0),
-        defers=int(r["defers"] or 0), timeline=from_text(r["timeline"]))
+        defers=int(r["defers"] or 0), sha256=r["sha256"], reused_from=r["reused_from"],
+        timeline=from_text(r["timeline"]))
 
 
 def _marks(n: int) -> str:
@@ -173,6 +177,7 @@ class SqlStore(Store):
                                  ("lease_until", f"{d.real} NOT NULL DEFAULT 0"),
                                  ("service_seconds", d.real),
                                  ("defers", "INTEGER NOT NULL DEFAULT 0"),
+                                 ("sha256", "TEXT"), ("reused_from", "TEXT"),
                                  ("timeline", "TEXT")):
                 if column not in existing_columns:
                     self._x(x, f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
@@ -324,16 +329,41 @@ class SqlStore(Store):
         return got[0] if got else None
 
     def set_pending(self, job: Job, generation_id: str, now: float, first_poll_at: float,
-                    cost: Mapping[str, str] | None, timeline: Timeline | None = None
-                    ) -> Job | None:
+                    cost: Mapping[str, str] | None, sha256: str | None = None,
+                    timeline: Timeline | None = None) -> Job | None:
         fence, args = self._fence(job)
         with self._tx() as x:
             got = self._returning(
                 x, "UPDATE jobs SET state='pending', generation_id=?, submitted_at=?, "
-                   "next_at=?, polls=0, cost=?, timeline=?, updated_at=? WHERE id=?" + fence,
+                   "next_at=?, polls=0, cost=?, sha256=?, timeline=?, updated_at=? WHERE id=?"
+                   + fence,
                 (generation_id, now, first_poll_at, json.dumps(dict(cost)) if cost else None,
-                 to_text(timeline), now, job.id, *args))
+                 sha256, to_text(timeline), now, job.id, *args))
         return got[0] if got else None
+
+    def find_result(self, sha256: str, backend: str, exclude: int) -> Job | None:
+        found = self._select("sha256=? AND backend=? AND state='done' AND result IS NOT NULL "
+                             "AND id!=? ORDER BY finished_at DESC LIMIT 1",
+                             (sha256, backend, exclude))
+        return found[0] if found else None
+
+    def adopt(self, job: Job, donor: Job, sha256: str, now: float) -> Job | None:
+        fence, args = self._fence(job)
+        g = self.dialect.greatest
+        with self._tx() as x:
+            got = self._returning(
+                x, f"UPDATE jobs SET state='fetched', result=?, generation_id=?, sha256=?, "
+                   f"reused_from=?, cost=NULL, attempts={g}(attempts-1, 0), submitted_at=?, "
+                   f"timeline=?, next_at=?, updated_at=? WHERE id=?" + fence,
+                (json.dumps(donor.result), donor.generation_id, sha256, donor.path, now,
+                 to_text(donor.timeline), now + 60.0, now, job.id, *args))
+        return got[0] if got else None
+
+    def reused(self) -> int:
+        with self._read() as x:
+            row = self._x(x, "SELECT COUNT(*) FROM jobs WHERE reused_from IS NOT NULL"
+                          ).fetchone()
+        return int(row[0])
 
     def requeue(self, job: Job, now: float, not_before: float, reason: str, *,
                 refund_attempt: bool = False) -> bool:
