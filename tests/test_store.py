@@ -342,6 +342,25 @@ def test_the_same_bytes_take_the_paid_result(store: Store) -> None:
     assert store.reused() == 1
 
 
+def test_a_taken_result_keeps_the_timeline_of_the_trimmed_upload_it_came_from(
+        store: Store) -> None:
+    timeline = ((0.0, 60.0, 5.0),)
+    admitted(store)
+    job = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])
+    assert job is not None
+    assert store.set_pending(job, "gen-A", 100.0, 101.0, None, "abc", timeline=timeline)
+    (claimed,) = store.claim_poll(ME, 101.0, LEASE, 10, ["local"], ["aimlapi"])
+    donor = store.set_fetched(claimed, RESULT, 102.0, 2.0)
+    assert donor is not None and store.mark_done(donor, 103.0)
+    admitted(store, B)
+    copy = store.claim_submit(ME, 110.0, LEASE, ["aimlapi"])
+    assert copy is not None
+    found = store.find_result("abc", "aimlapi", copy.id)
+    assert found is not None
+    got = store.adopt(copy, found, "abc", 111.0)
+    assert got is not None and got.timeline == timeline
+
+
 def test_counts_and_the_oldest_unfinished(store: Store) -> None:
     fetched(store, B, "gen-B")
     admitted(store, A, now=10.0)
