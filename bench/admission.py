@@ -11,6 +11,7 @@ Run:  python bench/admission.py [--files 100000] [--watchdog-usec 30000000]
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import socket
@@ -24,8 +25,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-import itertools
-
 from fake_service import FakeConfig, FakeService  # noqa: E402
 
 

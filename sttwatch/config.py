@@ -106,6 +106,14 @@ SCHEMA: Mapping[str, Field] = {
                            "by size)", minimum=0.1),
         retries=Field("int", 5, "tries of one request on connection errors, timeouts, 5xx",
                       minimum=1),
+        upload=Field("str", "as_is", "as_is sends the file unchanged; compact sends 16 kHz "
+                     "mono Opus at 24 kbit/s (about 50x fewer bytes than WAV; files already "
+                     "compact go as they are; needs sttwatch[local] for PyAV)",
+                     choices=("as_is", "compact")),
+        trim_silence=Field("bool", False, "cut silences longer than trim_min_silence before "
+                           "uploading (fewer billed seconds); every time in the transcript "
+                           "is mapped back to the recording's (needs sttwatch[local])"),
+        trim_min_silence=Field("float", 3.0, "seconds of silence worth cutting", minimum=1),
     ),
     "local": _section(
         "The offline engine: whisper-tiny via faster-whisper (pip install 'sttwatch[local]').",
@@ -117,7 +125,11 @@ SCHEMA: Mapping[str, Field] = {
         beam_size=Field("int", 5, "beam search width", minimum=1),
         language=Field("str", None, "e.g. en; null = detect (tiny.en is English only)",
                        nullable=True),
-        vad_filter=Field("bool", False, "skip long silences"),
+        vad_filter=Field("bool", True, "skip silences (Silero VAD): same WER and CPU on the "
+                         "espeak corpus, less work on quiet recordings (bench/local_modes.py)"),
+        task=Field("str", "transcribe", "transcribe | translate (into English; needs a "
+                   "multilingual model such as tiny or base, not tiny.en)",
+                   choices=("transcribe", "translate")),
         workers=Field("int", 2, "files transcribed at once (2 x 1 thread beat 1 x 2 threads "
                       "by 2.2x on a 2-core machine: see bench/local_engine.py)", minimum=1),
         chunk_seconds=Field("float", 120.0, "longer files go in pieces of about this length "
@@ -193,6 +205,9 @@ class ApiConfig:
     connect_timeout: float
     read_timeout: float
     retries: int
+    upload: str = "as_is"
+    trim_silence: bool = False
+    trim_min_silence: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -206,6 +221,7 @@ class LocalConfig:
     vad_filter: bool
     workers: int
     chunk_seconds: float
+    task: str = "transcribe"
 
 
 @dataclass(frozen=True)

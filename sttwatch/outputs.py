@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 from .cues import TXT_WIDTH, Cue, reading_paragraphs, subtitle_cues
 from .errors import RenderError
 from .profiles import profile_for_header
+from .timeline import parse as parse_timeline
+from .timeline import remap
 from .transcript_model import Transcript, output_language, speaker_name
 
 __all__ = ["FORMATS", "Cue", "Format", "RenderError", "fit_name", "get_format", "language_of",
@@ -32,9 +34,16 @@ __all__ = ["FORMATS", "Cue", "Format", "RenderError", "fit_name", "get_format", 
 
 
 def transcript_of(result: Mapping[str, Any], header: Mapping[str, Any]) -> Transcript:
-    """The result read by the profile of the header's ``model`` and ``backend``. Raises
-    RenderError when no known shape fits."""
-    return profile_for_header(header).parse(result)
+    """The result read by the profile of the header's ``model`` and ``backend``, its times
+    put back on the recording's clock when the upload was trimmed (the header's
+    ``timeline``: the one place the map is applied). Raises RenderError when no known shape
+    fits."""
+    transcript = profile_for_header(header).parse(result)
+    try:
+        timeline = parse_timeline(header.get("timeline"))
+    except (TypeError, ValueError) as exc:
+        raise RenderError(f"the job's timeline is unreadable: {exc}") from None
+    return remap(transcript, timeline)
 
 
 class Format:

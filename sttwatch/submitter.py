@@ -140,7 +140,7 @@ class Submitter:
             now = self.clock()
             pending = durably(lambda: self.store.set_pending(
                 job, created.generation_id, now, now + self.schedule.first_delay(),
-                created.cost, digest))
+                created.cost, digest, created.timeline))
             if pending is not None:
                 self.submitted += 1
                 bound.info("submitted", generation_id=created.generation_id,

@@ -157,7 +157,8 @@ def header(job: Job, backend: str, model: str, now: float) -> dict[str, Any]:
     return {"source": str(source), "size": job.size,
             "sha256": job.sha256 or _sha256(source),
             "backend": backend, "model": model, "generation_id": job.generation_id,
-            "created": iso(job.submitted_at), "finished": iso(now), "cost": job.cost}
+            "created": iso(job.submitted_at), "finished": iso(now), "cost": job.cost,
+            **({"timeline": [list(p) for p in job.timeline]} if job.timeline else {})}
 
 
 def write_transcripts(paths: Sequence[Path], formats: Sequence[str],

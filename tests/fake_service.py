@@ -73,6 +73,9 @@ class FakeConfig:
     forbidden_message: str | None = None  # every create answers 403 with this (not credits)
     # Creates whose audio text contains a key answer its status (400, 422, 500...).
     create_status_for_texts: dict[str, int] = dataclasses.field(default_factory=dict)
+    # A real (decodable) audio upload is heard as this text: its words are laid over the
+    # loud stretches of the audio (see hear()), so word times follow the speech uploaded.
+    speech_text: str | None = None
 
 
 @dataclasses.dataclass
@@ -87,6 +90,7 @@ class RequestRecord:
     time: float  # time.monotonic() when the request arrived
     body_bytes: int = 0  # bytes of the request body received (streamed ones too)
     file_field: str | None = None  # the multipart field the file came in ("audio" or "file")
+    audio_seconds: float | None = None  # length of a real audio upload (speech_text set)
 
 
 @dataclasses.dataclass
@@ -103,6 +107,7 @@ class _Task:
     finished: float | None = None
     forgotten: bool = False
     echo: str = ""  # the create's headers, quoted in the failure message (echo_headers)
+    times: list[tuple[float, float]] | None = None  # word times heard in real audio
 
 
 def make_fake_audio(path: str | Path, text: str) -> Path:
@@ -177,14 +182,61 @@ def parse_multipart(body: bytes, ctype: str) -> tuple[dict[str, str], dict[str, 
     return fields, files
 
 
+def hear(audio: bytes, text: str) -> tuple[list[tuple[float, float]], float]:
+    """Word times for ``text`` spoken in ``audio`` (any format PyAV decodes): the loud 20 ms
+    windows, joined over gaps under 0.3 s, are the speech, and the words share it evenly.
+    Returns (word times, audio seconds). Needs PyAV (sttwatch[local])."""
+    import io
+
+    import av
+    import numpy as np
+
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=16000)
+    pieces = []
+    with av.open(io.BytesIO(audio)) as container:
+        for frame in container.decode(audio=0):
+            pieces += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    pieces += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    pcm = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)
+    win = 320
+    n = len(pcm) // win
+    rms = np.sqrt((pcm[: n * win].reshape(n, win) ** 2).mean(axis=1)) if n else np.zeros(0)
+    regions: list[list[float]] = []
+    for i in np.flatnonzero(rms > 300):
+        start, end = i * win / 16000, (i + 1) * win / 16000
+        if regions and start - regions[-1][1] < 0.3:
+            regions[-1][1] = end
+        else:
+            regions.append([start, end])
+    seconds = len(pcm) / 16000
+    tokens = text.split()
+    voiced = sum(e - s for s, e in regions)
+    if not regions or not tokens:
+        return [], seconds
+
+    def at(v: float) -> float:  # voiced time -> audio time
+        for s, e in regions:
+            if v <= e - s:
+                return s + v
+            v -= e - s
+        return regions[-1][1]
+
+    step = voiced / len(tokens)
+    return [(round(at(i * step + 1e-6), 3), round(at((i + 1) * step), 3))
+            for i in range(len(tokens))], seconds
+
+
 def transcript_payload(task: _Task) -> Json:
     """The finished result in Deepgram's shape (see the protocol notes)."""
     text = task.text or ""
+    times = task.times or [(i * WORD_SECONDS, (i + 1) * WORD_SECONDS)
+                           for i in range(len(text.split()))]
     words = [{"word": re.sub(r"[^\w'-]", "", tok).lower() or tok, "punctuated_word": tok,
-              "start": round(i * WORD_SECONDS, 3), "end": round((i + 1) * WORD_SECONDS, 3),
-              "confidence": 0.98} for i, tok in enumerate(text.split())]
+              "start": round(start, 3), "end": round(end, 3),
+              "confidence": 0.98} for tok, (start, end) in zip(text.split(), times, strict=True)]
     metadata = {"request_id": str(uuid.uuid5(uuid.NAMESPACE_URL, task.id)), "sha256": task.sha256,
-                "created": task.created_wall, "duration": round(len(words) * WORD_SECONDS, 3),
+                "created": task.created_wall,
+                "duration": round(times[-1][1] if times else 0.0, 3),
                 "channels": 1, "models": [str(task.fields.get("model", ""))]}
     alternative = {"transcript": text, "confidence": 0.98, "words": words}
     language = task.fields.get("language") or "en"
@@ -387,6 +439,8 @@ class FakeService:
         time.sleep(self.config.create_latency)
         fields: Json = {}
         filename, audio, text, bad, field = None, None, None, "", None
+        heard: list[tuple[float, float]] | None = None
+        audio_seconds: float | None = None
         try:
             ctype = headers.get("content-type", "")
             if ctype.startswith("multipart/form-data"):
@@ -395,6 +449,12 @@ class FakeService:
                 filename, audio = files[field] if field else (None, None)
                 if audio is not None and audio.startswith(MAGIC):
                     text = audio[len(MAGIC):].decode("utf-8", "replace").strip()
+                elif audio and self.config.speech_text is not None:
+                    try:
+                        heard, audio_seconds = hear(audio, self.config.speech_text)
+                        text = self.config.speech_text
+                    except Exception:  # not audio PyAV can read: the usual failed task
+                        heard = None
                 bad = "" if audio else "audio must be a non-empty file"
             else:
                 fields = json.loads(body or b"{}")
@@ -409,6 +469,7 @@ class FakeService:
         record = RequestRecord("create", None, text, dict(fields), filename, 0, headers, arrived,
                                len(body) if body_bytes is None else body_bytes)
         record.file_field = field
+        record.audio_seconds = audio_seconds
         cfg = self.config
         forced = next((code for part, code in sorted(cfg.create_status_for_texts.items())
                        if text is not None and part in text), None)
@@ -440,6 +501,7 @@ class FakeService:
                 task = _Task(str(uuid.uuid4()), text, error, dict(fields), digest,
                              time.monotonic(), _now_iso())
                 task.echo = quote_headers(headers) if cfg.echo_headers else ""
+                task.times = heard
                 self._tasks[task.id] = task
                 self._waiting.append(task)
                 self._fill(task.created)

@@ -260,3 +260,31 @@ def test_one_daemon_two_backends_by_folder(tmp_path: Path, direct: Direct) -> No
     assert here["sttwatch"]["backend"] == "local"
     here_wav = tmp_path / "offline" / "here.wav"
     direct.same_words(transcript(here_wav) or "", here_wav)
+
+
+def test_translate_needs_a_multilingual_model() -> None:
+    from sttwatch.backends.local import LocalBackend, LocalSettings
+    from sttwatch.errors import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match=r"translate needs a multilingual model.*"
+                                                 r"tiny\.en"):
+        LocalBackend(LocalSettings(task="translate", workers=1))
+
+
+def test_vad_filter_skips_a_long_silence_and_keeps_the_words_times(tmp_path: Path,
+                                                                   direct: Direct) -> None:
+    """Half a minute of silence before the speech: the words are found, at their place."""
+    import subprocess
+
+    from sttwatch.backends.local import LocalBackend, LocalSettings
+    wav = speak(SENTENCES[0], tmp_path / "s.wav")
+    padded = tmp_path / "padded.wav"
+    subprocess.run(["sox", str(wav), str(padded), "pad", "30", "5"], check=True)
+    engine = LocalBackend(LocalSettings(vad_filter=True, workers=1))
+    try:
+        result = engine.transcribe(padded, "t", {})
+    finally:
+        engine.close()
+    alt = result["results"]["channels"][0]["alternatives"][0]
+    direct.same_words(alt["transcript"], padded)  # what faster-whisper hears on this CPU
+    assert 29.5 < alt["words"][0]["start"] < 31.0

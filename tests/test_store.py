@@ -166,6 +166,20 @@ def test_set_pending_commits_the_id_and_cost(store: Store) -> None:
     assert store.spend() == {"x-aimlapi-usd-spent": pytest.approx(0.001)}
 
 
+def test_a_trimmed_uploads_timeline_outlives_the_store_and_goes_with_a_changed_file(
+        store: Store) -> None:
+    timeline = ((0.0, 59.5, 7.25), (7.25, 127.0, 3.5))
+    admitted(store)
+    job = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])
+    assert job is not None
+    pending = store.set_pending(job, "gen-A", 100.0, 101.0, None, timeline=timeline)
+    assert pending is not None and pending.timeline == timeline
+    (claimed,) = store.claim_poll(ME, 101.0, LEASE, 10, ["local"], ["aimlapi"])
+    assert claimed.timeline == timeline  # read back from the row, as after a restart
+    store.admit([offer(size=11)], 110.0)  # the file changed: its next upload is another
+    assert get(store, A).timeline is None
+
+
 def test_a_daemon_that_lost_its_lease_changes_nothing(store: Store) -> None:
     admitted(store)
     mine = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])
@@ -326,6 +340,25 @@ def test_the_same_bytes_take_the_paid_result(store: Store) -> None:
     assert got is not None and got.state is State.FETCHED and got.result == RESULT
     assert (got.reused_from, got.sha256, got.attempts, got.cost) == (A, "abc", 0, None)
     assert store.reused() == 1
+
+
+def test_a_taken_result_keeps_the_timeline_of_the_trimmed_upload_it_came_from(
+        store: Store) -> None:
+    timeline = ((0.0, 60.0, 5.0),)
+    admitted(store)
+    job = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])
+    assert job is not None
+    assert store.set_pending(job, "gen-A", 100.0, 101.0, None, "abc", timeline=timeline)
+    (claimed,) = store.claim_poll(ME, 101.0, LEASE, 10, ["local"], ["aimlapi"])
+    donor = store.set_fetched(claimed, RESULT, 102.0, 2.0)
+    assert donor is not None and store.mark_done(donor, 103.0)
+    admitted(store, B)
+    copy = store.claim_submit(ME, 110.0, LEASE, ["aimlapi"])
+    assert copy is not None
+    found = store.find_result("abc", "aimlapi", copy.id)
+    assert found is not None
+    got = store.adopt(copy, found, "abc", 111.0)
+    assert got is not None and got.timeline == timeline
 
 
 def test_counts_and_the_oldest_unfinished(store: Store) -> None:

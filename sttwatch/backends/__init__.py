@@ -36,8 +36,14 @@ class Request:
 
 @dataclass(frozen=True)
 class Created:
+    """A task the backend started. ``timeline`` is set when the upload was not the whole
+    recording (``api.trim_silence``): the map of the upload's clock onto the recording's,
+    ``(start in the upload, start in the source, length)`` per kept piece (sttwatch/timeline.py);
+    it is stored with the job so it outlives a restart before the result arrives."""
+
     generation_id: str
     cost: dict[str, str] | None = None
+    timeline: tuple[tuple[float, float, float], ...] | None = None
 
 
 class TaskState(Enum):

@@ -19,6 +19,7 @@ floor of 1 MB/s for the service's side). ``create_deadline`` is the whole allowa
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import mimetypes
@@ -26,7 +27,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -58,6 +59,7 @@ from ..errors import (
 )
 from ..profiles import profile_for
 from . import Backend, Created, Request, Status, TaskState
+from .shrink import Upload, prepared, pyav_missing
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -284,8 +286,13 @@ class AimlApiBackend(Backend, kind="aimlapi"):
     def __init__(self, base_url: str, api_key: str, model: str, *,
                  connect_timeout: float = 10.0, read_timeout: float = 60.0, retries: int = 5,
                  sleep: Callable[[float], None] = time.sleep, max_backoff: float = 30.0,
-                 on_upload_progress: UploadProgress | None = None) -> None:
+                 on_upload_progress: UploadProgress | None = None, compact: bool = False,
+                 trim_silence: bool = False, trim_min_silence: float = 3.0) -> None:
         self._base = base_url.rstrip("/")
+        self._compact = compact
+        self._trim = trim_silence
+        self._min_silence = trim_min_silence
+        self._shrink_off = False  # PyAV is missing: send files as they are (warned once)
         self._key = api_key
         self._model = model
         self._timeouts = (connect_timeout, read_timeout)
@@ -307,7 +314,9 @@ class AimlApiBackend(Backend, kind="aimlapi"):
             raise BackendUnavailable(f"backend aimlapi needs an API key in {where}")
         api = cfg.api
         return cls(api.base_url, key, api.model, connect_timeout=api.connect_timeout,
-                   read_timeout=api.read_timeout, retries=api.retries)
+                   read_timeout=api.read_timeout, retries=api.retries,
+                   compact=api.upload == "compact", trim_silence=api.trim_silence,
+                   trim_min_silence=api.trim_min_silence)
 
     @classmethod
     def needs_key(cls) -> bool:
@@ -362,17 +371,18 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         headers = {"X-Client-Request-Id": f"sttwatch-job-{request.job_id}"}
         url = f"{self._base}/stt/create"
 
-        def once() -> Answer:
-            if request.url is not None:
-                resp = self._send("POST", url, json={**fields, "url": request.url},
-                                  headers=headers, timeout=self._timeouts, creates=True)
-            else:
-                assert request.path is not None
-                resp = self._upload(url, request, fields, headers, profile.file_field)
-            raise_for_status(resp)
-            return resp
+        with self._shrunk(request) as upload:
+            def once() -> Answer:
+                if request.url is not None:
+                    resp = self._send("POST", url, json={**fields, "url": request.url},
+                                      headers=headers, timeout=self._timeouts, creates=True)
+                else:
+                    resp = self._upload(url, request, fields, headers, profile.file_field,
+                                        upload)
+                raise_for_status(resp)
+                return resp
 
-        resp = self._retrying(once)
+            resp = self._retrying(once)
         # A 2xx we cannot read may still have made a task: never resent blindly.
         body = _json_body(resp, "create", OutcomeUnknown)
         gen_id = body.get("generation_id") or body.get("id") if isinstance(body, dict) else None
@@ -380,18 +390,40 @@ class AimlApiBackend(Backend, kind="aimlapi"):
             raise PermanentError(f"create answered without a generation_id: "
                                  f"{_excerpt(resp.text)}")
         cost = {h: resp.headers[h] for h in COST_HEADERS if h in resp.headers}
-        return Created(str(gen_id), cost or None)
+        return Created(str(gen_id), cost or None,
+                       timeline=upload.timeline if upload is not None else None)
+
+    @contextlib.contextmanager
+    def _shrunk(self, request: Request) -> Iterator[Upload | None]:
+        """The smaller file to send for ``request`` (``api.upload: compact``,
+        ``api.trim_silence``), made once for every retry of the create; None: the file
+        itself. A file PyAV cannot read goes as it is, for the service to judge."""
+        if request.path is None or not (self._compact or self._trim) or self._shrink_off:
+            yield None
+            return
+        if pyav_missing():
+            self._shrink_off = True
+            log.warning("upload_not_shrunk", job_id=request.job_id,
+                        reason="PyAV is not installed (pip install 'sttwatch[local]'); "
+                               "files are sent as they are")
+            yield None
+            return
+        with prepared(request.path, compact=self._compact, trim=self._trim,
+                      min_silence=self._min_silence, job_id=request.job_id) as upload:
+            yield upload
 
     def _upload(self, url: str, request: Request, fields: dict[str, Any],
-                headers: dict[str, str], file_field: str) -> Answer:
+                headers: dict[str, str], file_field: str, upload: Upload | None) -> Answer:
         """POST the file as multipart/form-data, read from disk chunk by chunk as it is
         sent (requests' own ``files=`` would hold the whole body in memory)."""
         assert request.path is not None
-        mime = mimetypes.guess_type(request.path.name)[0] or "application/octet-stream"
-        with request.path.open("rb") as fh:
+        path, name = (upload.path, upload.name) if upload else (request.path, request.path.name)
+        mime = upload.mime if upload else (mimetypes.guess_type(name)[0]
+                                           or "application/octet-stream")
+        with path.open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             encoder = MultipartEncoder(
-                [*_form_fields(fields), (file_field, (request.path.name, _Capped(fh, size), mime))])
+                [*_form_fields(fields), (file_field, (name, _Capped(fh, size), mime))])
             body = MultipartEncoderMonitor(encoder, _progress(
                 request.job_id, str(request.path), encoder.len, self._on_upload_progress))
             try:

@@ -72,10 +72,12 @@ class LocalSettings:
     threads: int = 0
     beam_size: int = 5
     language: str | None = None
-    vad_filter: bool = False
+    vad_filter: bool = True
     workers: int = 2
     word_timestamps: bool = True
     chunk_seconds: float = 120.0
+    task: str = "transcribe"  # or "translate" (into English; multilingual models only)
+    batch_size: int = 0  # > 0: faster-whisper's BatchedInferencePipeline (bench/local_modes.py)
 
 
 class Abandoned(RuntimeError):
@@ -91,6 +93,7 @@ class _Collected:
     confidences: list[float] = field(default_factory=list)
     language: str | None = None
     language_probability: float = 0.0
+    translated: bool = False  # task translate: the text is English, whatever was spoken
 
     def add(self, segments: Iterable[Any], info: Any, offset: float, total: float,
             progress: Callable[[float], None] | None, stopping: threading.Event) -> None:
@@ -123,7 +126,9 @@ class _Collected:
                          "channels": 1, "models": [model],
                          "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
             "results": {"channels": [{"alternatives": [alternative],
-                                      "detected_language": self.language,
+                                      "detected_language": "en" if self.translated
+                                      else self.language,
+                                      "spoken_language": self.language,
                                       "language_probability": round(
                                           self.language_probability, 4)}]},
         }
@@ -141,7 +146,8 @@ class LocalBackend(Backend, kind="local"):
         return cls(LocalSettings(model=lc.model, device=lc.device, compute_type=lc.compute_type,
                                  threads=lc.threads, beam_size=lc.beam_size,
                                  language=lc.language, vad_filter=lc.vad_filter,
-                                 workers=lc.workers, chunk_seconds=lc.chunk_seconds),
+                                 workers=lc.workers, chunk_seconds=lc.chunk_seconds,
+                                 task=lc.task),
                    fetch_url=download)
 
     def in_flight_limit(self, cfg: Config) -> int:
@@ -168,8 +174,18 @@ class LocalBackend(Backend, kind="local"):
             raise BackendUnavailable(
                 f"cannot load local model {settings.model!r}: {type(exc).__name__}: {exc}"
             ) from None
+        self._multilingual = bool(self._model.model.is_multilingual)
+        if settings.task == "translate" and not self._multilingual:
+            raise BackendUnavailable(
+                f"local.task: translate needs a multilingual model; {settings.model!r} is "
+                "English only (use e.g. tiny or base instead of tiny.en)")
+        self._batched: Any = None
+        if settings.batch_size > 0:
+            from faster_whisper import BatchedInferencePipeline
+            self._batched = BatchedInferencePipeline(self._model)
         log.info("model_loaded", model=settings.model, path=self._model_path,
-                 threads=threads, workers=settings.workers)
+                 threads=threads, workers=settings.workers, task=settings.task,
+                 multilingual=self._multilingual)
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="local-stt")
         self._tasks: dict[str, Future[dict[str, Any]]] = {}
         self._lock = threading.Lock()
@@ -193,21 +209,29 @@ class LocalBackend(Backend, kind="local"):
         each piece with the previous one's text was tried and made the word error rate
         worse on a 10-minute recording: 4.6% against 3.0% without.)"""
         s = self._settings
-        kwargs = {"beam_size": s.beam_size, "language": options.get("language", s.language),
-                  "vad_filter": s.vad_filter, "word_timestamps": s.word_timestamps}
+        language = options.get("language", s.language) if self._multilingual else "en"
+        kwargs: dict[str, Any] = {
+            "beam_size": s.beam_size, "language": language, "task": s.task,
+            "vad_filter": s.vad_filter, "word_timestamps": s.word_timestamps}
+        engine: Any = self._model
+        if self._batched is not None:
+            engine, kwargs["batch_size"] = self._batched, s.batch_size
         hook = self._progress
         progress = (lambda f: hook(request_id, f)) if hook else None
-        got = _Collected()
+        got = _Collected(translated=s.task == "translate")
         duration = probe_duration(path)
         if duration is not None and duration <= s.chunk_seconds:
-            segments, info = self._model.transcribe(str(path), **kwargs)
+            segments, info = engine.transcribe(str(path), **kwargs)
             got.add(segments, info, 0.0, float(info.duration or 0.0), progress,
                     self._stopping)
             return got.result(request_id, s.model, float(info.duration or 0.0))
         end = 0.0
         for offset, audio in stream_chunks(path, s.chunk_seconds):
-            segments, info = self._model.transcribe(audio, **kwargs)
+            segments, info = engine.transcribe(audio, **kwargs)
             got.add(segments, info, offset, duration or 0.0, progress, self._stopping)
+            # The language heard in the first piece holds for the rest: detection on every
+            # piece costs time, and a quiet piece could be taken for another language.
+            kwargs["language"] = kwargs["language"] or got.language
             end = offset + len(audio) / SAMPLE_RATE
             del audio
         return got.result(request_id, s.model, end)

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..timeline import Timeline
 from .model import Admission, DaemonInfo, Job, State
 
 
@@ -72,8 +73,10 @@ class Store(ABC):
 
     @abstractmethod
     def set_pending(self, job: Job, generation_id: str, now: float, first_poll_at: float,
-                    cost: Mapping[str, str] | None, sha256: str | None = None) -> Job | None:
-        """Commit the id the moment the create call returns."""
+                    cost: Mapping[str, str] | None, sha256: str | None = None,
+                    timeline: Timeline | None = None) -> Job | None:
+        """Commit the id the moment the create call returns, with the map of a trimmed
+        upload's times onto the recording's (sttwatch/timeline.py)."""
 
     @abstractmethod
     def find_result(self, sha256: str, backend: str, exclude: int) -> Job | None:

@@ -82,6 +82,8 @@ class Job:
     defers: int = 0  # failed transcript writes of this result so far
     sha256: str | None = None  # of the version that was sent (or recognised)
     reused_from: str | None = None  # the source whose paid result this job took
+    # (upload start, source start, length) per piece of a trimmed upload; sttwatch/timeline.py
+    timeline: tuple[tuple[float, float, float], ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..timeline import Timeline, from_text, to_text
 from .base import Store
 from .errors import StoreError
 from .model import Admission, DaemonInfo, Job, Plan, State
@@ -24,7 +25,7 @@ SCHEMA_VERSION = 2
 COLUMNS = ("id", "path", "size", "mtime_ns", "state", "generation_id", "attempts", "polls",
            "submitted_at", "next_at", "error", "result", "cost", "created_at", "updated_at",
            "finished_at", "backend", "output_key", "plan", "owner", "lease_until", "defers",
-           "sha256", "reused_from")
+           "sha256", "reused_from", "timeline")
 _COLS = ", ".join(COLUMNS)
 _CLAIMED = "('submitting', 'pending', 'fetched')"
 
@@ -87,7 +88,8 @@ def ddl(d: Dialect) -> list[str]:
             lease_until {d.real} NOT NULL DEFAULT 0,
             defers INTEGER NOT NULL DEFAULT 0,
             sha256 TEXT,
-            reused_from TEXT)""",
+            reused_from TEXT,
+            timeline TEXT)""",
         "CREATE INDEX IF NOT EXISTS jobs_state_next ON jobs(state, next_at)",
         "CREATE INDEX IF NOT EXISTS jobs_output_key ON jobs(output_key)",
         "CREATE INDEX IF NOT EXISTS jobs_generation ON jobs(generation_id)",
@@ -115,7 +117,8 @@ def _job(row: Sequence[Any]) -> Job:
         output_key=r["output_key"],
         plan=Plan.from_json(json.loads(r["plan"])) if r["plan"] else None,
         owner=r["owner"], lease_until=float(r["lease_until"] or 0.0),
-        defers=int(r["defers"] or 0), sha256=r["sha256"], reused_from=r["reused_from"])
+        defers=int(r["defers"] or 0), sha256=r["sha256"], reused_from=r["reused_from"],
+        timeline=from_text(r["timeline"]))
 
 
 def _marks(n: int) -> str:
@@ -174,7 +177,8 @@ class SqlStore(Store):
                                  ("lease_until", f"{d.real} NOT NULL DEFAULT 0"),
                                  ("service_seconds", d.real),
                                  ("defers", "INTEGER NOT NULL DEFAULT 0"),
-                                 ("sha256", "TEXT"), ("reused_from", "TEXT")):
+                                 ("sha256", "TEXT"), ("reused_from", "TEXT"),
+                                 ("timeline", "TEXT")):
                 if column not in existing_columns:
                     self._x(x, f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
             # Version 1 set the backend at submission; tasks then in flight keep theirs.
@@ -246,7 +250,8 @@ class SqlStore(Store):
                     key = self._free_key(x, a.keys, a.path, row[3])
                     self._x(x, "UPDATE jobs SET size=?, mtime_ns=?, state='seen', "
                                "generation_id=NULL, attempts=0, polls=0, next_at=0, error=NULL, "
-                               "result=NULL, cost=NULL, service_seconds=NULL, submitted_at=NULL,"
+                               "result=NULL, cost=NULL, service_seconds=NULL, timeline=NULL, "
+                               "submitted_at=NULL,"
                                " finished_at=NULL, owner=NULL, lease_until=0, defers=0, backend=?, "
                                "output_key=?, plan=?, updated_at=? WHERE id=?",
                             (a.size, a.mtime_ns, a.plan.backend, key, plan, now, row[0]))
@@ -324,14 +329,16 @@ class SqlStore(Store):
         return got[0] if got else None
 
     def set_pending(self, job: Job, generation_id: str, now: float, first_poll_at: float,
-                    cost: Mapping[str, str] | None, sha256: str | None = None) -> Job | None:
+                    cost: Mapping[str, str] | None, sha256: str | None = None,
+                    timeline: Timeline | None = None) -> Job | None:
         fence, args = self._fence(job)
         with self._tx() as x:
             got = self._returning(
                 x, "UPDATE jobs SET state='pending', generation_id=?, submitted_at=?, "
-                   "next_at=?, polls=0, cost=?, sha256=?, updated_at=? WHERE id=?" + fence,
+                   "next_at=?, polls=0, cost=?, sha256=?, timeline=?, updated_at=? WHERE id=?"
+                   + fence,
                 (generation_id, now, first_poll_at, json.dumps(dict(cost)) if cost else None,
-                 sha256, now, job.id, *args))
+                 sha256, to_text(timeline), now, job.id, *args))
         return got[0] if got else None
 
     def find_result(self, sha256: str, backend: str, exclude: int) -> Job | None:
@@ -347,9 +354,9 @@ class SqlStore(Store):
             got = self._returning(
                 x, f"UPDATE jobs SET state='fetched', result=?, generation_id=?, sha256=?, "
                    f"reused_from=?, cost=NULL, attempts={g}(attempts-1, 0), submitted_at=?, "
-                   f"next_at=?, updated_at=? WHERE id=?" + fence,
+                   f"timeline=?, next_at=?, updated_at=? WHERE id=?" + fence,
                 (json.dumps(donor.result), donor.generation_id, sha256, donor.path, now,
-                 now + 60.0, now, job.id, *args))
+                 to_text(donor.timeline), now + 60.0, now, job.id, *args))
         return got[0] if got else None
 
     def reused(self) -> int:
