@@ -11,12 +11,15 @@ a second daemon), and a transcript written in between.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import KEY, Daemon, run_cli, wait_for, write_config
 from fake_service import FakeConfig, FakeService, make_fake_audio
+
+from sttwatch.store.sql import unpack_result
 
 # The whole key, and each half of it: an excerpt cut in the middle of the key still leaks.
 NEEDLES = (KEY, KEY[: len(KEY) // 2], KEY[len(KEY) // 2:])
@@ -83,6 +86,10 @@ def test_the_key_reaches_no_artefact_under_any_error_path(
     assert any(p.suffix == ".db" for p in files)
     assert any(label.startswith("sttwatch.db-wal") for label in outputs)
     found += [hit for p in files for hit in leaks(str(p.relative_to(tmp_path)), p.read_bytes())]
+    # Results are kept compressed, where a byte search cannot see: read them back too.
+    with sqlite3.connect(tmp_path / "state" / "sttwatch.db") as db:
+        for path, packed in db.execute("SELECT path, result FROM jobs WHERE result IS NOT NULL"):
+            found += leaks(f"stored result of {path}", json.dumps(unpack_result(packed)))
     assert not found, "\n".join(found)
     # The service's own words still reach the user, with the key masked.
     sidecar = (inbox / "bad400.wav.sttwatch-error.json").read_text()
