@@ -15,8 +15,10 @@ from pathlib import Path
 import structlog
 
 from .backends import Backend, Request
+from .budget import Budget, Estimate, Hold
 from .errors import (
     AuthError,
+    CreditsExhausted,
     OutcomeUnknown,
     PermanentError,
     RateLimited,
@@ -25,7 +27,7 @@ from .errors import (
 from .finisher import Finisher
 from .schedule import PollSchedule
 from .settings import PipelineSettings
-from .store import Job, State, Store, durably
+from .store import Job, Plan, State, Store, durably
 from .throttle import Throttle
 
 log = structlog.get_logger("sttwatch.submitter")
@@ -36,7 +38,8 @@ class Submitter:
                  throttles: Mapping[str, Throttle], finisher: Finisher,
                  schedule: PollSchedule, settings: PipelineSettings,
                  clock: Callable[[], float], wake_poll: threading.Event,
-                 is_online: Callable[[Path], bool] = lambda _p: True) -> None:
+                 is_online: Callable[[Path], bool] = lambda _p: True,
+                 budget: Budget | None = None) -> None:
         self.store = store
         self.backends = backends
         self.throttles = throttles
@@ -47,6 +50,7 @@ class Submitter:
         self.wake = threading.Event()
         self._wake_poll = wake_poll
         self._is_online = is_online
+        self.budget = budget  # spend caps and the fallback to the local engine (budget.py)
 
     def run_once(self) -> float | None:
         """Create at most one task. Returns how long to sleep, or None to go on at once."""
@@ -55,7 +59,7 @@ class Submitter:
         ready, wait = [], 1.0
         for kind, throttle in self.throttles.items():
             w = throttle.wait(now, counts.get(kind, 0))
-            if w is None:
+            if w is None or (self.budget is not None and self.budget.diverts(throttle.refused)):
                 ready.append(kind)
             else:
                 wait = min(wait, w)
@@ -86,6 +90,11 @@ class Submitter:
         try:
             if path.stat().st_size == 0:
                 raise PermanentError("empty file (0 bytes): nothing to transcribe")
+            decision = None if self.budget is None else self.budget.decide(
+                job, plan, path, throttle.refused)
+            if isinstance(decision, Hold):
+                self._hold(job, decision)
+                return
             created = backend.create(Request(job.id, plan.model, path=path,
                                              options=plan.options))
         except RateLimited as exc:
@@ -95,7 +104,12 @@ class Submitter:
             bound.warning("rate_limited", limit=throttle.limit, retry_after=exc.retry_after)
         except AuthError as exc:
             throttle.refuse(exc)
-            self._requeue(job, str(exc))
+            other = None if self.budget is None or not isinstance(exc, CreditsExhausted) \
+                else self.budget.fallback(plan)
+            if other is not None:
+                self._hold(job, Hold("out of credits", self.clock(), other))
+            else:
+                self._requeue(job, str(exc))
         except OutcomeUnknown as exc:
             # The task may exist and be billed: this attempt counts, so a service that is
             # always slower than our read timeout fails the file after max_attempts.
@@ -126,12 +140,30 @@ class Submitter:
             pending = durably(lambda: self.store.set_pending(
                 job, created.generation_id, now, now + self.schedule.first_delay(),
                 created.cost))
+            if decision is not None:  # booked even for an orphaned task: it was paid for
+                self.budget_charged(job, plan, decision.estimate, created.cost)
             if pending is not None:
                 bound.info("submitted", generation_id=created.generation_id,
                            backend=plan.backend)
                 self._wake_poll.set()
             else:  # the file changed, or the lease was lost, during the call
                 bound.warning("task_orphaned", generation_id=created.generation_id)
+
+    def budget_charged(self, job: Job, plan: Plan, est: Estimate,
+                       cost: Mapping[str, str] | None) -> None:
+        if self.budget is not None:
+            self.budget.charged(job, plan, est, cost)
+
+    def _hold(self, job: Job, hold: Hold) -> None:
+        """A create the budget (or an empty account) does not allow: wait, or go local."""
+        other = hold.plan
+        if other is not None:
+            if durably(lambda: self.store.switch_backend(job, other, self.clock())):
+                log.warning("sent_to_local", job_id=job.id, path=job.path, reason=hold.reason,
+                            backend=other.backend)
+                self.wake.set()
+            return
+        self._requeue(job, hold.reason, hold.until)
 
     def requeue_or_fail(self, job: Job, reason: str, not_before: float = 0.0) -> None:
         if job.attempts >= self.settings.max_attempts:
