@@ -130,7 +130,8 @@ class Store(ABC):
     @abstractmethod
     def claim_event(self, owner: str, now: float, lease: float) -> OutboxEvent | None:
         """The oldest due event, held for ``lease`` seconds: if its deliverer dies, another
-        delivers it after that (the only way one is sent twice)."""
+        delivers it after that, or its own host at once when it starts again (the only way
+        one is sent twice). One deliverer per host: an event this owner holds is stale."""
 
     @abstractmethod
     def event_delivered(self, event_id: str) -> bool: ...

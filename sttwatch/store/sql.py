@@ -461,9 +461,9 @@ class SqlStore(Store):
         with self._tx() as x:
             rows = self._x(
                 x, "UPDATE outbox SET owner=?, next_at=? WHERE id IN (SELECT id FROM outbox "
-                   "WHERE next_at <= ? ORDER BY created_at, id LIMIT 1"
+                   "WHERE next_at <= ? OR owner=? ORDER BY created_at, id LIMIT 1"
                    f"{self.dialect.skip_locked}) RETURNING id, job_id, body, created_at, "
-                   "attempts, last_error", (owner, now + lease, now)).fetchall()
+                   "attempts, last_error", (owner, now + lease, now, owner)).fetchall()
         if not rows:
             return None
         i, job_id, body, created, attempts, err = rows[0]
