@@ -103,7 +103,7 @@ def _check_service(r: Report, cfg: Config, key: str) -> None:
         r.problem(f"the account is out of credits (HTTP 403: {_excerpt(said, 120)})",
                   "top up the account's credits; the key itself is accepted")
     elif code in (401, 403):
-        r.problem(f"the service rejected the API key (HTTP {code})",
+        r.problem(f"the service refused the API key (HTTP {code})",
                   f"set a valid key ({key_source(cfg)})")
     elif code in (400, 422):
         r.ok(f"the service at {cfg.api.base_url} accepts the key, and the account may "

@@ -115,10 +115,10 @@ def test_out_of_credits_and_a_rejected_key_read_differently(
     fake.update(out_of_credits=True)
     broke = run_cli("check", "--config", str(cfg))
     assert broke.code == 1 and "all good" not in broke.out
-    assert "out of credits" in broke.out and "rejected the API key" not in broke.out
+    assert "out of credits" in broke.out and "refused the API key" not in broke.out
     bad = run_cli("check", "--config", str(cfg),
                   env={"STTWATCH_TEST_KEY": "sk-wrong-000000000000000000"})
-    assert bad.code == 1 and "rejected the API key" in bad.out and "out of credits" not in bad.out
+    assert bad.code == 1 and "refused the API key" in bad.out and "out of credits" not in bad.out
 
     make_fake_audio(tmp_path / "inbox" / "a.mp3", "waits for credits")
     d = daemon_factory(cfg).start()
