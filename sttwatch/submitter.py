@@ -57,10 +57,14 @@ class Submitter:
         now = self.clock()
         counts = self.store.in_flight(self.settings.owner)
         ready, wait = [], 1.0
+        diverting: set[str] = set()  # not the probe: the probe goes to the service
         for kind, throttle in self.throttles.items():
             w = throttle.wait(now, counts.get(kind, 0))
-            if w is None or (self.budget is not None and self.budget.diverts(throttle.refused)):
+            if w is None:
                 ready.append(kind)
+            elif self.budget is not None and self.budget.diverts(throttle.refused):
+                ready.append(kind)  # out of credits: its jobs go to the local engine
+                diverting.add(kind)
             else:
                 wait = min(wait, w)
         if not ready:
@@ -69,7 +73,7 @@ class Submitter:
         if job is None:
             nxt = self.store.next_due(State.SEEN)
             return min(wait, 1.0 if nxt is None else max(0.0, nxt - now))
-        self._create(job)
+        self._create(job, job.backend in diverting)
         return None
 
     def _requeue(self, job: Job, reason: str, not_before: float = 0.0, *,
@@ -77,7 +81,7 @@ class Submitter:
         durably(lambda: self.store.requeue(job, self.clock(), not_before, reason,
                                            refund_attempt=refund))
 
-    def _create(self, job: Job) -> None:
+    def _create(self, job: Job, diverting: bool = False) -> None:
         path = Path(job.path)
         bound = log.bind(job_id=job.id, path=job.path, attempt=job.attempts)
         plan = self.finisher.plan(job)
@@ -91,7 +95,7 @@ class Submitter:
             if path.stat().st_size == 0:
                 raise PermanentError("empty file (0 bytes): nothing to transcribe")
             decision = None if self.budget is None else self.budget.decide(
-                job, plan, path, throttle.refused)
+                job, plan, path, throttle.refused if diverting else None)
             if isinstance(decision, Hold):
                 self._hold(job, decision)
                 return
