@@ -16,7 +16,8 @@ from typing import TextIO
 
 import requests
 
-from .apikey import key_source, key_warnings, read_api_key
+from .apikey import key_source, key_warnings, read_api_key, redact
+from .backends.aimlapi import CREDIT_WORDS, _excerpt
 from .config import Config, WatchConfig
 from .errors import ConfigError
 from .store import StoreError, StoreMissing, StoreUnavailable
@@ -84,21 +85,36 @@ def _check_watch(r: Report, w: WatchConfig, mounts: str) -> None:
 
 
 def _check_service(r: Report, cfg: Config, key: str) -> None:
-    url = f"{cfg.api.base_url.rstrip('/')}/stt/sttwatch-check-unknown-id"
+    """A create without audio: the service checks the key and the balance before the body,
+    so 401 is the key, 403 with words of credits the account, 400/422 (no audio) both fine.
+    Nothing is transcribed or billed."""
+    url = f"{cfg.api.base_url.rstrip('/')}/stt/create"
     try:
-        resp = requests.get(url, headers={"Authorization": f"Bearer {key}"},
-                            timeout=(cfg.api.connect_timeout, cfg.api.read_timeout))
+        resp = requests.post(url, headers={"Authorization": f"Bearer {key}"},
+                             json={"model": cfg.api.model},
+                             timeout=(cfg.api.connect_timeout, cfg.api.read_timeout))
     except requests.RequestException as exc:
         r.problem(f"cannot reach {cfg.api.base_url} ({type(exc).__name__})",
                   "check the network, a proxy, or api.base_url")
         return
-    if resp.status_code in (401, 403):
-        r.problem(f"the service refused the API key (HTTP {resp.status_code})",
-                  "set a valid key (or top up the account's credits)")
-    elif resp.status_code >= 500:
-        r.problem(f"the service answered HTTP {resp.status_code}", "try again later")
+    code = resp.status_code
+    said = redact(resp.text, key)
+    if code == 403 and CREDIT_WORDS.search(said):
+        r.problem(f"the account is out of credits (HTTP 403: {_excerpt(said, 120)})",
+                  "top up the account's credits; the key itself is accepted")
+    elif code in (401, 403):
+        r.problem(f"the service refused the API key (HTTP {code})",
+                  f"set a valid key ({key_source(cfg)})")
+    elif code in (400, 422):
+        r.ok(f"the service at {cfg.api.base_url} accepts the key, and the account may "
+             "create tasks")
+    elif code >= 500:
+        r.problem(f"the service answered HTTP {code}", "try again later")
+    elif code < 300:
+        r.ok(f"the service at {cfg.api.base_url} accepts the key (it took an empty create)")
     else:
-        r.ok(f"the service at {cfg.api.base_url} accepts the key")
+        r.problem(f"the service answered a create with HTTP {code}",
+                  "check api.base_url (it should end in /v1)")
 
 
 def check(cfg: Config, environ: Mapping[str, str], out: TextIO,

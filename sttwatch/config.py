@@ -114,6 +114,12 @@ SCHEMA: Mapping[str, Field] = {
                            "uploading (fewer billed seconds); every time in the transcript "
                            "is mapped back to the recording's (needs sttwatch[local])"),
         trim_min_silence=Field("float", 3.0, "seconds of silence worth cutting", minimum=1),
+        price_per_minute=Field("float", 0.006, "USD per minute of audio, for the budget's "
+                               "estimate before a create (default: the listed whisper rate)",
+                               minimum=0),
+        credits_per_usd=Field("float", 2_000_000.0, "converts the service's "
+                              "x-aimlapi-credits-used header to USD when it sends no "
+                              "x-aimlapi-usd-spent", minimum=1),
     ),
     "local": _section(
         "The offline engine: whisper-tiny via faster-whisper (pip install 'sttwatch[local]').",
@@ -184,6 +190,34 @@ SCHEMA: Mapping[str, Field] = {
         once_timeout=Field("float", 600.0, "run --once exits 5 when the service is unreachable "
                            "this long", minimum=1),
     ),
+    "budget": _section(
+        "Spend caps for the paid service (none by default). Days and months are UTC; a create "
+        "that would pass a cap is not sent.",
+        usd_per_day=Field("float", None, "USD per UTC day, at most", nullable=True,
+                          minimum=0),
+        usd_per_month=Field("float", None, "USD per UTC month, at most", nullable=True,
+                            minimum=0),
+        audio_hours_per_day=Field("float", None, "hours of audio sent per UTC day, at most",
+                                  nullable=True, minimum=0),
+        on_exhausted=Field("str", "pause", "pause (jobs wait for the cap's reset, or for "
+                           "credits) | local (they go to the local engine)",
+                           choices=("pause", "local")),
+    ),
+    "metrics": _section(
+        "Prometheus metrics (sttwatch_*).",
+        listen=Field("str", None, "host:port serving /metrics, e.g. 127.0.0.1:9464",
+                     nullable=True),
+        textfile=Field("path", None, "or a file for node_exporter's textfile collector, "
+                       "rewritten atomically", nullable=True),
+        interval=Field("float", 15.0, "seconds between textfile writes", minimum=1),
+    ),
+    "hooks": _section(
+        "Run for every job that ends done or failed (delivered at least once, one at a time).",
+        command=Field("strlist", None, "argv run with STTWATCH_* environment variables",
+                      nullable=True),
+        url=Field("str", None, "POSTed the same fields as JSON", nullable=True),
+        timeout=Field("float", 30.0, "seconds one delivery may take", minimum=1),
+    ),
     "log": _section(
         "Logging.",
         level=Field("str", "info", "debug | info | warning | error",
@@ -208,6 +242,8 @@ class ApiConfig:
     upload: str = "as_is"
     trim_silence: bool = False
     trim_min_silence: float = 3.0
+    price_per_minute: float = 0.006
+    credits_per_usd: float = 2_000_000.0
 
 
 @dataclass(frozen=True)
@@ -264,6 +300,32 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    usd_per_day: float | None = None
+    usd_per_month: float | None = None
+    audio_hours_per_day: float | None = None
+    on_exhausted: str = "pause"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str | None = None
+    textfile: Path | None = None
+    interval: float = 15.0
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    command: tuple[str, ...] | None = None
+    url: str | None = None
+    timeout: float = 30.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.command) or bool(self.url)
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     backend: str
@@ -276,6 +338,9 @@ class Config:
     log_level: str
     log_format: str
     state_url: str | None = None
+    budget: BudgetConfig = BudgetConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    hooks: HooksConfig = HooksConfig()
 
     def watch_for(self, path: Path) -> WatchConfig | None:
         return watch_for(self.watches, path)
@@ -373,7 +438,8 @@ def _walk(raw: Any, schema: Mapping[str, Field], prefix: str, base: Path,
 # ``state_path``, ``log_level``..., and the ``watch`` list becomes ``Config.watches``.
 SECTION_TYPES: Mapping[str, type] = {"api": ApiConfig, "local": LocalConfig,
                                      "output": OutputConfig, "daemon": DaemonConfig,
-                                     "watch": WatchConfig}
+                                     "watch": WatchConfig, "budget": BudgetConfig,
+                                     "metrics": MetricsConfig, "hooks": HooksConfig}
 CONFIG_NAMES: Mapping[str, str] = {"watch": "watches"}
 
 T = TypeVar("T")
@@ -441,10 +507,31 @@ def _logical_errors(v: Mapping[str, Any], raw: Any) -> list[str]:
             given_state.get("url") is not None:
         errors.append("at 'state': give either 'state.path' (SQLite) or 'state.url' "
                       "(PostgreSQL), not both")
+    listen = v["metrics"]["listen"]
+    if listen is not None and not _host_port(listen):
+        errors.append(f"at 'metrics.listen': expected host:port, e.g. 127.0.0.1:9464, got "
+                      f"{listen!r}")
+    if v["budget"]["on_exhausted"] == "local" and v["backend"] == "local":
+        errors.append("at 'budget.on_exhausted': 'local' falls back from the paid service; "
+                      "backend is already local")
     url = v["state"]["url"]
     if url is not None and not url.startswith(("postgresql://", "postgres://")):
         errors.append(f"at 'state.url': expected a postgresql:// URL, got {url.split('@')[-1]!r}")
     return errors
+
+
+def _host_port(text: str) -> tuple[str, int] | None:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``metrics.listen`` as (host, port); validated at load time."""
+    got = _host_port(text)
+    assert got is not None
+    return got
 
 
 def load(path: Path | str) -> Config:

@@ -67,6 +67,8 @@ class Daemon:
     _next_renew: float = 0.0
     _next_reap: float = 0.0
     _next_beat: float = 0.0
+    # Loops beside the stages (hook delivery, metrics), supervised like them (wiring.py).
+    extras: dict[str, Callable[[threading.Event], None]] = field(default_factory=dict)
     _admitted: int = 0
     _last_activity: int = -1
     _counted_at: float = 0.0
@@ -96,7 +98,7 @@ class Daemon:
 
     def _start_worker(self, name: str) -> None:
         target = {"submit": self.pipeline.submit_loop, "poll": self.pipeline.poll_loop,
-                  "finish": self.pipeline.finish_loop}[name]
+                  "finish": self.pipeline.finish_loop, **self.extras}[name]
         t = threading.Thread(target=target, args=(self._workers_stop,), name=name, daemon=True)
         t.start()
         self._threads[name] = t
@@ -248,7 +250,7 @@ class Daemon:
             self.watcher.scan()
         else:
             self.watcher.start()
-        for name in ("submit", "poll", "finish"):
+        for name in ("submit", "poll", "finish", *self.extras):
             self._start_worker(name)
         self.notifier.send(ready=1, status=self._status_line())
         next_rescan = self.clock() + self.cfg.daemon.rescan_seconds

@@ -18,6 +18,7 @@ import structlog
 
 from .config import OutputConfig
 from .errors import RenderError
+from .hooks import Completions
 from .outputs import language_of
 from .plan import Planner
 from .store import Job, Plan, State, Store, durably
@@ -53,6 +54,7 @@ class Finisher:
                  lease: float, clock: Callable[[], float],
                  on_left: Callable[[Job], None],
                  is_online: Callable[[Path], bool] = lambda _p: True,
+                 completions: Completions | None = None,
                  sink: Callable[[Job, Plan], None] | None = None) -> None:
         self.store = store
         self.planner = planner
@@ -69,6 +71,7 @@ class Finisher:
         self._busy: set[int] = set()
         self.failed_this_run = 0
         self.ended = 0  # jobs this daemon marked done or failed
+        self.completions = completions  # the hooks' events, written with the end (hooks.py)
 
     def plan(self, job: Job) -> Plan:
         """A job admitted before plans were stored (an upgraded state file) gets today's."""
@@ -131,7 +134,8 @@ class Finisher:
             log.error("write_failed", job_id=job.id, path=job.path, error=reason,
                       retry_in=round(delay))
             return
-        if not self.store.mark_done(job, self.clock()):
+        event = self._event(job, plan, "done", None, paths)
+        if not self.store.mark_done(job, self.clock(), event=event):
             log.warning("lease_lost", job_id=job.id, path=job.path, stage="finish")
             return
         self.ended += 1
@@ -178,8 +182,14 @@ class Finisher:
         self.fail(job, f"cannot render transcript: {exc}; the result is kept in {json_path} "
                        "(sttwatch retry --render, once sttwatch can read it)")
 
+    def _event(self, job: Job, plan: Plan, state: str, reason: str | None,
+               paths: Sequence[Path]) -> dict[str, Any] | None:
+        return None if self.completions is None else self.completions.event(
+            job, plan, state, reason, paths)
+
     def fail(self, job: Job, reason: str) -> None:
-        if not durably(lambda: self.store.mark_failed(job, reason, self.clock())):
+        event = self._event(job, self.plan(job), "failed", reason, [])
+        if not durably(lambda: self.store.mark_failed(job, reason, self.clock(), event=event)):
             return
         self.failed_this_run += 1
         self.ended += 1

@@ -47,7 +47,7 @@ class Pipeline:
                                      store.recent_service_seconds())
         self.wake_poll = threading.Event()
         self.finisher = Finisher(store, planner, output, settings.owner, settings.lease, clock,
-                                 self._job_left, is_online, sink)
+                                 self._job_left, is_online, sink=sink)
         self.submitter = Submitter(store, backends, self.throttles, self.finisher,
                                    self.schedule, settings, clock, self.wake_poll, is_online)
         self.poller = Poller(store, backends, self.throttles, self.submitter, self.finisher,

@@ -13,6 +13,7 @@ import socket
 import time
 from typing import Any, TextIO
 
+from .budget import report
 from .config import Config
 from .store import DaemonInfo, Store
 
@@ -60,8 +61,12 @@ def render(info: dict[str, Any], out: TextIO) -> None:
                   f"{d['status']}\n")
         if d.get("store_unavailable"):
             out.write(f"  waiting on: the store ({d['store_unavailable']})\n")
-        if d.get("auth_rejected"):
-            out.write(f"  waiting on: the service refused the API key or the account "
+        broke = any(b.get("out_of_credits") for b in d.get("backends", []))
+        if d.get("auth_rejected") and broke:
+            out.write(f"  waiting on: the account is out of credits "
+                      f"({d['auth_rejected']}); probing every 30 s\n")
+        elif d.get("auth_rejected"):
+            out.write(f"  waiting on: the service refused the API key "
                       f"({d['auth_rejected']}); probing every 30 s\n")
         elif d.get("submits_held_seconds"):
             out.write(f"  waiting on: rate limit or outage, submits held "
@@ -83,9 +88,36 @@ def render(info: dict[str, Any], out: TextIO) -> None:
                                         for k, v in info["spend"].items()) + "\n")
 
 
+def money(cfg: Config, store: Store, now: float) -> dict[str, Any]:
+    """The budget (each cap, what its period spent, when it resets) and the hooks' outbox."""
+    box = store.outbox()
+    oldest = box.pop("oldest_created_at")
+    return {"budget": report(cfg.budget, store, now),
+            "hooks": {**box, "oldest_age_seconds": None if oldest is None
+                      else round(now - oldest, 1)}}
+
+
+def render_money(info: dict[str, Any], out: TextIO) -> None:
+    budget = info["budget"]
+    for name, cap in budget["caps"].items():
+        held = ("new jobs go to the local engine" if budget["on_exhausted"] == "local"
+                else "creates wait")
+        state = (f"reached: {held} until {cap['resets_at']}" if cap["reached"]
+                 else f"resets {cap['resets_at']}")
+        out.write(f"budget {name}: {cap['spent']:g} of {cap['limit']:g} ({state})\n")
+    hooks = info["hooks"]
+    if hooks["undelivered"]:
+        out.write(f"hooks: {hooks['undelivered']} event(s) undelivered, oldest "
+                  f"{hooks['oldest_age_seconds']:.0f} s"
+                  + (f", last error: {hooks['last_error']}" if hooks["last_error"] else "")
+                  + "\n")
+
+
 def status(cfg: Config, store: Store, out: TextIO, as_json: bool) -> None:
-    info = gather(store, time.time())
+    now = time.time()
+    info = gather(store, now) | money(cfg, store, now)
     if as_json:
         out.write(json.dumps(info, indent=2) + "\n")
     else:
         render(info, out)
+        render_money(info, out)

@@ -16,8 +16,10 @@ from typing import Any
 import structlog
 
 from .backends import Backend, Request
+from .budget import Budget, Estimate, Go, Hold
 from .errors import (
     AuthError,
+    CreditsExhausted,
     OutcomeUnknown,
     PermanentError,
     RateLimited,
@@ -28,7 +30,7 @@ from .identity import sha256_of
 from .plan import is_url
 from .schedule import PollSchedule
 from .settings import PipelineSettings
-from .store import Job, State, Store, durably
+from .store import Job, Plan, State, Store, durably
 from .throttle import Throttle
 
 log = structlog.get_logger("sttwatch.submitter")
@@ -43,7 +45,8 @@ class Submitter:
                  throttles: Mapping[str, Throttle], finisher: Finisher,
                  schedule: PollSchedule, settings: PipelineSettings,
                  clock: Callable[[], float], wake_poll: threading.Event,
-                 is_online: Callable[[Path], bool] = lambda _p: True) -> None:
+                 is_online: Callable[[Path], bool] = lambda _p: True,
+                 budget: Budget | None = None) -> None:
         self.store = store
         self.backends = backends
         self.throttles = throttles
@@ -55,16 +58,21 @@ class Submitter:
         self._wake_poll = wake_poll
         self._is_online = is_online
         self.submitted = 0
+        self.budget = budget  # spend caps and the fallback to the local engine (budget.py)
 
     def run_once(self) -> float | None:
         """Create at most one task. Returns how long to sleep, or None to go on at once."""
         now = self.clock()
         counts = self.store.in_flight(self.settings.owner)
         ready, wait = [], 1.0
+        diverting: set[str] = set()  # not the probe: the probe goes to the service
         for kind, throttle in self.throttles.items():
             w = throttle.wait(now, counts.get(kind, 0))
             if w is None:
                 ready.append(kind)
+            elif self.budget is not None and self.budget.diverts(throttle.refused):
+                ready.append(kind)  # out of credits: its jobs go to the local engine
+                diverting.add(kind)
             else:
                 wait = min(wait, w)
         if not ready:
@@ -73,7 +81,7 @@ class Submitter:
         if job is None:  # nothing due: sleep until the next is, or until woken
             nxt = self.store.next_due(State.SEEN)
             return IDLE_WAIT if nxt is None else min(IDLE_WAIT, max(0.0, nxt - now))
-        self._create(job)
+        self._create(job, job.backend in diverting)
         return None
 
     def _requeue(self, job: Job, reason: str, not_before: float = 0.0, *,
@@ -81,7 +89,7 @@ class Submitter:
         durably(lambda: self.store.requeue(job, self.clock(), not_before, reason,
                                            refund_attempt=refund))
 
-    def _create(self, job: Job) -> None:
+    def _create(self, job: Job, diverting: bool = False) -> None:
         path = Path(job.path)
         bound = log.bind(job_id=job.id, path=job.path, attempt=job.attempts)
         plan = self.finisher.plan(job)
@@ -92,6 +100,7 @@ class Submitter:
                                     "(retry the file to use today's)")
             return
         digest: str | None = None
+        decision: Go | Hold | None = None
         try:
             if is_url(job.path):
                 request = Request(job.id, plan.model, url=job.path, options=plan.options)
@@ -100,6 +109,11 @@ class Submitter:
                     raise PermanentError("empty file (0 bytes): nothing to transcribe")
                 digest = sha256_of(path)
                 if self._reuse(job, digest, plan.backend, bound):
+                    return
+                decision = None if self.budget is None else self.budget.decide(
+                    job, plan, path, throttle.refused if diverting else None)
+                if isinstance(decision, Hold):
+                    self._hold(job, decision)
                     return
                 request = Request(job.id, plan.model, path=path, options=plan.options)
             created = backend.create(request)
@@ -110,7 +124,12 @@ class Submitter:
             bound.warning("rate_limited", limit=throttle.limit, retry_after=exc.retry_after)
         except AuthError as exc:
             throttle.refuse(exc)
-            self._requeue(job, str(exc))
+            other = None if self.budget is None or not isinstance(exc, CreditsExhausted) \
+                else self.budget.fallback(plan)
+            if other is not None:
+                self._hold(job, Hold("out of credits", self.clock(), other))
+            else:
+                self._requeue(job, str(exc))
         except OutcomeUnknown as exc:
             # The task may exist and be billed: this attempt counts, so a service that is
             # always slower than our read timeout fails the file after max_attempts.
@@ -141,6 +160,8 @@ class Submitter:
             pending = durably(lambda: self.store.set_pending(
                 job, created.generation_id, now, now + self.schedule.first_delay(),
                 created.cost, digest, created.timeline))
+            if isinstance(decision, Go):  # booked even for an orphaned task: it was paid for
+                self.budget_charged(job, plan, decision.estimate, created.cost)
             if pending is not None:
                 self.submitted += 1
                 bound.info("submitted", generation_id=created.generation_id,
@@ -163,6 +184,22 @@ class Submitter:
         self.finisher.finish(adopted)
         self.finisher.retire(donor)
         return True
+
+    def budget_charged(self, job: Job, plan: Plan, est: Estimate,
+                       cost: Mapping[str, str] | None) -> None:
+        if self.budget is not None:
+            self.budget.charged(job, plan, est, cost)
+
+    def _hold(self, job: Job, hold: Hold) -> None:
+        """A create the budget (or an empty account) does not allow: wait, or go local."""
+        other = hold.plan
+        if other is not None:
+            if durably(lambda: self.store.switch_backend(job, other, self.clock())):
+                log.warning("sent_to_local", job_id=job.id, path=job.path, reason=hold.reason,
+                            backend=other.backend)
+                self.wake.set()
+            return
+        self._requeue(job, hold.reason, hold.until)
 
     def requeue_or_fail(self, job: Job, reason: str, not_before: float = 0.0) -> None:
         if job.attempts >= self.settings.max_attempts:

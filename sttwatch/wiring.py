@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,9 +18,13 @@ from pathlib import Path
 from . import config as configmod
 from .apikey import key_source, read_api_key
 from .backends import Backend, backend_class
+from .backends.aimlapi import AimlApiBackend
+from .budget import Budget, local_plan
 from .config import Config
 from .daemon import Daemon, Rebuilt
 from .errors import BackendUnavailable, ConfigError
+from .hooks import Completions, Deliverer
+from .metrics import Metrics
 from .notify import Notifier
 from .pipeline import Pipeline
 from .plan import Planner
@@ -46,8 +51,11 @@ def choose_backend(cfg: Config, key: str | None, override: str | None = None) ->
 
 def backend_kinds(cfg: Config, key: str | None, default: str) -> set[str]:
     """Every backend the config uses: the default and the per-watch overrides."""
-    return {default} | {choose_backend(cfg, key, w.backend) for w in cfg.watches
-                        if w.backend not in (None, "auto")}
+    kinds = {default} | {choose_backend(cfg, key, w.backend) for w in cfg.watches
+                         if w.backend not in (None, "auto")}
+    if cfg.budget.on_exhausted == "local" and any(backend_class(k).needs_key() for k in kinds):
+        kinds.add("local")  # the budget's (and an empty account's) fallback
+    return kinds
 
 
 def build_backend(cfg: Config, kind: str, key: str | None) -> Backend:
@@ -120,11 +128,56 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
                         first.limits, clock, is_online)
     from .admission import Admitter
     admitter = Admitter(store, first.planner, cfg.output, clock, pipeline.wake_submit)
+    def watch_states() -> dict[str, bool]:
+        return built[0].watcher.watch_states() if built else {}
+
+    try:
+        extras = money_and_visibility(cfg, store, pipeline, backends, owner, clock, environ,
+                                      watch_states)
+    except BaseException:
+        pipeline.close()
+        store.close()
+        raise
     source = cfg.source
     daemon = Daemon(cfg, store, pipeline, admitter, first.watcher, Notifier(environ), rebuild,
-                    lambda: configmod.load(source), clock, say)
+                    lambda: configmod.load(source), clock, say, extras=extras)
     built.append(daemon)
     return daemon
+
+
+def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
+                         backends: Mapping[str, Backend], owner: str,
+                         clock: Callable[[], float], environ: Mapping[str, str] | None,
+                         watch_states: Callable[[], dict[str, bool]],
+                         ) -> dict[str, Callable[[threading.Event], None]]:
+    """The budget (in the submitter), the hooks' events (in the finisher), the metrics (fed by
+    the client and the stages); returns the extra worker loops the daemon supervises."""
+    m = cfg.metrics
+    metrics = Metrics(store, cfg.budget, clock, watch_states) \
+        if m.listen is not None or m.textfile is not None else None
+    local = backends.get("local")
+    pipeline.submitter.budget = Budget(
+        cfg.budget, cfg.api, store, clock,
+        frozenset(k for k in backends if backend_class(k).needs_key()),
+        None if local is None else local_plan(local.model_name, cfg.local.language), metrics)
+    pipeline.finisher.completions = Completions(cfg.hooks, cfg.api.credits_per_usd,
+                                                None if metrics is None else metrics.task_time)
+    extras: dict[str, Callable[[threading.Event], None]] = {}
+    if cfg.hooks.enabled:
+        extras["deliver"] = Deliverer(store, cfg.hooks, owner, clock, environ).loop
+    if metrics is not None:
+        for backend in backends.values():
+            if isinstance(backend, AimlApiBackend):
+                backend.observer = metrics
+        if m.textfile is not None:
+            extras["metrics_textfile"] = metrics.textfile_loop(m.textfile, m.interval)
+        if m.listen is not None:
+            try:
+                extras["metrics_http"] = metrics.serve(*configmod.listen_address(m.listen))
+            except OSError as exc:
+                raise BackendUnavailable(f"metrics.listen {m.listen}: cannot listen "
+                                         f"({exc.strerror or exc})") from None
+    return extras
 
 
 def watcher(cfg: Config, clock: Callable[[], float]) -> Watcher:

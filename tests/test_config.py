@@ -291,7 +291,9 @@ def test_dataclass_defaults_are_the_schema_defaults() -> None:
             if f.default is not dataclasses.MISSING:
                 assert f.default == children[f.name].default, f"{cls.__name__}.{f.name}"
     for f in dataclasses.fields(config.Config):
-        if f.default is not dataclasses.MISSING:
+        if f.name in ("budget", "metrics", "hooks"):  # whole sections, checked above
+            assert f.default == config.SECTION_TYPES[f.name](), f.name
+        elif f.default is not dataclasses.MISSING:
             section, key = f.name.split("_", 1)
             assert f.default == (SCHEMA[section].children or {})[key].default, f.name
 

@@ -521,3 +521,63 @@ def test_a_schema_url_reaches_the_same_rows(tmp_path: Path) -> None:
     finally:
         s.drop_schema()
         s.close()
+
+
+# --- the budget's ledger, the local fallback and the hooks' outbox ----------------------------
+
+def test_the_spend_ledger_adds_per_day_and_survives_forget(store: Store) -> None:
+    submitted(store)
+    store.add_spend("2025-03-01", 0.25, 60.0, 100.0)
+    store.add_spend("2025-03-01", 0.5, 30.0, 101.0)
+    store.add_spend("2025-03-02", 1.0, 10.0, 102.0)
+    store.add_spend("2025-02-28", 9.0, 10.0, 99.0)
+    assert store.forget([A]) == 1
+    assert store.spend_by_day("2025-03-01") == {"2025-03-01": (0.75, 90.0, 2),
+                                                "2025-03-02": (1.0, 10.0, 1)}
+
+
+def test_switch_backend_requeues_a_claimed_job_with_the_new_plan(store: Store) -> None:
+    admitted(store)
+    job = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])
+    assert job is not None and job.attempts == 1
+    assert store.switch_backend(job, LOCAL, 101.0)
+    moved = get(store, A)
+    assert (moved.state, moved.backend, moved.plan, moved.attempts, moved.owner) == (
+        State.SEEN, "local", LOCAL, 0, None)
+    assert not store.switch_backend(job, LOCAL, 102.0)  # fenced: no longer the claimed job
+    again = store.claim_submit(ME, 103.0, LEASE, ["local"])
+    assert again is not None and again.path == A
+
+
+def test_an_event_is_written_with_the_end_of_its_job_and_only_then(store: Store) -> None:
+    job = fetched(store)
+    stale = store.claim_finish(OTHER, 100.0, LEASE, 10)  # not due yet: nobody else has it
+    assert stale == []
+    assert store.mark_done(job, 200.0, event={"event_id": "ev-1", "state": "done"})
+    assert store.outbox()["undelivered"] == 1
+    # A transition the fence refuses writes no event.
+    assert not store.mark_done(job, 201.0, event={"event_id": "ev-2", "state": "done"})
+    sub = submitted(store, B, "gen-B")
+    assert store.mark_failed(sub, "no", 202.0, event={"event_id": "ev-3", "state": "failed"})
+    assert store.outbox()["undelivered"] == 2
+
+
+def test_events_are_claimed_one_at_a_time_retried_and_deleted(store: Store) -> None:
+    job = fetched(store)
+    store.mark_done(job, 200.0, event={"event_id": "ev-1", "source": A})
+    first = store.claim_event(ME, 300.0, 60.0)
+    assert first is not None and (first.id, first.body["source"]) == ("ev-1", A)
+    assert store.claim_event(OTHER, 301.0, 60.0) is None  # held while ME delivers it
+    restarted = store.claim_event(ME, 302.0, 60.0)  # ME's only deliverer died: at once
+    assert restarted is not None and restarted.id == "ev-1"
+    again = store.claim_event(OTHER, 363.0, 60.0)  # ME died: taken over, same id
+    assert again is not None and again.id == "ev-1"
+    assert store.event_retry("ev-1", 500.0, "hook command exited 1")
+    box = store.outbox()
+    assert (box["undelivered"], box["last_error"], box["attempts"]) == (
+        1, "hook command exited 1", 1)
+    assert store.claim_event(ME, 499.0, 60.0) is None
+    later = store.claim_event(ME, 500.0, 60.0)
+    assert later is not None and later.attempts == 1
+    assert store.event_delivered("ev-1")
+    assert store.outbox()["undelivered"] == 0 and store.claim_event(ME, 900.0, 60.0) is None

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import requests
@@ -280,6 +280,12 @@ def _progress(job_id: int, path: str, total: int,
     return on_read
 
 
+class RequestObserver(Protocol):
+    def request(self, endpoint: str, code: int | None) -> None: ...
+
+    def retry(self) -> None: ...
+
+
 class AimlApiBackend(Backend, kind="aimlapi"):
     """The AI/ML API; one ``requests.Session`` per thread, every call with a timeout."""
 
@@ -302,9 +308,16 @@ class AimlApiBackend(Backend, kind="aimlapi"):
             retry=retry_if_exception(_is_retryable), stop=stop_after_attempt(retries),
             wait=_wait(wait_random_exponential(multiplier=0.5, max=max_backoff), max_backoff),
             sleep=sleep, reraise=True,
-            before_sleep=lambda s: log.warning(
-                "request_retry", attempt=s.attempt_number,
-                error=str(s.outcome.exception()) if s.outcome else None))
+            before_sleep=self._before_retry)
+        # Told of every HTTP answer (endpoint, status; None: no answer) and every retry:
+        # the metrics (sttwatch/metrics.py) set it; nothing else in here depends on it.
+        self.observer: RequestObserver | None = None
+
+    def _before_retry(self, s: RetryCallState) -> None:
+        log.warning("request_retry", attempt=s.attempt_number,
+                    error=str(s.outcome.exception()) if s.outcome else None)
+        if self.observer is not None:
+            self.observer.retry()
 
     @classmethod
     def from_config(cls, cfg: Config, key: str | None) -> Backend:
@@ -352,11 +365,17 @@ class AimlApiBackend(Backend, kind="aimlapi"):
     def _send(self, method: str, url: str, *, timeout: tuple[float, float],
               creates: bool = False, **kwargs: Any) -> Answer:
         headers = {"Authorization": f"Bearer {self._key}", **kwargs.pop("headers", {})}
+        endpoint = "create" if creates else "fetch"
         try:
             with self._session().request(method, url, headers=headers, timeout=timeout,
                                          **kwargs) as resp:
-                return Answer.of(resp, self._key)
+                answer = Answer.of(resp, self._key)
+                if self.observer is not None:
+                    self.observer.request(endpoint, answer.status_code)
+                return answer
         except requests.RequestException as exc:  # every transport failure, cut-off bodies too
+            if self.observer is not None:
+                self.observer.request(endpoint, None)
             what = ("timed out" if isinstance(exc, requests.Timeout) else "connection failed"
                     if isinstance(exc, requests.ConnectionError) else "request failed")
             if creates and not _nothing_sent(exc):

@@ -11,10 +11,10 @@ from typing import TypeVar
 
 from .base import Store
 from .errors import StoreError, StoreLocked, StoreMissing, StoreUnavailable
-from .model import CLAIMED, UNFINISHED, Admission, DaemonInfo, Job, Plan, State
+from .model import CLAIMED, UNFINISHED, Admission, DaemonInfo, Job, OutboxEvent, Plan, State
 
-__all__ = ["CLAIMED", "UNFINISHED", "Admission", "DaemonInfo", "Job", "Plan", "State",
-           "Store", "StoreError", "StoreLocked", "StoreMissing", "StoreUnavailable",
+__all__ = ["CLAIMED", "UNFINISHED", "Admission", "DaemonInfo", "Job", "OutboxEvent", "Plan",
+           "State", "Store", "StoreError", "StoreLocked", "StoreMissing", "StoreUnavailable",
            "durably", "open_store"]
 
 T = TypeVar("T")

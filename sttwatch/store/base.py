@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..timeline import Timeline
-from .model import Admission, DaemonInfo, Job, State
+from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
 
 
 class Store(ABC):
@@ -135,10 +135,44 @@ class Store(ABC):
         (the retry time lives in the row, where any daemon sees it)."""
 
     @abstractmethod
-    def mark_done(self, job: Job, now: float, note: str | None = None) -> bool: ...
+    def mark_done(self, job: Job, now: float, note: str | None = None,
+                  event: Mapping[str, Any] | None = None) -> bool:
+        """``event`` (with its ``event_id``) goes into the outbox in the same transaction."""
 
     @abstractmethod
-    def mark_failed(self, job: Job, reason: str, now: float) -> bool: ...
+    def mark_failed(self, job: Job, reason: str, now: float,
+                    event: Mapping[str, Any] | None = None) -> bool: ...
+
+    # --- the completion hooks' outbox -----------------------------------------------------------
+    @abstractmethod
+    def claim_event(self, owner: str, now: float, lease: float) -> OutboxEvent | None:
+        """The oldest due event, held for ``lease`` seconds: if its deliverer dies, another
+        delivers it after that, or its own host at once when it starts again (the only way
+        one is sent twice). One deliverer per host: an event this owner holds is stale."""
+
+    @abstractmethod
+    def event_delivered(self, event_id: str) -> bool: ...
+
+    @abstractmethod
+    def event_retry(self, event_id: str, next_at: float, error: str) -> bool: ...
+
+    @abstractmethod
+    def outbox(self) -> dict[str, Any]:
+        """Undelivered events: count, oldest ``created_at``, the oldest one's last error."""
+
+    # --- the budget's ledger ------------------------------------------------------------------
+    @abstractmethod
+    def add_spend(self, day: str, usd: float, audio_seconds: float, now: float) -> None:
+        """Add one create's cost to its UTC day ('YYYY-MM-DD'); ``forget`` never touches it."""
+
+    @abstractmethod
+    def spend_by_day(self, since: str) -> dict[str, tuple[float, float, int]]:
+        """(usd, audio seconds, creates) per day from ``since`` on."""
+
+    @abstractmethod
+    def switch_backend(self, job: Job, plan: Plan, now: float) -> bool:
+        """A job this daemon is about to submit goes back to the queue with another plan
+        (the budget's fallback to the local engine); the attempt is not counted."""
 
     @abstractmethod
     def add_done(self, path: str, size: int, mtime_ns: int, now: float, note: str) -> None:

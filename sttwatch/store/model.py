@@ -95,3 +95,16 @@ class DaemonInfo:
     hostname: str
     heartbeat: float
     info: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """A completion event written with the transition that ended its job, waiting to be
+    delivered; ``id`` is stable across every attempt, so a receiver can drop repeats."""
+
+    id: str
+    job_id: int
+    body: Mapping[str, Any]
+    created_at: float
+    attempts: int
+    last_error: str | None

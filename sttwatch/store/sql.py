@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from ..timeline import Timeline, from_text, to_text
 from .base import Store
 from .errors import StoreError
-from .model import Admission, DaemonInfo, Job, Plan, State
+from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
 
 SCHEMA_VERSION = 2
 
@@ -104,6 +104,26 @@ def ddl(d: Dialect) -> list[str]:
             hostname TEXT NOT NULL,
             heartbeat {d.real} NOT NULL,
             info TEXT NOT NULL)""",
+        # What was spent per UTC day ('YYYY-MM-DD'): the budget's ledger. Kept apart from the
+        # jobs, so ``forget`` and re-admissions never make money already spent disappear.
+        f"""CREATE TABLE IF NOT EXISTS spend_ledger (
+            day TEXT PRIMARY KEY,
+            usd {d.real} NOT NULL DEFAULT 0,
+            audio_seconds {d.real} NOT NULL DEFAULT 0,
+            creates INTEGER NOT NULL DEFAULT 0,
+            updated_at {d.real} NOT NULL)""",
+        # The completion hooks' outbox: one row per job that ended, written in the
+        # transaction that ended it, deleted once delivered.
+        f"""CREATE TABLE IF NOT EXISTS outbox (
+            id TEXT PRIMARY KEY,
+            job_id {d.bigint} NOT NULL,
+            body TEXT NOT NULL,
+            created_at {d.real} NOT NULL,
+            next_at {d.real} NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            owner TEXT,
+            last_error TEXT)""",
+        "CREATE INDEX IF NOT EXISTS outbox_next ON outbox(next_at)",
     ]
 
 
@@ -457,21 +477,94 @@ class SqlStore(Store):
                               "WHERE id=?" + fence,
                            (until, reason, now, job.id, *args)).rowcount == 1
 
-    def mark_done(self, job: Job, now: float, note: str | None = None) -> bool:
+    def mark_done(self, job: Job, now: float, note: str | None = None,
+                  event: Mapping[str, Any] | None = None) -> bool:
         fence, args = self._fence(job)
         with self._tx() as x:
-            return self._x(x, "UPDATE jobs SET state='done', error=?, finished_at=?, "
-                              "updated_at=?, owner=NULL, lease_until=0 WHERE id=? AND "
-                              "state='fetched'" + fence,
-                           (note, now, now, job.id, *args)).rowcount == 1
+            ended = self._x(x, "UPDATE jobs SET state='done', error=?, finished_at=?, "
+                               "updated_at=?, owner=NULL, lease_until=0 WHERE id=? AND "
+                               "state='fetched'" + fence,
+                            (note, now, now, job.id, *args)).rowcount == 1
+            if ended and event is not None:
+                self._put_event(x, job, event, now)
+            return ended
 
-    def mark_failed(self, job: Job, reason: str, now: float) -> bool:
+    def mark_failed(self, job: Job, reason: str, now: float,
+                    event: Mapping[str, Any] | None = None) -> bool:
         fence, args = self._fence(job)
         with self._tx() as x:
-            return self._x(x, "UPDATE jobs SET state='failed', error=?, finished_at=?, "
-                              "updated_at=?, owner=NULL, lease_until=0 WHERE id=? AND state IN "
-                              "('seen', 'submitting', 'pending', 'fetched')" + fence,
-                           (reason, now, now, job.id, *args)).rowcount == 1
+            ended = self._x(x, "UPDATE jobs SET state='failed', error=?, finished_at=?, "
+                               "updated_at=?, owner=NULL, lease_until=0 WHERE id=? AND state IN "
+                               "('seen', 'submitting', 'pending', 'fetched')" + fence,
+                            (reason, now, now, job.id, *args)).rowcount == 1
+            if ended and event is not None:
+                self._put_event(x, job, event, now)
+            return ended
+
+    def _put_event(self, x: Executor, job: Job, event: Mapping[str, Any], now: float) -> None:
+        self._x(x, "INSERT INTO outbox (id, job_id, body, created_at) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT(id) DO NOTHING",
+                (str(event["event_id"]), job.id, json.dumps(dict(event)), now))
+
+    # --- the outbox ----------------------------------------------------------------------------
+
+    def claim_event(self, owner: str, now: float, lease: float) -> OutboxEvent | None:
+        with self._tx() as x:
+            rows = self._x(
+                x, "UPDATE outbox SET owner=?, next_at=? WHERE id IN (SELECT id FROM outbox "
+                   "WHERE next_at <= ? OR owner=? ORDER BY created_at, id LIMIT 1"
+                   f"{self.dialect.skip_locked}) RETURNING id, job_id, body, created_at, "
+                   "attempts, last_error", (owner, now + lease, now, owner)).fetchall()
+        if not rows:
+            return None
+        i, job_id, body, created, attempts, err = rows[0]
+        return OutboxEvent(str(i), int(job_id), json.loads(body), float(created),
+                           int(attempts), err)
+
+    def event_delivered(self, event_id: str) -> bool:
+        with self._tx() as x:
+            return self._x(x, "DELETE FROM outbox WHERE id=?", (event_id,)).rowcount == 1
+
+    def event_retry(self, event_id: str, next_at: float, error: str) -> bool:
+        with self._tx() as x:
+            return self._x(x, "UPDATE outbox SET next_at=?, attempts=attempts+1, owner=NULL, "
+                              "last_error=? WHERE id=?",
+                           (next_at, error, event_id)).rowcount == 1
+
+    def outbox(self) -> dict[str, Any]:
+        with self._read() as x:
+            n, oldest = self._x(x, "SELECT COUNT(*), MIN(created_at) FROM outbox").fetchone()
+            last = self._x(x, "SELECT last_error, attempts FROM outbox WHERE last_error IS NOT "
+                              "NULL ORDER BY created_at LIMIT 1").fetchone()
+        return {"undelivered": int(n), "oldest_created_at": None if oldest is None
+                else float(oldest), "last_error": None if last is None else str(last[0]),
+                "attempts": 0 if last is None else int(last[1])}
+
+    # --- the budget ----------------------------------------------------------------------------
+
+    def add_spend(self, day: str, usd: float, audio_seconds: float, now: float) -> None:
+        with self._tx() as x:
+            self._x(x, "INSERT INTO spend_ledger (day, usd, audio_seconds, creates, updated_at) "
+                       "VALUES (?, ?, ?, 1, ?) ON CONFLICT(day) DO UPDATE SET "
+                       "usd=spend_ledger.usd+excluded.usd, audio_seconds=spend_ledger."
+                       "audio_seconds+excluded.audio_seconds, creates=spend_ledger.creates+1, "
+                       "updated_at=excluded.updated_at", (day, usd, audio_seconds, now))
+
+    def spend_by_day(self, since: str) -> dict[str, tuple[float, float, int]]:
+        with self._read() as x:
+            rows = self._x(x, "SELECT day, usd, audio_seconds, creates FROM spend_ledger WHERE "
+                              "day >= ? ORDER BY day", (since,)).fetchall()
+        return {str(d): (float(u), float(s), int(n)) for d, u, s, n in rows}
+
+    def switch_backend(self, job: Job, plan: Plan, now: float) -> bool:
+        fence, args = self._fence(job)
+        g = self.dialect.greatest
+        with self._tx() as x:
+            return self._x(
+                x, f"UPDATE jobs SET backend=?, plan=?, state='seen', owner=NULL, lease_until=0,"
+                   f" attempts={g}(attempts-1, 0), next_at=0, updated_at=? WHERE id=? AND "
+                   f"state='submitting'" + fence,
+                (plan.backend, json.dumps(plan.to_json()), now, job.id, *args)).rowcount == 1
 
     # --- operators -----------------------------------------------------------------------------
 
