@@ -106,6 +106,9 @@ SCHEMA: Mapping[str, Field] = {
                            "by size)", minimum=0.1),
         retries=Field("int", 5, "tries of one request on connection errors, timeouts, 5xx",
                       minimum=1),
+        probe_seconds=Field("float", 30.0, "while the service refuses the key or the account: "
+                            "one request this often, and work resumes within one interval "
+                            "of the key being accepted again", minimum=1),
     ),
     "local": _section(
         "The offline engine: whisper-tiny via faster-whisper (pip install 'sttwatch[local]').",
@@ -193,6 +196,7 @@ class ApiConfig:
     connect_timeout: float
     read_timeout: float
     retries: int
+    probe_seconds: float
 
 
 @dataclass(frozen=True)
