@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import KEY, transcript, wait_for, write_config
+import yaml
+from conftest import KEY, run_cli, transcript, wait_for, write_config
 from fake_service import FakeService, make_fake_audio
+
+from sttwatch.exitcodes import ExitCode
 
 PROBE = 2.0  # api.probe_seconds in these tests
 
@@ -58,3 +61,120 @@ def test_a_key_that_comes_back_resumes_within_one_probe_and_polls_wait(
     events = [e["event"] for e in d.events()]
     assert events.count("api_key_rejected") == 1 and events.count("api_key_accepted") == 1
     assert fake.creates_by_text() == {t: 1 for t in texts.values()}  # none twice
+
+
+@pytest.mark.parametrize("size,formats", [(250, ["txt", "srt"]), (255, ["txt", "json"])])
+def test_a_long_name_is_written_under_a_shortened_name_and_once_ends(
+        tmp_path: Path, fake: FakeService, size: int, formats: list[str]) -> None:
+    """Finding 5: a 250-byte name failed every write (the temp name adds 14 bytes) and was
+    retried forever, so ``run --once`` never ended. A 255-byte ``x.mp3`` makes a 256-byte
+    ``x.json``: that one must be shortened (extension kept, a hash of the full name added)."""
+    cfg = write_config(tmp_path, fake.base_url, output={"formats": formats})
+    inbox = tmp_path / "inbox"
+    long = inbox / ("é" * 60 + "x" * (size - 124) + ".mp3")
+    assert len(long.name.encode()) == size
+    make_fake_audio(long, "a very long name")
+    make_fake_audio(inbox / "short.mp3", "a short name")
+
+    r = run_cli("run", "--config", str(cfg), "--once")
+
+    assert r.code in (ExitCode.OK, ExitCode.FAILED), r.err[-2000:]
+    assert transcript(inbox / "short.mp3") == "a short name"
+    outputs = {p.suffix: p for p in inbox.iterdir()
+               if p != long and not p.name.startswith("short.")}
+    assert all(len(p.name.encode()) <= 255 for p in outputs.values())
+    if r.code == ExitCode.OK:
+        assert sorted(outputs) == sorted(f".{f}" for f in formats), list(outputs)
+        assert outputs[".txt"].read_text().strip() == "a very long name"
+        assert all("a very long name" in p.read_text() for p in outputs.values())
+        assert size < 255 or "~" in outputs[".json"].name  # 256 bytes: shortened
+    else:  # or failed, with its reason in a sidecar the filesystem can hold
+        assert any(p.name.endswith(".sttwatch-error.json") for p in outputs.values())
+    assert list(inbox.glob(".*.tmp")) == []
+
+
+def _real_state_file(tmp_path: Path, fake: FakeService) -> tuple[Path, Path]:
+    """A config and the state file a real run left behind (40 jobs with their results)."""
+    cfg = write_config(tmp_path, fake.base_url)
+    for i in range(40):
+        make_fake_audio(tmp_path / "inbox" / f"old{i:02}.mp3", f"an older recording {i} " * 20)
+    assert run_cli("run", "--config", str(cfg), "--once").code == ExitCode.OK
+    return cfg, tmp_path / "state" / "sttwatch.db"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_broken_state_file_stops_with_one_message_and_state_reset_is_the_way_out(
+        tmp_path: Path, fake: FakeService, daemon_factory, damage: str) -> None:  # type: ignore[no-untyped-def]
+    """Finding 6: a damaged state file was a raw sqlite3 traceback naming neither the file nor
+    a way out, and exit 1 restarted the unit every 5 s forever."""
+    cfg, db = _real_state_file(tmp_path, fake)
+    data = db.read_bytes()
+    db.write_bytes(b"this is not a database\n" * 200 if damage == "garbage"
+                   else data[:len(data) // 2])
+    broken = db.read_bytes()
+
+    d = daemon_factory(cfg).start()
+    assert d.proc is not None and d.proc.wait(30) == ExitCode.CONFIG == 2  # no restart loop
+    said = [line for line in d.log.read_text().splitlines() if line.strip()]
+    assert len(said) == 1 and "Traceback" not in said[0], said
+    assert str(db) in said[0] and "sttwatch state reset" in said[0]
+
+    check = run_cli("state", "check", "--config", str(cfg))
+    assert check.code == ExitCode.CONFIG and "DAMAGED" in check.out
+    assert "sttwatch state reset" in check.out
+
+    reset = run_cli("state", "reset", "--config", str(cfg))
+    assert reset.code == ExitCode.OK, reset.err
+    aside = [p for p in db.parent.iterdir() if p.name.startswith(f"{db.name}.broken-")]
+    assert [p.read_bytes() for p in aside if p.name.endswith("Z")] == [broken]  # kept
+    assert f"-> {aside[0]}" in reset.out and not db.exists()
+
+    # The next start makes a new file, sends nothing again, and takes a new recording.
+    creates = sum(fake.creates_by_text().values())
+    make_fake_audio(tmp_path / "inbox" / "new.mp3", "after the reset")
+    assert run_cli("run", "--config", str(cfg), "--once").code == ExitCode.OK
+    assert transcript(tmp_path / "inbox" / "new.mp3") == "after the reset"
+    assert sum(fake.creates_by_text().values()) == creates + 1
+    assert run_cli("state", "check", "--config", str(cfg)).code == ExitCode.OK
+
+
+def test_state_check_and_reset_leave_a_sound_or_busy_file_alone(
+        tmp_path: Path, fake: FakeService, daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    cfg, db = _real_state_file(tmp_path, fake)
+    check = run_cli("state", "check", "--config", str(cfg))
+    assert check.code == ExitCode.OK
+    assert "sound (schema version 2, 40 jobs)" in check.out and "integrity: ok" in check.out
+    refused = run_cli("state", "reset", "--config", str(cfg))
+    assert refused.code == ExitCode.CONFIG and "--force" in refused.err and db.exists()
+
+    d = daemon_factory(cfg).start()
+    d.wait_started()
+    busy = run_cli("state", "reset", "--force", "--config", str(cfg))
+    assert busy.code == ExitCode.CONFIG and "in use by a running daemon" in busy.err
+    assert db.exists()
+    assert d.stop() == 0
+    forced = run_cli("state", "reset", "--force", "--config", str(cfg))
+    assert forced.code == ExitCode.OK and not db.exists()
+
+
+def test_state_check_reports_a_postgresql_store_and_its_schema_version(
+        tmp_path: Path) -> None:
+    from stores import PG_URL, new_schema, pg_url_with_schema, require_pg
+
+    from sttwatch.store.postgres import PostgresStore
+    require_pg()
+    schema = new_schema()
+    PostgresStore(PG_URL, schema=schema).close()
+    try:
+        cfg = write_config(tmp_path)
+        raw = yaml.safe_load(cfg.read_text())
+        cfg.write_text(yaml.safe_dump({**raw, "state": {"url": pg_url_with_schema(schema)}}))
+        check = run_cli("state", "check", "--config", str(cfg))
+        assert check.code == ExitCode.OK, check.err
+        assert "sound (schema version 2, 0 jobs)" in check.out
+        assert "shared PostgreSQL store is not reset" in run_cli(
+            "state", "reset", "--config", str(cfg)).err
+    finally:
+        store = PostgresStore(PG_URL, schema=schema)
+        store.drop_schema()
+        store.close()
