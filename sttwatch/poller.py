@@ -19,7 +19,7 @@ from .errors import AuthError, ExpiredError, PermanentError, TransientError
 from .finisher import Finisher
 from .schedule import PollSchedule
 from .settings import PipelineSettings
-from .store import Job, State, Store
+from .store import Job, State, Store, StoreUnavailable
 from .submitter import Submitter
 from .throttle import Throttle
 
@@ -59,6 +59,14 @@ class Poller:
         now = self.clock()
         with self._lock:
             ready, self._ready = self._ready, set()
+        try:
+            return self._dispatch(now, ready)
+        except StoreUnavailable:  # keep what was ready for when the store is back
+            with self._lock:
+                self._ready |= ready
+            raise
+
+    def _dispatch(self, now: float, ready: set[str]) -> float:
         due: dict[int, Job] = {}
         for gen_id in ready:
             job = self.store.by_generation_id(self.settings.owner, gen_id)
@@ -94,6 +102,13 @@ class Poller:
     def _fetch_guarded(self, job: Job, probe: bool = False) -> None:
         try:
             self._fetch(job, probe)
+        except StoreUnavailable as exc:
+            # The answer could not be stored: fetch it again once the store takes writes
+            # (the stage loops say when it is away and when it is back).
+            log.debug("fetch_not_stored", job_id=job.id, error=str(exc))
+            if job.generation_id is not None:
+                with self._lock:
+                    self._ready.add(job.generation_id)
         except Exception as exc:  # a pool thread must never die silently, nor spin
             log.exception("fetch_crashed", job_id=job.id, error=f"{type(exc).__name__}: {exc}")
             try:

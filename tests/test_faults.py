@@ -4,7 +4,11 @@ Each test fails on the behaviour reported and passes now."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -178,3 +182,74 @@ def test_state_check_reports_a_postgresql_store_and_its_schema_version(
         store = PostgresStore(PG_URL, schema=schema)
         store.drop_schema()
         store.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs for the state file: a disk that fills up for real."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    at = tmp_path / "statefs"
+    at.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(at)], check=True)
+    yield at
+    subprocess.run(["umount", "-l", str(at)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of ``disk``."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while os.write(fd, b"\0" * 4096):
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_disk_under_the_state_file_pauses_work_and_it_resumes(
+        tmp_path: Path, fake: FakeService, small_disk: Path, daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    """Finding 7: a full filesystem under the state file killed the daemon (exit 1 from the
+    heartbeat's write, and again in shutdown). Now it waits, says so once, and goes on."""
+    cfg = write_config(tmp_path, fake.base_url, state={"path": str(small_disk / "s.db")})
+    inbox = tmp_path / "inbox"
+    texts = {inbox / f"before{i}.mp3": f"before the disk filled {i}" for i in range(5)}
+    for path, text in texts.items():
+        make_fake_audio(path, text)
+    d = daemon_factory(cfg).start()
+    wait_for(lambda: all(transcript(p) == t for p, t in texts.items()))
+
+    def said(event: str) -> int:
+        return sum(e["event"] == event for e in d.events())
+
+    filler = fill(small_disk)
+    more = {inbox / f"full{i}.mp3": f"while the disk was full {i}" for i in range(10)}
+    for path, text in more.items():
+        make_fake_audio(path, text)
+    texts.update(more)
+    wait_for(lambda: said("store_unavailable") >= 1)
+    # The experiment: the disk stays full past a heartbeat (one every 2 s), whose write
+    # used to end the daemon.
+    time.sleep(4)
+    assert d.proc is not None and d.proc.poll() is None  # still running
+    assert said("store_unavailable") == 1  # said once, not per failed write
+    filler.unlink()
+    wait_for(lambda: all(transcript(p) == t for p, t in texts.items()), timeout=60)
+    wait_for(lambda: said("store_back") == 1)
+
+    # Full again, and SIGTERM meanwhile: it still says 'stopped' and exits 0.
+    filler = fill(small_disk)
+    last = {inbox / f"last{i}.mp3": f"the last ones {i}" for i in range(5)}
+    for path, text in last.items():
+        make_fake_audio(path, text)
+    texts.update(last)
+    wait_for(lambda: said("store_unavailable") >= 2)
+    assert d.stop() == 0
+    assert said("stopped") == 1
+    filler.unlink()
+    again = daemon_factory(cfg).start()
+    wait_for(lambda: all(transcript(p) == t for p, t in texts.items()), timeout=60)
+    assert again.stop() == 0
+    assert fake.creates_by_text() == {t: 1 for t in texts.values()}
