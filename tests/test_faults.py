@@ -236,7 +236,9 @@ def test_a_full_disk_under_the_state_file_pauses_work_and_it_resumes(
     assert d.proc is not None and d.proc.poll() is None  # still running
     assert said("store_unavailable") == 1  # said once, not per failed write
     filler.unlink()
+    freed = time.monotonic()
     wait_for(lambda: all(transcript(p) == t for p, t in texts.items()), timeout=60)
+    print(f"\nfull disk: all written {time.monotonic() - freed:.1f} s after space was freed")
     wait_for(lambda: said("store_back") == 1)
 
     # Full again, and SIGTERM meanwhile: it still says 'stopped' and exits 0.
