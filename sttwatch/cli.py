@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from . import __version__
+from . import __version__, statecmd
 from . import config as configmod
 from . import log as logsetup
 from .apikey import log_key_warnings, read_api_key
@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--render", action="store_true",
                             help="write the transcripts again from the results already paid "
                             "for (files failed with 'cannot render'), without a new create")
+    statecmd.add_parser(sub)
     cf = sub.add_parser("config", help="print the example config or its reference",
                         description="Print the commented example config (every key at its "
                         "default) or the reference of every key, both made from the schema.")
@@ -204,9 +205,15 @@ def cmd_config(args: argparse.Namespace, out: TextIO, err: TextIO,
     return ExitCode.OK
 
 
+def cmd_state(args: argparse.Namespace, out: TextIO, err: TextIO,
+              environ: Mapping[str, str]) -> int:
+    return statecmd.cmd_state(args, out, err)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO, Mapping[str, str]], int]] = {
     "run": cmd_run, "status": cmd_status, "retry": cmd_retry, "forget": cmd_forget,
     "transcribe": cmd_transcribe, "check": cmd_check, "config": cmd_config,
+    "state": cmd_state,
 }
 
 

@@ -120,6 +120,9 @@ SCHEMA: Mapping[str, Field] = {
         credits_per_usd=Field("float", 2_000_000.0, "converts the service's "
                               "x-aimlapi-credits-used header to USD when it sends no "
                               "x-aimlapi-usd-spent", minimum=1),
+        probe_seconds=Field("float", 30.0, "while the service refuses the key or the account: "
+                            "one request this often, and work resumes within one interval "
+                            "of the key being accepted again", minimum=1),
     ),
     "local": _section(
         "The offline engine: whisper-tiny via faster-whisper (pip install 'sttwatch[local]').",
@@ -239,6 +242,7 @@ class ApiConfig:
     connect_timeout: float
     read_timeout: float
     retries: int
+    probe_seconds: float
     upload: str = "as_is"
     trim_silence: bool = False
     trim_min_silence: float = 3.0

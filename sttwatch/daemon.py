@@ -26,7 +26,7 @@ from .plan import Planner
 from .settings import PipelineSettings
 from .store import UNFINISHED, Store, StoreUnavailable
 from .transcripts import sweep_leftovers
-from .watcher import Watcher
+from .watcher import Settled, Watcher
 
 log = structlog.get_logger("sttwatch.daemon")
 
@@ -62,6 +62,7 @@ class Daemon:
     reload_requested: threading.Event = field(default_factory=threading.Event)
     _workers_stop: threading.Event = field(default_factory=threading.Event)
     _threads: dict[str, threading.Thread] = field(default_factory=dict)
+    _unadmitted: list[Settled] = field(default_factory=list)
     _last_meta: dict[str, object] = field(default_factory=dict)
     _last_meta_at: float = 0.0
     _next_renew: float = 0.0
@@ -116,10 +117,17 @@ class Daemon:
     def _admit_all(self) -> None:
         """In batches, with a heartbeat between them: a first scan of a large library never
         keeps systemd's watchdog waiting."""
-        settled = self.watcher.tick()
-        for batch in batches(settled):
-            self._admitted += self.admitter.admit(batch)
-            self._maybe_heartbeat()
+        settled = [*self._unadmitted, *self.watcher.tick()]
+        self._unadmitted = []
+        done = 0
+        try:
+            for batch in batches(settled):
+                self._admitted += self.admitter.admit(batch)
+                done += len(batch)
+                self._maybe_heartbeat()
+        except StoreUnavailable:  # kept for the next turn: the watcher hands a file on once
+            self._unadmitted = settled[done:]
+            raise
 
     def _status_line(self) -> str:
         c = self.store.counts()

@@ -107,7 +107,9 @@ class Pipeline:
 
     # --- the loops ------------------------------------------------------------------------------
     def store_trouble(self, exc: StoreUnavailable | None) -> None:
-        """Say once when the store goes away and once when it is back."""
+        """Say once when the store goes away and once when it is back. Only a write tells
+        that it is back (the heartbeat's, in ``daemon``): a full disk still serves reads and
+        small writes, and a loop whose step only read would announce it back too soon."""
         with self._lock:
             was, self._store_error = self._store_error, (str(exc) if exc else None)
         if exc is not None and was is None:
@@ -124,9 +126,6 @@ class Pipeline:
             except StoreUnavailable as exc:
                 self.store_trouble(exc)
                 delay = 2.0
-            else:
-                if self._store_error is not None:
-                    self.store_trouble(None)
             if delay is not None:
                 wake.wait(delay)
                 wake.clear()

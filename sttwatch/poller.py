@@ -19,7 +19,7 @@ from .errors import AuthError, ExpiredError, PermanentError, TransientError
 from .finisher import Finisher
 from .schedule import PollSchedule
 from .settings import PipelineSettings
-from .store import Job, State, Store
+from .store import Job, State, Store, StoreUnavailable
 from .submitter import IDLE_WAIT, Submitter
 from .throttle import Throttle
 
@@ -59,6 +59,14 @@ class Poller:
         now = self.clock()
         with self._lock:
             ready, self._ready = self._ready, set()
+        try:
+            return self._dispatch(now, ready)
+        except StoreUnavailable:  # keep what was ready for when the store is back
+            with self._lock:
+                self._ready |= ready
+            raise
+
+    def _dispatch(self, now: float, ready: set[str]) -> float:
         due: dict[int, Job] = {}
         for gen_id in ready:
             job = self.store.by_generation_id(self.settings.owner, gen_id)
@@ -70,26 +78,37 @@ class Poller:
         open_kinds = [k for k, t in self.throttles.items() if not t.paused]
         for job in self.store.claim_poll(owner, now, lease, room, self.volatile, open_kinds):
             due[job.id] = job
+        probes: set[int] = set()
         for kind, throttle in self.throttles.items():  # a paused backend's polls wait, but
             if throttle.probe_due(now):                # one of them may be the probe
                 probe = self.store.claim_poll(owner, now, lease, 1, self.volatile, [kind])
                 if probe and throttle.wait(now) is None:
                     due[probe[0].id] = probe[0]
+                    probes.add(probe[0].id)
+                elif probe:  # a create took the probe slot first: give the job back at once
+                    self.store.schedule_poll(probe[0], now, now)
         for job in due.values():
             with self._lock:
                 if job.id in self._fetching:
                     continue
                 self._fetching.add(job.id)
-            self._pool.submit(self._fetch_guarded, job)
+            self._pool.submit(self._fetch_guarded, job, job.id in probes)
         return min(IDLE_WAIT, self._sleep_hint())
 
     def _sleep_hint(self) -> float:
         nxt = self.store.next_due(State.PENDING)
         return IDLE_WAIT if nxt is None else max(0.02, nxt - self.clock())
 
-    def _fetch_guarded(self, job: Job) -> None:
+    def _fetch_guarded(self, job: Job, probe: bool = False) -> None:
         try:
-            self._fetch(job)
+            self._fetch(job, probe)
+        except StoreUnavailable as exc:
+            # The answer could not be stored: fetch it again once the store takes writes
+            # (the stage loops say when it is away and when it is back).
+            log.debug("fetch_not_stored", job_id=job.id, error=str(exc))
+            if job.generation_id is not None:
+                with self._lock:
+                    self._ready.add(job.generation_id)
         except Exception as exc:  # a pool thread must never die silently, nor spin
             log.exception("fetch_crashed", job_id=job.id, error=f"{type(exc).__name__}: {exc}")
             try:
@@ -100,7 +119,7 @@ class Poller:
             with self._lock:
                 self._fetching.discard(job.id)
 
-    def _fetch(self, job: Job) -> None:
+    def _fetch(self, job: Job, probe: bool = False) -> None:
         assert job.generation_id is not None
         gen = job.generation_id
         bound = log.bind(job_id=job.id, path=job.path, generation_id=gen, attempt=job.attempts)
@@ -110,6 +129,9 @@ class Poller:
         throttle = self.throttles.get(job.backend or "")
         if backend is None or throttle is None:  # its backend is no longer configured
             self.submitter.requeue_or_fail(job, f"backend {job.backend} is gone")
+            return
+        if throttle.paused and not probe:  # queued before the pause: it waits with the rest
+            self.store.schedule_poll(job, now, now)
             return
         try:
             status = backend.fetch(gen)
@@ -133,7 +155,7 @@ class Poller:
             bound.warning("fetch_failed", error=str(exc), retry_in=round(delay, 1))
             self.store.schedule_poll(job, self.clock() + delay, self.clock())
             return
-        throttle.accepted()
+        throttle.accepted(sent_at=now)
         now = self.clock()
         if status.state is TaskState.RUNNING:
             if not status.known_status:

@@ -67,6 +67,9 @@ class Submitter:
         ready, wait = [], 1.0
         diverting: set[str] = set()  # not the probe: the probe goes to the service
         for kind, throttle in self.throttles.items():
+            if throttle.probe_due(now):  # the probe slot is taken only with a job to send
+                ready.append(kind)
+                continue
             w = throttle.wait(now, counts.get(kind, 0))
             if w is None:
                 ready.append(kind)
@@ -99,6 +102,10 @@ class Submitter:
             self.finisher.fail(job, f"backend {plan.backend} is not configured any more "
                                     "(retry the file to use today's)")
             return
+        if throttle.paused and throttle.wait(self.clock()) is not None:
+            self._requeue(job, "waiting for the service to accept the key")  # lost the probe
+            return
+        sent = self.clock()
         digest: str | None = None
         decision: Go | Hold | None = None
         try:
@@ -155,7 +162,7 @@ class Submitter:
             self.requeue_or_fail(job, f"unexpected error: {type(exc).__name__}",
                                  not_before=throttle.outage())
         else:
-            throttle.accepted()
+            throttle.accepted(sent_at=sent)
             now = self.clock()
             pending = durably(lambda: self.store.set_pending(
                 job, created.generation_id, now, now + self.schedule.first_delay(),

@@ -41,6 +41,7 @@ class Throttle:
         self.unreachable_since: float | None = None
         self.refused: AuthError | None = None
         self._next_probe = 0.0
+        self._refused_at = 0.0
 
     # --- the gate ------------------------------------------------------------------------------
     def wait(self, now: float, in_flight: int | None = None) -> float | None:
@@ -70,10 +71,14 @@ class Throttle:
         return self.refused is not None
 
     # --- what the service said -----------------------------------------------------------------
-    def accepted(self) -> None:
+    def accepted(self, sent_at: float | None = None) -> None:
+        """An answer that is not a refusal. One sent before the pause began (``sent_at``)
+        says nothing about the key now, so it does not end the pause."""
         with self._lock:
             self._outages = 0
             self.unreachable_since = None
+            if self.refused is not None and sent_at is not None and sent_at < self._refused_at:
+                return
             was, self.refused = self.refused, None
         if was is not None:
             log.warning("api_key_accepted", backend=self.kind, action="resuming")
@@ -81,6 +86,8 @@ class Throttle:
     def refuse(self, exc: AuthError) -> None:
         with self._lock:
             first = self.refused is None
+            if first:
+                self._refused_at = self._clock()
             self.refused = exc
             self._next_probe = max(self._next_probe, self._clock() + self._probe_interval)
         if first:

@@ -67,7 +67,8 @@ def pipeline_settings(cfg: Config, owner: str) -> PipelineSettings:
     return PipelineSettings(owner=owner, lease=d.lease_seconds,
                             max_in_flight=cfg.api.max_in_flight, first_poll=d.first_poll_seconds,
                             poll_cap=d.poll_cap_seconds, job_timeout=d.job_timeout_seconds,
-                            max_attempts=d.max_attempts)
+                            max_attempts=d.max_attempts,
+                            probe_interval=cfg.api.probe_seconds)
 
 
 def open_for_command(cfg: Config) -> Store:

@@ -24,6 +24,17 @@ from sttwatch.cli import main
 KEY = "sk-test-0123456789abcdefSECRET"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", default=False,
+                     help="run the fault tests at full size (tests/test_crash.py: 250 "
+                     "files, 12 kills per seed) for the figures in docs/reliability.md")
+
+
+@pytest.fixture
+def soak(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--soak"))
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeService]:
     with FakeService(FakeConfig(key=KEY, task_seconds=0.3)) as svc:

@@ -113,7 +113,7 @@ def test_full_config_gives_frozen_dataclasses_with_paths_beside_the_file(
         base_url="http://127.0.0.1:9/v1", api_key_env=None,
         api_key_file=(etc / "secrets" / "aimlapi_key").resolve(), model="#g1_whisper-base",
         options={"language": "en", "punctuate": True}, max_in_flight=4, connect_timeout=5.0,
-        read_timeout=30.5, retries=2)
+        read_timeout=30.5, retries=2, probe_seconds=30.0)
     assert isinstance(cfg.api.connect_timeout, float)
     assert cfg.local == LocalConfig(model="base.en", device="cuda", compute_type="float16",
                                     threads=2, beam_size=1, language="en", vad_filter=True,

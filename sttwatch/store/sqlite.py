@@ -32,8 +32,9 @@ _WAITABLE = ("database or disk is full", "disk i/o error", "database is locked")
 
 
 def _way_out(path: Path) -> str:
-    return (f"move it aside and start again (mv '{path}' '{path}.broken'): sttwatch rescans "
-            "the folders, and recordings whose transcripts exist are not sent again")
+    return (f"set it aside with 'sttwatch state reset --config FILE' (or mv '{path}' "
+            f"'{path}.broken') and start again: sttwatch rescans the folders, and recordings "
+            "whose transcripts exist are not sent again")
 
 
 class SqliteStore(SqlStore):
