@@ -591,7 +591,11 @@ class _Handler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True  # body left unread; the client sends Content-Length
             return self._send(411, _error(411, "Length Required", path))
-        body, got = read_body(self.rfile, int(self.headers.get("Content-Length") or 0))
+        length = int(self.headers.get("Content-Length") or 0)
+        body, got = read_body(self.rfile, length)
+        if got < length:  # the client gave up mid-body: no request, as for a real server
+            self.close_connection = True
+            return None
         if path != "/v1/stt/create":
             return self._send(404, _error(404, f"Cannot POST {path}", path))
         headers = {k.lower(): v for k, v in self.headers.items()}
