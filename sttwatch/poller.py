@@ -118,6 +118,9 @@ class Poller:
         finally:
             with self._lock:
                 self._fetching.discard(job.id)
+            # The loop went to sleep while this fetch ran (the claim had moved the job a
+            # lease ahead): it must look again at when the job is due now.
+            self.wake.set()
 
     def _fetch(self, job: Job, probe: bool = False) -> None:
         assert job.generation_id is not None

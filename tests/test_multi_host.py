@@ -66,7 +66,8 @@ def test_three_daemons_share_the_work_and_survive_a_kill(
         d = daemon_factory(cfg)
         d.log = tmp_path / f"host-{i}.log"
         daemons.append(d.start())
-    wait_for(lambda: len(fake.creates()) >= 40, timeout=60)
+    # Killed once it holds work of its own (a slow start can leave it none otherwise).
+    wait_for(lambda: submitted_by(daemons[0]) >= 5 and len(fake.creates()) >= 40, timeout=60)
     daemons[0].kill()  # SIGKILL in the middle of the run: its jobs go to the others
     wait_for(lambda: all(transcript(p) == t for p, t in texts.items()), timeout=180)
 
