@@ -14,12 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
-import requests
-
-from .apikey import key_source, key_warnings, read_api_key, redact
-from .backends.aimlapi import CREDIT_WORDS, _excerpt
+from .apikey import key_source, key_warnings, read_api_key
+from .backends import backend_class
 from .config import Config, WatchConfig
 from .errors import ConfigError
+from .exitcodes import ExitCode
 from .store import StoreError, StoreMissing, StoreUnavailable
 from .store.postgres import safe_url
 from .wiring import open_for_command
@@ -41,8 +40,11 @@ def mount_fstype(path: Path, mounts: str) -> str:
     return fstype
 
 
-def _kind(configured: str | None, key: str | None) -> str:
-    return ("aimlapi" if key else "local") if configured in (None, "auto") else str(configured)
+def kinds_in_use(cfg: Config, key: str | None) -> set[str]:
+    """The backend kinds the config would run, as ``run`` chooses them, but without stopping
+    at a missing key: that is one of the things to report."""
+    chosen = {cfg.backend} | {w.backend for w in cfg.watches if w.backend is not None}
+    return {("aimlapi" if key else "local") if k == "auto" else k for k in chosen}
 
 
 def _folders(watch: WatchConfig) -> int:
@@ -84,39 +86,6 @@ def _check_watch(r: Report, w: WatchConfig, mounts: str) -> None:
         r.ok(f"watch folder {w.path} ({fstype}{', polling' if w.polling else ''})")
 
 
-def _check_service(r: Report, cfg: Config, key: str) -> None:
-    """A create without audio: the service checks the key and the balance before the body,
-    so 401 is the key, 403 with words of credits the account, 400/422 (no audio) both fine.
-    Nothing is transcribed or billed."""
-    url = f"{cfg.api.base_url.rstrip('/')}/stt/create"
-    try:
-        resp = requests.post(url, headers={"Authorization": f"Bearer {key}"},
-                             json={"model": cfg.api.model},
-                             timeout=(cfg.api.connect_timeout, cfg.api.read_timeout))
-    except requests.RequestException as exc:
-        r.problem(f"cannot reach {cfg.api.base_url} ({type(exc).__name__})",
-                  "check the network, a proxy, or api.base_url")
-        return
-    code = resp.status_code
-    said = redact(resp.text, key)
-    if code == 403 and CREDIT_WORDS.search(said):
-        r.problem(f"the account is out of credits (HTTP 403: {_excerpt(said, 120)})",
-                  "top up the account's credits; the key itself is accepted")
-    elif code in (401, 403):
-        r.problem(f"the service refused the API key (HTTP {code})",
-                  f"set a valid key ({key_source(cfg)})")
-    elif code in (400, 422):
-        r.ok(f"the service at {cfg.api.base_url} accepts the key, and the account may "
-             "create tasks")
-    elif code >= 500:
-        r.problem(f"the service answered HTTP {code}", "try again later")
-    elif code < 300:
-        r.ok(f"the service at {cfg.api.base_url} accepts the key (it took an empty create)")
-    else:
-        r.problem(f"the service answered a create with HTTP {code}",
-                  "check api.base_url (it should end in /v1)")
-
-
 def check(cfg: Config, environ: Mapping[str, str], out: TextIO,
           mounts: str | None = None) -> int:
     r = Report(out)
@@ -131,22 +100,12 @@ def check(cfg: Config, environ: Mapping[str, str], out: TextIO,
     for warning in key_warnings(cfg):
         r.problem(f"the key file {warning.path} is readable by others (mode {warning.mode})",
                   warning.fix)
-    kinds = {_kind(w.backend if w.backend not in (None, "auto") else cfg.backend, key)
-             for w in cfg.watches} or {_kind(cfg.backend, key)}
-    if "aimlapi" in kinds:
-        if key:
-            _check_service(r, cfg, key)
-        else:
-            r.problem(f"backend aimlapi has no API key ({where})",
-                      "export AIMLAPI_KEY=... (with api.api_key_env: AIMLAPI_KEY) or set "
-                      "api.api_key_file")
-    if "local" in kinds:
-        try:
-            import faster_whisper  # noqa: F401
-        except ImportError:
-            r.problem("the local engine is not installed", "pip install 'sttwatch[local]'")
-        else:
-            r.ok(f"local engine installed (model {cfg.local.model})")
+    for kind in sorted(kinds_in_use(cfg, key)):  # each backend kind says what it can see
+        for finding in backend_class(kind).preflight(cfg, key):
+            if finding.ok:
+                r.ok(finding.text)
+            else:
+                r.problem(finding.text, finding.fix)
     if not cfg.watches:
         r.problem("no folders to watch", "add a 'watch:' entry with a path")
     if mounts is None:
@@ -173,4 +132,4 @@ def check(cfg: Config, environ: Mapping[str, str], out: TextIO,
     except (StoreError, StoreUnavailable) as exc:
         r.problem(str(exc), "make its folder writable, or set state.path / state.url")
     out.write("all good\n" if not r.problems else f"{r.problems} problem(s)\n")
-    return 0 if not r.problems else 1
+    return ExitCode.OK if not r.problems else ExitCode.FAILED

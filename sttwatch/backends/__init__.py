@@ -61,6 +61,15 @@ class Status:
     known_status: bool = True
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One line of ``sttwatch check``: what was seen, and the fix when it is a problem."""
+
+    ok: bool
+    text: str
+    fix: str = ""
+
+
 class Backend:
     """Base of every backend kind. Subclasses set ``kind`` by ``class X(Backend, kind=...)``."""
 
@@ -75,6 +84,12 @@ class Backend:
     def from_config(cls, cfg: Config, key: str | None) -> Backend:
         """Build from the config's own section; raises BackendUnavailable with the way out."""
         raise NotImplementedError
+
+    @classmethod
+    def preflight(cls, cfg: Config, key: str | None) -> list[Finding]:
+        """What ``sttwatch check`` can tell about this kind without doing any work (the
+        service's answer to a probe, an installed engine); nothing is billed."""
+        return []
 
     @classmethod
     def needs_key(cls) -> bool:

@@ -58,7 +58,7 @@ from ..errors import (
     TransientError,
 )
 from ..profiles import profile_for
-from . import Backend, Created, Request, Status, TaskState
+from . import Backend, Created, Finding, Request, Status, TaskState
 from .shrink import Upload, prepared, pyav_missing
 
 if TYPE_CHECKING:
@@ -334,6 +334,45 @@ class AimlApiBackend(Backend, kind="aimlapi"):
     @classmethod
     def needs_key(cls) -> bool:
         return True
+
+    @classmethod
+    def preflight(cls, cfg: Config, key: str | None) -> list[Finding]:
+        """A create without audio: the service checks the key and the balance before the
+        body, so 401 is the key, 403 with words of credits the account, 400/422 (no audio)
+        both fine. Nothing is transcribed or billed."""
+        from ..apikey import key_source
+        if not key:
+            return [Finding(False, f"backend aimlapi has no API key ({key_source(cfg)})",
+                            "export AIMLAPI_KEY=... (with api.api_key_env: AIMLAPI_KEY) or "
+                            "set api.api_key_file")]
+        base = cfg.api.base_url
+        try:
+            resp = requests.post(f"{base.rstrip('/')}/stt/create",
+                                 headers={"Authorization": f"Bearer {key}"},
+                                 json={"model": cfg.api.model},
+                                 timeout=(cfg.api.connect_timeout, cfg.api.read_timeout))
+        except requests.RequestException as exc:
+            return [Finding(False, f"cannot reach {base} ({type(exc).__name__})",
+                            "check the network, a proxy, or api.base_url")]
+        code = resp.status_code
+        said = redact(resp.text, key)
+        if code == 403 and CREDIT_WORDS.search(said):
+            return [Finding(False, f"the account is out of credits (HTTP 403: "
+                                   f"{_excerpt(said, 120)})",
+                            "top up the account's credits; the key itself is accepted")]
+        if code in (401, 403):
+            return [Finding(False, f"the service refused the API key (HTTP {code})",
+                            f"set a valid key ({key_source(cfg)})")]
+        if code in (400, 422):
+            return [Finding(True, f"the service at {base} accepts the key, and the account "
+                                  "may create tasks")]
+        if code >= 500:
+            return [Finding(False, f"the service answered HTTP {code}", "try again later")]
+        if code < 300:
+            return [Finding(True, f"the service at {base} accepts the key (it took an empty "
+                                  "create)")]
+        return [Finding(False, f"the service answered a create with HTTP {code}",
+                        "check api.base_url (it should end in /v1)")]
 
     @property
     def model_name(self) -> str:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import structlog
 
 from ..errors import BackendUnavailable, ExpiredError
-from . import Backend, Created, Request, Status, TaskState
+from . import Backend, Created, Finding, Request, Status, TaskState
 from .audio import SAMPLE_RATE, probe_duration, stream_chunks
 
 if TYPE_CHECKING:
@@ -149,6 +149,16 @@ class LocalBackend(Backend, kind="local"):
                                  workers=lc.workers, chunk_seconds=lc.chunk_seconds,
                                  task=lc.task),
                    fetch_url=download)
+
+    @classmethod
+    def preflight(cls, cfg: Config, key: str | None) -> list[Finding]:
+        try:
+            import faster_whisper  # noqa: F401
+        except ImportError:
+            return [Finding(False, "the local engine is not installed",
+                            f"{INSTALL_HINT}, or set AIMLAPI_KEY (api.api_key_file) to use "
+                            "the AI/ML API")]
+        return [Finding(True, f"local engine installed (model {cfg.local.model})")]
 
     def in_flight_limit(self, cfg: Config) -> int:
         # Enough queued behind the workers that none waits for the next create.
