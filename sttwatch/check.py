@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .exitcodes import ExitCode
 from .store import StoreError, StoreMissing, StoreUnavailable
 from .store.postgres import safe_url
-from .wiring import open_for_command
+from .wiring import auto_kind, open_for_command
 
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs",
               "fuse.sshfs", "fuse.rclone", "fuse.s3fs", "davfs", "fuse.gvfsd-fuse")
@@ -44,7 +44,7 @@ def kinds_in_use(cfg: Config, key: str | None) -> set[str]:
     """The backend kinds the config would run, as ``run`` chooses them, but without stopping
     at a missing key: that is one of the things to report."""
     chosen = {cfg.backend} | {w.backend for w in cfg.watches if w.backend is not None}
-    return {("aimlapi" if key else "local") if k == "auto" else k for k in chosen}
+    return {auto_kind(key) if k == "auto" else k for k in chosen}
 
 
 def _folders(watch: WatchConfig) -> int:

@@ -22,6 +22,7 @@ from . import __version__, statecmd
 from . import config as configmod
 from . import log as logsetup
 from .apikey import log_key_warnings, read_api_key
+from .backends import kinds as backend_kinds
 from .errors import BackendUnavailable, ConfigError
 from .exitcodes import ExitCode, exit_code_lines
 from .store import StoreError, StoreUnavailable
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(run)
     run.add_argument("--once", action="store_true", help="process what is there and every "
                      "pending job, then exit with one of the statuses below (for cron)")
-    run.add_argument("--backend", choices=("aimlapi", "local"),
+    run.add_argument("--backend", choices=backend_kinds(),
                      help="use this backend instead of the config's 'backend'")
     tr = sub.add_parser("transcribe", help="transcribe files or URLs once and print them",
                         description=textwrap.fill("Transcribe recordings (or http(s) URLs) "
@@ -68,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="recordings to transcribe, or http(s) URLs of recordings")
     _config_option(tr, required=False, text="a config file for the service and engine "
                    "settings (default: every key at its default)")
-    tr.add_argument("--backend", choices=("aimlapi", "local"),
+    tr.add_argument("--backend", choices=backend_kinds(),
                     help="use this backend instead of the config's 'backend' (default: auto, "
                     "the AI/ML API when a key is set)")
     tr.add_argument("--format", "-f", default="txt", choices=configmod.FORMAT_KINDS,

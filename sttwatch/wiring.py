@@ -39,10 +39,15 @@ def host_id(cfg: Config) -> str:
     return cfg.daemon.host_id or socket.gethostname()
 
 
+def auto_kind(key: str | None) -> str:
+    """What ``backend: auto`` means: the AI/ML API when a key is set, else the local engine."""
+    return "aimlapi" if key else "local"
+
+
 def choose_backend(cfg: Config, key: str | None, override: str | None = None) -> str:
     kind = override or cfg.backend
     if kind == "auto":
-        return "aimlapi" if key else "local"
+        return auto_kind(key)
     if backend_class(kind).needs_key() and not key:
         where = key_source(cfg)
         raise BackendUnavailable(f"backend {kind} needs an API key in {where}")
