@@ -211,7 +211,9 @@ class Budget:
 
     def decide(self, job: Job, plan: Plan, path: Path, refused: AuthError | None) -> Go | Hold:
         """Before the create of ``job`` (whose file exists): send it, or hold it and why."""
-        est = self.estimate(path)
+        # Reading the duration costs a container probe: only for a cap or the metrics.
+        est = self.estimate(path) if self.capped or self.meter is not None else \
+            Estimate(0.0, 0.0, "not read (no cap, no metrics)")
         if plan.backend not in self.paid:
             return Go(est)
         now = self.clock()
@@ -251,6 +253,8 @@ class Budget:
             return 0.0
         said = cost_usd(cost, self.api.credits_per_usd)
         usd = est.usd if said is None else said
+        if not usd and not est.seconds:
+            return 0.0  # nothing to book: no transaction
         durably(lambda: self.store.add_spend(utc_day(now), usd, est.seconds, now))
         log.debug("charged", job_id=job.id, usd=usd, estimated_usd=round(est.usd, 6),
                   audio_seconds=round(est.seconds, 2), duration_from=est.how)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -567,6 +568,13 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # http.server writes the head and the body of an answer separately: without this,
+        # Nagle's algorithm holds the body until the client's delayed ACK, 40 ms an answer,
+        # which is the fake's pace, not the daemon's (a real server sends them together).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         pass
