@@ -36,6 +36,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -138,7 +139,12 @@ class Daemon:
 
     def reap(self, timeout: float = 900) -> int:
         """Wait for exit (SIGKILL after ``timeout``); keeps the rusage."""
-        killer = threading.Timer(timeout, lambda: os.kill(self.pid, signal.SIGKILL))
+        def kill() -> None:
+            print(f"  WARNING: daemon {self.pid} still running after {timeout:.0f} s: SIGKILL "
+                  f"(figures of this part are suspect)", flush=True)
+            os.kill(self.pid, signal.SIGKILL)
+
+        killer = threading.Timer(timeout, kill)
         killer.start()
         try:
             _, status, self.rusage = os.wait4(self.pid, 0)
@@ -173,28 +179,58 @@ class Daemon:
         return " | ".join(lines[-3:])
 
 
+class NotifyReader:
+    """A stand-in for systemd's notify socket that reads every datagram as systemd does: the
+    kernel queues only ``net.unix.max_dgram_qlen`` (10) unread ones, and after that the
+    daemon's next send blocks its main loop."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = str(root / "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.ready: list[float] = []  # monotonic arrival of each READY=1
+        self.messages = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self.sock.recv(4096).decode()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.messages += 1
+            if "READY=1" in msg:
+                self.ready.append(time.monotonic())
+
+    def wait_ready(self, d: Daemon, limit: float) -> float:
+        """Monotonic time the first READY=1 arrived."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if self.ready:
+                return self.ready[0]
+            if d.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {d.proc.returncode}: {d.tail_note()}")
+            time.sleep(0.001)
+        raise RuntimeError(f"no READY=1 within {limit:.0f} s: {d.tail_note()}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
 @contextlib.contextmanager
-def notify_socket(root: Path) -> Iterator[tuple[str, socket.socket]]:
-    path = str(root / "notify.sock")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(path)
-        yield path, sock
-
-
-def wait_ready(sock: socket.socket, d: Daemon, limit: float) -> float:
-    """Monotonic time READY=1 arrived."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if d.proc.poll() is not None:
-            raise RuntimeError(f"daemon exited {d.proc.returncode}: {d.tail_note()}")
-        sock.settimeout(0.2)
-        try:
-            msg = sock.recv(4096).decode()
-        except TimeoutError:
-            continue
-        if "READY=1" in msg:
-            return time.monotonic()
-    raise RuntimeError(f"no READY=1 within {limit:.0f} s: {d.tail_note()}")
+def notify_socket(root: Path) -> Iterator[NotifyReader]:
+    reader = NotifyReader(root)
+    try:
+        yield reader
+    finally:
+        reader.close()
 
 
 def wait_idle(pid: int, limit: float, window: float = 2.0, quiet: float = 0.04) -> float:
@@ -299,10 +335,10 @@ def pickup(f: Figures, tmp: Path, runs: int) -> None:
     moved: list[float] = []
     closed: list[float] = []
     with FakeService(FakeConfig(key=KEY, task_seconds=0.2)) as svc, \
-            notify_socket(root) as (addr, sock):
-        d = Daemon(write_config(root, svc.base_url), notify=addr)
+            notify_socket(root) as notify:
+        d = Daemon(write_config(root, svc.base_url), notify=notify.path)
         try:
-            wait_ready(sock, d, 120)
+            notify.wait_ready(d, 120)
             wait_idle(d.pid, 60)
             for i in range(runs):
                 text = f"moved in {i}"
@@ -318,6 +354,10 @@ def pickup(f: Figures, tmp: Path, runs: int) -> None:
         finally:
             d.stop()
     f.values.update(moved=statistics.median(moved), closed=statistics.median(closed))
+    for label, got in (("renamed", moved), ("written", closed)):
+        if missed := [i for i, x in enumerate(got) if math.isinf(x)]:
+            f.note(f"WARNING: {label} files {missed} got no create within 30 s (daemon log: "
+                   f"{d.log})")
     f.note(f"renamed in -> create: {describe(moved, ms=True)}")
     f.note(f"written in place, closed -> create: {describe(closed, ms=True)}")
 
@@ -368,10 +408,10 @@ def library(f: Figures, tmp: Path, n: int, idle_seconds: float, rescans: int) ->
         # Daemon A: no rescan. Start-up, the file dropped at READY, idle, peak RSS.
         cfg = write_config(root, svc.base_url, rescan=86400)
         drop = make_fake_audio(elsewhere / "dropped.mp3", "dropped at ready")
-        with notify_socket(root) as (addr, sock):
-            d = Daemon(cfg, notify=addr)
+        with notify_socket(root) as notify:
+            d = Daemon(cfg, notify=notify.path)
             try:
-                ready = wait_ready(sock, d, 900)
+                ready = notify.wait_ready(d, 900)
                 cpu_ready = d.cpu()
                 os.rename(drop, inbox / drop.name)
                 created = wait_create(svc, "dropped at ready", 900)
@@ -556,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
                         "state jobs (x10)")
     p.add_argument("--only", default="throughput,pickup,library,idle,state",
                    help="comma-separated parts to run (default: all)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the temporary folders (daemon logs, state files) and print where")
     a = p.parse_args(argv)
     a.files, a.done, a.pickups, a.idle_seconds, a.rescans, a.state_jobs, a.state_scale = (
         (200, 10_000, 10, 10.0, 1, 1_000, 10) if a.quick else
@@ -567,8 +609,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{loadavg()} at start", flush=True)
     f = Figures()
     b0 = busy()
-    with tempfile.TemporaryDirectory(prefix="sttwatch-overhead-") as name:
-        tmp = Path(name)
+    tmp = Path(tempfile.mkdtemp(prefix="sttwatch-overhead-"))
+    if a.keep:
+        print(f"keeping {tmp}")
+    try:
         if "throughput" in parts:
             throughput(f, tmp, a.files, task, limit)
         if "pickup" in parts:
@@ -579,6 +623,9 @@ def main(argv: list[str] | None = None) -> int:
             idle_empty(f, tmp, a.idle_seconds)
         if "state" in parts:
             state_size(f, a.state_jobs, a.state_scale)
+    finally:
+        if not a.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     b1 = busy()
     share = (b1[0] - b0[0]) / max(1, b1[1] - b0[1])
     print()
