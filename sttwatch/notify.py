@@ -31,7 +31,9 @@ class Notifier:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
                 sock.connect(self._addr)
-                sock.sendall(msg)
+                # Never block the main loop on a reader that stalls: the kernel queues only
+                # a few datagrams (net.unix.max_dgram_qlen); a full queue drops this one.
+                sock.send(msg, socket.MSG_DONTWAIT)
         except OSError:
             return False
         return True

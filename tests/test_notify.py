@@ -55,3 +55,11 @@ def test_outside_systemd_every_send_is_a_no_op(tmp_path: Path) -> None:
     ("4000000", 2.0), ("1000000", 0.5), ("0", None), ("", None), ("soon", None), ("-5", None)])
 def test_watchdog_interval_is_half_the_systemd_timeout(usec: str, interval: float | None) -> None:
     assert Notifier({"WATCHDOG_USEC": usec}).watchdog_interval == interval
+
+
+def test_a_reader_that_stalls_never_blocks_the_sender(
+        listener: tuple[socket.socket, str]) -> None:
+    _sock, path = listener  # bound, never read: the kernel's queue fills after a few
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    sent = [notifier.send(watchdog=1, status=f"beat {i}") for i in range(200)]
+    assert sent[0] and not all(sent)  # the first went; later ones were dropped, not waited on
