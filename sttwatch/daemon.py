@@ -88,6 +88,8 @@ class Daemon:
         """Until a watch event, a signal, the next heartbeat, or the next look at files that
         are settling (those are judged by their size and mtime over time): an idle daemon
         wakes about once a second, not ten times."""
+        if self.watcher.backlog():
+            return  # a scan's files are still being handed on: no pause between batches
         timeout = CANDIDATE_POLL if self.watcher.waiting() else IDLE_TICK
         timeout = min(timeout, max(0.0, self._next_beat - self.clock()))
         self.watcher.wake.wait(timeout)

@@ -334,6 +334,10 @@ class Watcher:
     def waiting(self) -> int:
         return len(self._candidates) + len(self._scanned)
 
+    def backlog(self) -> int:
+        """Scanned files not yet handed on: the next ``tick`` has work without waiting."""
+        return len(self._scanned)
+
     # --- watches ----------------------------------------------------------------------
 
     def _ensure_states(self) -> None:
@@ -611,19 +615,8 @@ class Watcher:
             self._supervise()
         settled: list[Settled] = []
         taken = 0
-        # A scan entry was judged by name while walking and stat-ed by scandir just now.
-        for raw, size, mtime_ns, w in self._scanned:
-            if len(settled) >= self.batch:
-                break
-            taken += 1
-            if raw in self._candidates or not w.online:
-                continue
-            settle = self._settle_of(w)
-            if now - mtime_ns / 1e9 >= settle:  # unchanged for the settle time already
-                settled.append(Settled(Path(raw), size, mtime_ns))
-            else:
-                self._candidates[raw] = _Candidate(w, settle, (size, mtime_ns), now)
-        del self._scanned[:taken]
+        # Files events told of first: one dropped in during a large scan is not queued
+        # behind it.
         for raw, cand in list(self._candidates.items()):
             if len(settled) >= self.batch:
                 break
@@ -643,5 +636,18 @@ class Watcher:
             if cand.quick or closed_quiet or now - cand.changed_at >= cand.settle:
                 settled.append(Settled(Path(raw), sig[0], sig[1]))
                 del self._candidates[raw]
+        # A scan entry was judged by name while walking and stat-ed by scandir just now.
+        for raw, size, mtime_ns, w in self._scanned:
+            if len(settled) >= self.batch:
+                break
+            taken += 1
+            if raw in self._candidates or not w.online:
+                continue
+            settle = self._settle_of(w)
+            if now - mtime_ns / 1e9 >= settle:  # unchanged for the settle time already
+                settled.append(Settled(Path(raw), size, mtime_ns))
+            else:
+                self._candidates[raw] = _Candidate(w, settle, (size, mtime_ns), now)
+        del self._scanned[:taken]
         return settled
 
