@@ -31,6 +31,7 @@ from .watcher import Settled, Watcher
 log = structlog.get_logger("sttwatch.daemon")
 
 STATUS_REFRESH = 10.0  # seconds; status.STALE_AFTER must stay well above it
+COUNTS_REFRESH = 60.0  # seconds; the counts of an idle daemon (other hosts' work shows late)
 CANDIDATE_POLL = 0.1  # seconds between looks at files that are still settling
 IDLE_TICK = 1.0  # seconds, at most, between turns of an idle main loop
 BEAT = 5.0  # seconds between heartbeats when systemd's watchdog asks for none more often
@@ -167,9 +168,9 @@ class Daemon:
             now = self.clock()
             self._keep_leases(now)
             # Counting every row is the costly part with a large library: only when this
-            # daemon moved something, or every STATUS_REFRESH for other hosts' work.
+            # daemon moved something, or every COUNTS_REFRESH for other hosts' work.
             activity = self.pipeline.activity() + self._admitted
-            if activity != self._last_activity or now - self._counted_at >= STATUS_REFRESH:
+            if activity != self._last_activity or now - self._counted_at >= COUNTS_REFRESH:
                 self._status = self._status_line()
                 self._last_activity, self._counted_at = activity, now
             status = self._status
