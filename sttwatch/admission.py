@@ -43,7 +43,7 @@ class Admitter:
         """Returns how many became new work."""
         named: list[tuple[Settled, str]] = []
         for s in batch:
-            path = str(s.path)
+            path = s.raw
             try:
                 path.encode("utf-8")
             except UnicodeEncodeError:

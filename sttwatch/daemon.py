@@ -33,7 +33,7 @@ log = structlog.get_logger("sttwatch.daemon")
 STATUS_REFRESH = 10.0  # seconds; status.STALE_AFTER must stay well above it
 COUNTS_REFRESH = 60.0  # seconds; the counts of an idle daemon (other hosts' work shows late)
 CANDIDATE_POLL = 0.1  # seconds between looks at files that are still settling
-IDLE_TICK = 1.0  # seconds, at most, between turns of an idle main loop
+IDLE_TICK = 2.0  # seconds, at most, between turns of an idle main loop
 BEAT = 5.0  # seconds between heartbeats when systemd's watchdog asks for none more often
 
 

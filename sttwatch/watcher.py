@@ -65,9 +65,16 @@ OVERFLOW_FIX = ("events were lost and a rescan finds the files; if it recurs rai
 
 @dataclass(frozen=True)
 class Settled:
-    path: Path
+    """A file handed on, as the string the walk found: most of a rescan's files are known
+    and unchanged, and a ``Path`` for each would cost more than the rest of the rescan."""
+
+    raw: str
     size: int
     mtime_ns: int
+
+    @property
+    def path(self) -> Path:
+        return Path(self.raw)
 
 
 def accepts(watch: WatchConfig, path: Path, exclude: Sequence[Path] = ()) -> bool:
@@ -634,7 +641,7 @@ class Watcher:
             closed_quiet = cand.closed_sig == sig and now - cand.changed_at >= min(
                 cand.settle, CLOSE_QUIET)
             if cand.quick or closed_quiet or now - cand.changed_at >= cand.settle:
-                settled.append(Settled(Path(raw), sig[0], sig[1]))
+                settled.append(Settled(raw, sig[0], sig[1]))
                 del self._candidates[raw]
         # A scan entry was judged by name while walking and stat-ed by scandir just now.
         for raw, size, mtime_ns, w in self._scanned:
@@ -645,7 +652,7 @@ class Watcher:
                 continue
             settle = self._settle_of(w)
             if now - mtime_ns / 1e9 >= settle:  # unchanged for the settle time already
-                settled.append(Settled(Path(raw), size, mtime_ns))
+                settled.append(Settled(raw, size, mtime_ns))
             else:
                 self._candidates[raw] = _Candidate(w, settle, (size, mtime_ns), now)
         del self._scanned[:taken]
