@@ -75,6 +75,7 @@ class Daemon:
     _last_activity: int = -1
     _counted_at: float = 0.0
     _status: str = ""
+    _once: bool = False
 
     def request_stop(self) -> None:
         """For a signal handler: set the flag and wake the main loop, nothing more."""
@@ -91,7 +92,9 @@ class Daemon:
         wakes about once a second, not ten times."""
         if self.watcher.backlog():
             return  # a scan's files are still being handed on: no pause between batches
-        timeout = CANDIDATE_POLL if self.watcher.waiting() else IDLE_TICK
+        # --once ends when nothing is left: look often, so the exit follows the last job.
+        busy = self.watcher.waiting() or self._once
+        timeout = CANDIDATE_POLL if busy else IDLE_TICK
         timeout = min(timeout, max(0.0, self._next_beat - self.clock()))
         self.watcher.wake.wait(timeout)
         self.watcher.wake.clear()
@@ -249,6 +252,7 @@ class Daemon:
         return None
 
     def run(self, *, once: bool = False) -> int:
+        self._once = once
         now = self.clock()
         recovered = self.store.recover(self.owner, now, self.pipeline.settings.lease,
                                        self.pipeline.poller.volatile,
