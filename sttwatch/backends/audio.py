@@ -46,18 +46,13 @@ def quiet_cut(audio: Any, start: int, end: int) -> int:
     return start + int(np.argmin(energy)) * WINDOW + WINDOW // 2
 
 
-def stream_chunks(path: Path, chunk_seconds: float) -> Iterator[tuple[float, Any]]:
-    """Yield ``(offset_seconds, float32 samples)`` pieces of the decoded recording."""
+def decoded(path: Path) -> Iterator[Any]:
+    """The recording as 16 kHz mono s16 sample arrays, in decoder-sized pieces. A damaged
+    frame is skipped, as faster-whisper does; the resampler's tail comes last."""
     import av
-    import numpy as np
 
-    target = int(chunk_seconds * SAMPLE_RATE)
-    search = int(SEARCH_SECONDS * SAMPLE_RATE)
     resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono",
                                                   rate=SAMPLE_RATE)
-    pending: list[Any] = []
-    buffered = 0
-    offset = 0
     with av.open(str(path), metadata_errors="ignore") as container:
         frames = container.decode(audio=0)
         while True:
@@ -66,18 +61,31 @@ def stream_chunks(path: Path, chunk_seconds: float) -> Iterator[tuple[float, Any
             except StopIteration:
                 break
             except av.error.InvalidDataError:
-                continue  # a damaged frame: skip it, as faster-whisper does
+                continue
             for out in resampler.resample(frame):
-                pending.append(out.to_ndarray().reshape(-1))
-                buffered += pending[-1].shape[0]
-            if buffered >= target + search:
-                audio = np.concatenate(pending)
-                cut = quiet_cut(audio, target - search, target + search)
-                yield offset / SAMPLE_RATE, audio[:cut].astype(np.float32) / 32768.0
-                offset += cut
-                pending, buffered = [audio[cut:]], audio.shape[0] - cut
+                yield out.to_ndarray().reshape(-1)
         for out in resampler.resample(None):
-            pending.append(out.to_ndarray().reshape(-1))
+            yield out.to_ndarray().reshape(-1)
+
+
+def stream_chunks(path: Path, chunk_seconds: float) -> Iterator[tuple[float, Any]]:
+    """Yield ``(offset_seconds, float32 samples)`` pieces of the decoded recording."""
+    import numpy as np
+
+    target = int(chunk_seconds * SAMPLE_RATE)
+    search = int(SEARCH_SECONDS * SAMPLE_RATE)
+    pending: list[Any] = []
+    buffered = 0
+    offset = 0
+    for samples in decoded(path):
+        pending.append(samples)
+        buffered += samples.shape[0]
+        if buffered >= target + search:
+            audio = np.concatenate(pending)
+            cut = quiet_cut(audio, target - search, target + search)
+            yield offset / SAMPLE_RATE, audio[:cut].astype(np.float32) / 32768.0
+            offset += cut
+            pending, buffered = [audio[cut:]], audio.shape[0] - cut
     if pending:
         audio = np.concatenate(pending)
         if audio.shape[0]:

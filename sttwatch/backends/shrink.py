@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from ..timeline import Timeline, kept_seconds
-from .audio import SAMPLE_RATE, probe_duration, stream_chunks
+from .audio import SAMPLE_RATE, decoded, probe_duration, stream_chunks
 
 log = structlog.get_logger("sttwatch.shrink")
 
@@ -111,23 +111,7 @@ def timeline_of(kept: Sequence[tuple[float, float]]) -> Timeline:
 
 def _samples(path: Path) -> Iterator[Any]:
     """16 kHz mono s16 sample arrays of the whole file, in decoder-sized pieces."""
-    import av
-
-    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono",
-                                                  rate=SAMPLE_RATE)
-    with av.open(str(path), metadata_errors="ignore") as container:
-        frames = container.decode(audio=0)
-        while True:
-            try:
-                frame = next(frames)
-            except StopIteration:
-                break
-            except av.error.InvalidDataError:
-                continue  # a damaged frame: skip it, as the local engine does
-            for out in resampler.resample(frame):
-                yield out.to_ndarray().reshape(-1)
-    for out in resampler.resample(None):
-        yield out.to_ndarray().reshape(-1)
+    return decoded(path)
 
 
 def encode(path: Path, target: Path, *, opus: bool,

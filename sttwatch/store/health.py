@@ -9,7 +9,6 @@ held by a running daemon is not touched.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import sqlite3
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from .errors import StoreError, StoreLocked, StoreMissing
 from .sql import SCHEMA_VERSION
+from .sqlite import try_lock
 
 COMPANIONS = ("", "-wal", "-shm")  # SQLite's own files; the .lock file stays where it is
 
@@ -88,13 +88,9 @@ def _held_by_a_daemon(path: Path) -> str | None:
     if not lock.exists():
         return None
     with open(lock, "a+", encoding="utf-8") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            fh.seek(0)
-            return fh.read().strip() or "another process"
+        holder = try_lock(fh)
+        if holder is not None:
+            return holder
         fcntl.flock(fh, fcntl.LOCK_UN)
     return None
 

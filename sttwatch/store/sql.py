@@ -479,24 +479,22 @@ class SqlStore(Store):
 
     def mark_done(self, job: Job, now: float, note: str | None = None,
                   event: Mapping[str, Any] | None = None) -> bool:
-        fence, args = self._fence(job)
-        with self._tx() as x:
-            ended = self._x(x, "UPDATE jobs SET state='done', error=?, finished_at=?, "
-                               "updated_at=?, owner=NULL, lease_until=0 WHERE id=? AND "
-                               "state='fetched'" + fence,
-                            (note, now, now, job.id, *args)).rowcount == 1
-            if ended and event is not None:
-                self._put_event(x, job, event, now)
-            return ended
+        return self._end(job, "done", "('fetched')", note, now, event)
 
     def mark_failed(self, job: Job, reason: str, now: float,
                     event: Mapping[str, Any] | None = None) -> bool:
+        return self._end(job, "failed", "('seen', 'submitting', 'pending', 'fetched')", reason,
+                         now, event)
+
+    def _end(self, job: Job, state: str, allowed: str, error: str | None, now: float,
+             event: Mapping[str, Any] | None) -> bool:
+        """A job ends, and its hooks' event is written in the same transaction (the outbox)."""
         fence, args = self._fence(job)
         with self._tx() as x:
-            ended = self._x(x, "UPDATE jobs SET state='failed', error=?, finished_at=?, "
-                               "updated_at=?, owner=NULL, lease_until=0 WHERE id=? AND state IN "
-                               "('seen', 'submitting', 'pending', 'fetched')" + fence,
-                            (reason, now, now, job.id, *args)).rowcount == 1
+            ended = self._x(x, f"UPDATE jobs SET state='{state}', error=?, finished_at=?, "
+                               f"updated_at=?, owner=NULL, lease_until=0 WHERE id=? AND state "
+                               f"IN {allowed}" + fence,
+                            (error, now, now, job.id, *args)).rowcount == 1
             if ended and event is not None:
                 self._put_event(x, job, event, now)
             return ended

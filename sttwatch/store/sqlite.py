@@ -37,6 +37,19 @@ def _way_out(path: Path) -> str:
             "whose transcripts exist are not sent again")
 
 
+def try_lock(fh: IO[str]) -> str | None:
+    """Take the daemon's exclusive lock on an open lock file; None when taken, else who holds
+    it (the holder writes its pid and host into the file)."""
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        fh.seek(0)
+        return fh.read().strip() or "another process"
+    return None
+
+
 class SqliteStore(SqlStore):
     dialect = SQLITE
 
@@ -85,19 +98,14 @@ class SqliteStore(SqlStore):
         fh = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
         with contextlib.suppress(OSError):
             os.chmod(lock_path, 0o600)
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
+        holder = try_lock(fh)
+        if holder is not None:
             fh.close()
             raise StoreLocked(
                 f"the state file {self.path} is in use by another sttwatch daemon ({holder}); "
                 "one state file serves one daemon: stop that one, or give this one its own "
                 "state.path (for several daemons on one library, share a PostgreSQL store: "
-                "state.url)") from None
+                "state.url)")
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} on host {socket.gethostname()} (host_id {host_id})\n")
