@@ -3,6 +3,7 @@ real daemon process that tests can SIGTERM or SIGKILL."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -151,3 +152,17 @@ def wait_for(cond: Callable[[], bool], timeout: float = 30, step: float = 0.05) 
 def transcript(path: Path, fmt: str = "txt") -> str | None:
     out = path.with_suffix(f".{fmt}")
     return out.read_text().strip() if out.exists() else None
+
+
+@contextlib.contextmanager
+def tmpfs_at(at: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``at`` (made if missing), unmounted afterwards:
+    a filesystem that fills up or goes away for real. Needs root; skips otherwise."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    at.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(at)], check=True)
+    try:
+        yield at
+    finally:
+        subprocess.run(["umount", "-l", str(at)], check=False)

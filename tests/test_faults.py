@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import KEY, run_cli, transcript, wait_for, write_config
+from conftest import KEY, run_cli, tmpfs_at, transcript, wait_for, write_config
 from fake_service import FakeService, make_fake_audio
 
 from sttwatch.exitcodes import ExitCode
@@ -187,13 +186,8 @@ def test_state_check_reports_a_postgresql_store_and_its_schema_version(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs for the state file: a disk that fills up for real."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    at = tmp_path / "statefs"
-    at.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(at)], check=True)
-    yield at
-    subprocess.run(["umount", "-l", str(at)], check=False)
+    with tmpfs_at(tmp_path / "statefs", "16m") as at:
+        yield at
 
 
 def fill(disk: Path) -> Path:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, write_config
+from conftest import run_cli, tmpfs_at, write_config
 from fake_service import FakeService, make_fake_audio
 
 from sttwatch.config import OutputConfig
@@ -41,13 +41,8 @@ def umask() -> Iterator[None]:
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with tmpfs_at(tmp_path / "mnt", "4m") as mnt:
+        yield mnt
 
 
 def mode(path: Path) -> int:
