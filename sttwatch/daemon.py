@@ -307,6 +307,7 @@ class Daemon:
         log.info("stopping", host=self.owner)
         self.watcher.stop()
         self._workers_stop.set()
+        self.pipeline.stopping.set()  # a transition waiting for an absent store gives up
         self.pipeline.wake_all()
         for t in self._threads.values():
             t.join(timeout=20)  # an upload in progress may finish (unit: TimeoutStopSec=30)

@@ -1,15 +1,16 @@
 """The last stage: a stored result becomes transcript files, then the job is done.
 
-Runs for a result the poller has just stored (in the poller's thread, at once), and as its own
-loop for results left by a crash, by a daemon whose lease ran out, or by a write that failed
-and waits in the row's ``next_at``. Also the one place a job ends as failed, with its sidecar.
+Its one loop takes every ``fetched`` row that is due from the store: a result the poller has
+just stored or the submitter has reused (they wake it), one left by a crash or by a daemon
+whose lease ran out, or a write that failed and waits in the row's ``next_at``. One thread,
+so a job is finished once; the lease keeps other daemons off. Failing a job is the outcomes
+module's (outcomes.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,15 @@ import structlog
 
 from .config import OutputConfig
 from .errors import RenderError
-from .hooks import Completions
+from .outcomes import Outcomes
 from .outputs import language_of
-from .plan import Planner
-from .store import Job, Plan, State, Store, durably
-from .throttle import backoff
+from .pacing import backoff, sleep_for
+from .store import Job, Plan, State, Store
 from .transcripts import (
     LEFTOVER,
     Placement,
     header,
     tidy_source,
-    write_error,
     write_error_is_permanent,
     write_transcripts,
 )
@@ -48,63 +47,43 @@ def clear_leftovers(paths: Sequence[Path]) -> None:
                     old.unlink(missing_ok=True)
 
 
-
 class Finisher:
-    def __init__(self, store: Store, planner: Planner, output: OutputConfig, owner: str,
+    def __init__(self, store: Store, outcomes: Outcomes, output: OutputConfig, owner: str,
                  lease: float, clock: Callable[[], float],
-                 on_left: Callable[[Job], None],
                  is_online: Callable[[Path], bool] = lambda _p: True,
-                 completions: Completions | None = None,
                  sink: Callable[[Job, Plan], None] | None = None) -> None:
         self.store = store
-        self.planner = planner
+        self.outcomes = outcomes
         self.output = output
         self.owner = owner
         self.lease = lease
         self.clock = clock
-        self._on_left = on_left
         self.is_online = is_online
         # Where results go instead of files beside the sources (``sttwatch transcribe``
         # prints them); None: the transcript files of the job's plan.
         self.sink = sink
-        self._lock = threading.Lock()
-        self._busy: set[int] = set()
-        self.failed_this_run = 0
-        self.ended = 0  # jobs this daemon marked done or failed
-        self.completions = completions  # the hooks' events, written with the end (hooks.py)
-
-    def plan(self, job: Job) -> Plan:
-        """A job admitted before plans were stored (an upgraded state file) gets today's."""
-        return job.plan or self.planner.plan_for(Path(job.path))
+        self.wake = outcomes.wake_finish
 
     def run_once(self) -> float:
         now = self.clock()
         for job in self.store.claim_finish(self.owner, now, self.lease, 16):
-            self.finish(job, after_trouble=True)
-        nxt = self.store.next_due(State.FETCHED)
-        return 5.0 if nxt is None else min(5.0, max(0.05, nxt - self.clock()))
+            self.finish(job)
+        now = self.clock()
+        return sleep_for(now, [self.store.next_due(State.FETCHED, None, self.owner)],
+                         floor=0.05)
 
-    def finish(self, job: Job, *, after_trouble: bool = False) -> None:
-        """One finisher per job at a time within this daemon; the lease keeps others off.
-        ``after_trouble``: the result was stored before a crash, a takeover or a failed write,
-        so a half-written temp file of it may lie beside the target."""
-        with self._lock:
-            if job.id in self._busy:
-                return
-            self._busy.add(job.id)
-        try:
-            self._finish(job, after_trouble)
-        finally:
-            with self._lock:
-                self._busy.discard(job.id)
+    def finish(self, job: Job) -> None:
+        """A half-written temp file of this result may lie beside the target (a crash, a
+        takeover, a failed write): cleared first."""
+        self._finish(job, after_trouble=True)
 
     def _finish(self, job: Job, after_trouble: bool = False) -> None:
         assert job.result is not None
-        plan = self.plan(job)
+        plan = self.outcomes.plan(job)
         if self.sink is not None:
             self.sink(job, plan)
             if self.store.mark_done(job, self.clock()):
-                self._on_left(job)
+                self.outcomes.left(job)
             return
         source = Path(job.path)
         now = self.clock()
@@ -125,7 +104,7 @@ class Finisher:
         except OSError as exc:
             reason = f"cannot write transcript: {exc.strerror or exc}"
             if write_error_is_permanent(exc):
-                self.fail(job, f"{reason} ({exc.filename or paths[0]})")
+                self.outcomes.fail(job, f"{reason} ({exc.filename or paths[0]})")
                 return
             # The service has delivered (and billed) this result: keep it and try the write
             # again later instead of failing the file and paying for it twice.
@@ -134,14 +113,17 @@ class Finisher:
             log.error("write_failed", job_id=job.id, path=job.path, error=reason,
                       retry_in=round(delay))
             return
-        event = self._event(job, plan, "done", None, paths)
+        event = self.outcomes.event(job, plan, "done", None, paths)
         if not self.store.mark_done(job, self.clock(), event=event):
             log.warning("lease_lost", job_id=job.id, path=job.path, stage="finish")
             return
-        self.ended += 1
-        self._on_left(job)
+        self.outcomes.left(job)
         log.info("done", job_id=job.id, path=job.path, generation_id=job.generation_id,
                  outputs=[str(p) for p in paths])
+        if job.reused_from is not None:  # its result came from a recording with its bytes
+            donor = self.store.get(job.reused_from)
+            if donor is not None and donor.state is State.DONE and donor.sha256 == job.sha256:
+                self.outcomes.retire(donor)
         try:
             outcome = tidy_source(place, job.size, job.mtime_ns)
         except OSError as exc:
@@ -149,24 +131,6 @@ class Finisher:
             return
         if outcome is not None:
             log.info(outcome.pop("event"), job_id=job.id, path=job.path, **outcome)
-
-    def retire(self, donor: Job) -> None:
-        """After its result went to a recording with the same bytes: a donor whose source is
-        gone was renamed or moved, so its row and its transcripts go too (with on_done:
-        keep only, where a missing source was not our doing)."""
-        if self.output.on_done != "keep" or Path(donor.path).exists() or \
-                not self.is_online(Path(donor.path)) or donor.result is None:
-            return
-        plan = self.plan(donor)
-        place = Placement(Path(donor.path), Path(plan.root), plan.formats, self.output)
-        hdr = header(donor, plan.backend, plan.model, self.clock())
-        old = place.paths(donor.output_key,
-                          language_of(donor.result, hdr, plan.options.get("language")))
-        self.store.forget([donor.path])
-        for path in old:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        log.info("renamed", path=donor.path, removed=[str(p) for p in old])
 
     def _unrenderable(self, job: Job, place: Placement, paths: Sequence[Path], plan: Plan,
                       hdr: Mapping[str, Any], exc: RenderError) -> None:
@@ -179,24 +143,6 @@ class Finisher:
             write_transcripts([json_path], ["json"], job.result, hdr)
         except OSError as err:
             log.warning("json_not_written", job_id=job.id, error=str(err))
-        self.fail(job, f"cannot render transcript: {exc}; the result is kept in {json_path} "
-                       "(sttwatch retry --render, once sttwatch can read it)")
-
-    def _event(self, job: Job, plan: Plan, state: str, reason: str | None,
-               paths: Sequence[Path]) -> dict[str, Any] | None:
-        return None if self.completions is None else self.completions.event(
-            job, plan, state, reason, paths)
-
-    def fail(self, job: Job, reason: str) -> None:
-        event = self._event(job, self.plan(job), "failed", reason, [])
-        if not durably(lambda: self.store.mark_failed(job, reason, self.clock(), event=event)):
-            return
-        self.failed_this_run += 1
-        self.ended += 1
-        self._on_left(job)
-        log.error("failed", job_id=job.id, path=job.path, reason=reason)
-        if self.output.error_files and self.is_online(Path(job.path)):
-            try:
-                write_error(Path(job.path), reason, job.attempts, self.clock())
-            except OSError as exc:
-                log.warning("error_file_failed", job_id=job.id, error=str(exc))
+        self.outcomes.fail(job, f"cannot render transcript: {exc}; the result is kept in "
+                                f"{json_path} (sttwatch retry --render, once sttwatch can "
+                                "read it)")

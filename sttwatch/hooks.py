@@ -24,8 +24,8 @@ import structlog
 
 from .budget import audio_seconds, cost_usd
 from .config import HooksConfig
+from .pacing import backoff
 from .store import Job, OutboxEvent, Plan, Store, StoreUnavailable
-from .throttle import backoff
 
 log = structlog.get_logger("sttwatch.hooks")
 

@@ -20,6 +20,7 @@ from .backends import Backend
 from .config import OutputConfig
 from .errors import AuthError
 from .finisher import Finisher
+from .outcomes import Outcomes
 from .plan import Planner
 from .poller import Poller
 from .schedule import PollSchedule
@@ -46,14 +47,17 @@ class Pipeline:
         self.schedule = PollSchedule(settings.first_poll, settings.poll_cap,
                                      store.recent_service_seconds())
         self.wake_poll = threading.Event()
-        self.finisher = Finisher(store, planner, output, settings.owner, settings.lease, clock,
-                                 self._job_left, is_online, sink=sink)
-        self.submitter = Submitter(store, backends, self.throttles, self.finisher,
+        # Set at shutdown (by ``close``): transitions waiting for the store give up.
+        self.stopping = threading.Event()
+        self.outcomes = Outcomes(store, planner, output, settings.max_attempts, clock,
+                                 self._job_left, is_online, self.stopping)
+        self.finisher = Finisher(store, self.outcomes, output, settings.owner, settings.lease,
+                                 clock, is_online, sink=sink)
+        self.submitter = Submitter(store, backends, self.throttles, self.outcomes,
                                    self.schedule, settings, clock, self.wake_poll, is_online)
-        self.poller = Poller(store, backends, self.throttles, self.submitter, self.finisher,
-                             self.schedule, settings, clock)
-        self.poller.wake = self.wake_poll
-        self.wake_finish = threading.Event()
+        self.poller = Poller(store, backends, self.throttles, self.outcomes, self.schedule,
+                             settings, clock, self.wake_poll)
+        self.wake_finish = self.outcomes.wake_finish
         self._store_error: str | None = None
         self._lock = threading.Lock()
 
@@ -65,16 +69,15 @@ class Pipeline:
         throttle = self.throttles.get(job.backend or "")
         if throttle is not None:
             throttle.job_left()
-        self.submitter.wake.set()
 
     # --- what --once and status look at -------------------------------------------------------
     @property
     def failed_this_run(self) -> int:
-        return self.finisher.failed_this_run
+        return self.outcomes.failed_this_run
 
     def activity(self) -> int:
         """Grows whenever this daemon sends or ends a job: when the counts may have moved."""
-        return self.submitter.submitted + self.finisher.ended
+        return self.submitter.submitted + self.outcomes.ended
 
     def refused(self) -> AuthError | None:
         for t in self.throttles.values():
@@ -159,13 +162,16 @@ class Pipeline:
         self.settings = settings
         self.submitter.settings = settings
         self.poller.settings = settings
-        self.finisher.planner = planner
+        self.outcomes.planner = planner
+        self.outcomes.output = output
+        self.outcomes.max_attempts = settings.max_attempts
         self.finisher.output = output
         for kind, throttle in self.throttles.items():
             throttle.reconfigure(limits[kind])
         self.wake_all()
 
     def close(self) -> None:
+        self.stopping.set()
         self.poller.close()
         for backend in self.backends.values():
             backend.close()

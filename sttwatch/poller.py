@@ -1,8 +1,8 @@
 """The middle stage: asks each backend about its pending tasks and stores what finished.
 
 Fetches run on a small pool; the poll schedule times them by how long recent tasks took.
-A result is stored (``fetched``) before any transcript is written, then handed to the
-finisher in the same thread. Claims take this daemon's due jobs and those of daemons whose
+A result is stored (``fetched``) before any transcript is written; the finisher takes it from
+the store (woken at once). Claims take this daemon's due jobs and those of daemons whose
 lease ran out; the local engine's ids are only asked about by the daemon that made them.
 """
 
@@ -16,11 +16,11 @@ import structlog
 
 from .backends import Backend, TaskState
 from .errors import AuthError, ExpiredError, PermanentError, TransientError
-from .finisher import Finisher
+from .outcomes import Outcomes
+from .pacing import sleep_for
 from .schedule import PollSchedule
 from .settings import PipelineSettings
 from .store import Job, State, Store, StoreUnavailable
-from .submitter import IDLE_WAIT, Submitter
 from .throttle import Throttle
 
 log = structlog.get_logger("sttwatch.poller")
@@ -28,18 +28,17 @@ log = structlog.get_logger("sttwatch.poller")
 
 class Poller:
     def __init__(self, store: Store, backends: Mapping[str, Backend],
-                 throttles: Mapping[str, Throttle], submitter: Submitter, finisher: Finisher,
+                 throttles: Mapping[str, Throttle], outcomes: Outcomes,
                  schedule: PollSchedule, settings: PipelineSettings,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], wake: threading.Event) -> None:
         self.store = store
         self.backends = backends
         self.throttles = throttles
-        self.submitter = submitter
-        self.finisher = finisher
+        self.outcomes = outcomes
         self.schedule = schedule
         self.settings = settings
         self.clock = clock
-        self.wake = threading.Event()
+        self.wake = wake
         self._lock = threading.Lock()
         self._ready: set[str] = set()
         self._fetching: set[int] = set()
@@ -93,11 +92,19 @@ class Poller:
                     continue
                 self._fetching.add(job.id)
             self._pool.submit(self._fetch_guarded, job, job.id in probes)
-        return min(IDLE_WAIT, self._sleep_hint())
+        return self._sleep_hint(open_kinds)
 
-    def _sleep_hint(self) -> float:
-        nxt = self.store.next_due(State.PENDING)
-        return IDLE_WAIT if nxt is None else max(0.02, nxt - self.clock())
+    def _sleep_hint(self, open_kinds: list[str]) -> float:
+        """Until the next poll this daemon may make: one of an open backend that is due
+        (another daemon's counts from when its lease runs out), or a paused backend's next
+        probe if it has a task waiting."""
+        now, owner = self.clock(), self.settings.owner
+        due = [self.store.next_due(State.PENDING, open_kinds, owner)]
+        for kind, throttle in self.throttles.items():
+            if throttle.paused:
+                nxt = self.store.next_due(State.PENDING, [kind], owner)
+                due.append(None if nxt is None else max(nxt, throttle.opens_at(now)))
+        return sleep_for(now, due)
 
     def _fetch_guarded(self, job: Job, probe: bool = False) -> None:
         try:
@@ -131,7 +138,7 @@ class Poller:
         backend = self.backends.get(job.backend or "")
         throttle = self.throttles.get(job.backend or "")
         if backend is None or throttle is None:  # its backend is no longer configured
-            self.submitter.requeue_or_fail(job, f"backend {job.backend} is gone")
+            self.outcomes.retry_or_fail(job, f"backend {job.backend} is gone")
             return
         if throttle.paused and not probe:  # queued before the pause: it waits with the rest
             self.store.schedule_poll(job, now, now)
@@ -140,18 +147,18 @@ class Poller:
             status = backend.fetch(gen)
         except ExpiredError as exc:
             self._last_miss.pop(job.id, None)
-            self.submitter.requeue_or_fail(job, f"service forgot the task: {exc}")
+            self.outcomes.retry_or_fail(job, f"service forgot the task: {exc}")
             return
         except AuthError as exc:
             throttle.refuse(exc)
             self.store.schedule_poll(job, self.clock() + 5.0, self.clock())
             return
         except PermanentError as exc:
-            self.finisher.fail(job, f"cannot read the task's answer: {exc}")
+            self.outcomes.fail(job, f"cannot read the task's answer: {exc}")
             return
         except TransientError as exc:
             if age > self.settings.job_timeout:
-                self.submitter.requeue_or_fail(job, f"no answer after {age:.0f} s: {exc}")
+                self.outcomes.retry_or_fail(job, f"no answer after {age:.0f} s: {exc}")
                 return
             hinted = exc.retry_after
             delay = min(300.0, hinted) if hinted is not None else min(60.0, max(2.0, age / 4))
@@ -165,13 +172,13 @@ class Poller:
                 bound.warning("unknown_status", status=status.raw_status)
             if age > self.settings.job_timeout:
                 self._last_miss.pop(job.id, None)
-                self.submitter.requeue_or_fail(job, f"not finished after {age:.0f} s")
+                self.outcomes.retry_or_fail(job, f"not finished after {age:.0f} s")
                 return
             self._last_miss[job.id] = age
             self.store.schedule_poll(job, now + self.schedule.next_delay(age), now)
         elif status.state is TaskState.FAILED:
             self._last_miss.pop(job.id, None)
-            self.finisher.fail(job, f"service failed the task: {status.error}"
+            self.outcomes.fail(job, f"service failed the task: {status.error}"
                                if backend.durable_ids else f"cannot transcribe: {status.error}")
         else:
             assert status.result is not None
@@ -182,7 +189,7 @@ class Poller:
             self.schedule.learn(sample)
             fetched = self.store.set_fetched(job, status.result, now, sample)
             if fetched is not None:
-                self.finisher.finish(fetched)
+                self.outcomes.wake_finish.set()
             else:
                 bound.warning("lease_lost", stage="poll")
 

@@ -25,24 +25,21 @@ from .errors import (
     RateLimited,
     TransientError,
 )
-from .finisher import Finisher
 from .identity import sha256_of
+from .outcomes import Outcomes
+from .pacing import sleep_for
 from .plan import is_url
 from .schedule import PollSchedule
 from .settings import PipelineSettings
-from .store import Job, Plan, State, Store, durably
+from .store import Job, Plan, State, Store
 from .throttle import Throttle
 
 log = structlog.get_logger("sttwatch.submitter")
 
-# Seconds an idle stage sleeps when nothing is due; new work wakes it at once (admission,
-# a job leaving, a reclaimed lease), so this only bounds how stale a missed wake-up can be.
-IDLE_WAIT = 5.0
-
 
 class Submitter:
     def __init__(self, store: Store, backends: Mapping[str, Backend],
-                 throttles: Mapping[str, Throttle], finisher: Finisher,
+                 throttles: Mapping[str, Throttle], outcomes: Outcomes,
                  schedule: PollSchedule, settings: PipelineSettings,
                  clock: Callable[[], float], wake_poll: threading.Event,
                  is_online: Callable[[Path], bool] = lambda _p: True,
@@ -50,21 +47,26 @@ class Submitter:
         self.store = store
         self.backends = backends
         self.throttles = throttles
-        self.finisher = finisher
+        self.outcomes = outcomes
         self.schedule = schedule
         self.settings = settings
         self.clock = clock
-        self.wake = threading.Event()
+        self.wake = outcomes.wake_submit
         self._wake_poll = wake_poll
         self._is_online = is_online
         self.submitted = 0
         self.budget = budget  # spend caps and the fallback to the local engine (budget.py)
 
     def run_once(self) -> float | None:
-        """Create at most one task. Returns how long to sleep, or None to go on at once."""
+        """Create at most one task. Returns how long to sleep, or None to go on at once.
+
+        The sleep counts only the jobs this daemon can send now: those of a backend whose
+        gate is open; a gated backend counts by when its gate opens (a full one by the next
+        job that leaves, which wakes this loop)."""
         now = self.clock()
         counts = self.store.in_flight(self.settings.owner)
-        ready, wait = [], 1.0
+        ready: list[str] = []
+        gated: list[float | None] = []
         diverting: set[str] = set()  # not the probe: the probe goes to the service
         for kind, throttle in self.throttles.items():
             if throttle.probe_due(now):  # the probe slot is taken only with a job to send
@@ -77,32 +79,32 @@ class Submitter:
                 ready.append(kind)  # out of credits: its jobs go to the local engine
                 diverting.add(kind)
             else:
-                wait = min(wait, w)
+                gated.append(now + w)
         if not ready:
-            return wait
+            return sleep_for(now, gated)
         job = self.store.claim_submit(self.settings.owner, now, self.settings.lease, ready)
         if job is None:  # nothing due: sleep until the next is, or until woken
-            nxt = self.store.next_due(State.SEEN)
-            return IDLE_WAIT if nxt is None else min(IDLE_WAIT, max(0.0, nxt - now))
+            return sleep_for(now, [self.store.next_due(State.SEEN, ready), *gated])
         self._create(job, job.backend in diverting)
         return None
 
     def _requeue(self, job: Job, reason: str, not_before: float = 0.0, *,
                  refund: bool = True) -> None:
-        durably(lambda: self.store.requeue(job, self.clock(), not_before, reason,
-                                           refund_attempt=refund))
+        self.outcomes.requeue(job, reason, not_before, refund=refund)
 
     def _create(self, job: Job, diverting: bool = False) -> None:
         path = Path(job.path)
         bound = log.bind(job_id=job.id, path=job.path, attempt=job.attempts)
-        plan = self.finisher.plan(job)
+        plan = self.outcomes.plan(job)
         backend = self.backends.get(plan.backend)
         throttle = self.throttles.get(plan.backend)
         if backend is None or throttle is None:
-            self.finisher.fail(job, f"backend {plan.backend} is not configured any more "
+            self.outcomes.fail(job, f"backend {plan.backend} is not configured any more "
                                     "(retry the file to use today's)")
             return
-        if throttle.paused and throttle.wait(self.clock()) is not None:
+        # Diverting (out of credits, on_exhausted: local) does not take the probe slot: the
+        # probe goes to the service, so a topped-up account is noticed.
+        if throttle.paused and not diverting and throttle.wait(self.clock()) is not None:
             self._requeue(job, "waiting for the service to accept the key")  # lost the probe
             return
         sent = self.clock()
@@ -141,7 +143,7 @@ class Submitter:
             # The task may exist and be billed: this attempt counts, so a service that is
             # always slower than our read timeout fails the file after max_attempts.
             bound.warning("create_outcome_unknown", error=str(exc))
-            self.requeue_or_fail(job, str(exc), not_before=throttle.outage())
+            self.outcomes.retry_or_fail(job, str(exc), not_before=throttle.outage())
         except TransientError as exc:
             retry_at = throttle.outage()
             self._requeue(job, str(exc), retry_at)
@@ -155,16 +157,16 @@ class Submitter:
                 self.store.forget([job.path])
                 bound.info("source_gone")
         except (PermanentError, OSError) as exc:
-            self.finisher.fail(job, str(exc) if isinstance(exc, PermanentError)
+            self.outcomes.fail(job, str(exc) if isinstance(exc, PermanentError)
                                else f"cannot read source: {exc.strerror}")
         except Exception as exc:  # a bug or an odd library error must not strand the job
             bound.exception("create_crashed", error=f"{type(exc).__name__}: {exc}")
-            self.requeue_or_fail(job, f"unexpected error: {type(exc).__name__}",
+            self.outcomes.retry_or_fail(job, f"unexpected error: {type(exc).__name__}",
                                  not_before=throttle.outage())
         else:
             throttle.accepted(sent_at=sent)
             now = self.clock()
-            pending = durably(lambda: self.store.set_pending(
+            pending = self.outcomes.durably(lambda: self.store.set_pending(
                 job, created.generation_id, now, now + self.schedule.first_delay(),
                 created.cost, digest, created.timeline))
             if isinstance(decision, Go):  # booked even for an orphaned task: it was paid for
@@ -181,15 +183,15 @@ class Submitter:
         """The same bytes were transcribed before (a rename, a move, a copy): take that
         result instead of paying again."""
         donor = self.store.find_result(digest, backend, job.id)
-        plan = self.finisher.plan(job)
+        plan = self.outcomes.plan(job)
         if donor is None or (donor.plan is not None and donor.plan.model != plan.model):
             return False
-        adopted = durably(lambda: self.store.adopt(job, donor, digest, self.clock()))
+        adopted = self.outcomes.durably(lambda: self.store.adopt(job, donor, digest,
+                                                                 self.clock()))
         if adopted is None:
             return True  # the file changed, or the lease was lost, meanwhile
         bound.info("reused", reused_from=donor.path, generation_id=donor.generation_id)
-        self.finisher.finish(adopted)
-        self.finisher.retire(donor)
+        self.outcomes.wake_finish.set()  # its row is fetched now: the finisher takes it
         return True
 
     def budget_charged(self, job: Job, plan: Plan, est: Estimate,
@@ -199,19 +201,4 @@ class Submitter:
 
     def _hold(self, job: Job, hold: Hold) -> None:
         """A create the budget (or an empty account) does not allow: wait, or go local."""
-        other = hold.plan
-        if other is not None:
-            if durably(lambda: self.store.switch_backend(job, other, self.clock())):
-                log.warning("sent_to_local", job_id=job.id, path=job.path, reason=hold.reason,
-                            backend=other.backend)
-                self.wake.set()
-            return
-        self._requeue(job, hold.reason, hold.until)
-
-    def requeue_or_fail(self, job: Job, reason: str, not_before: float = 0.0) -> None:
-        if job.attempts >= self.settings.max_attempts:
-            self.finisher.fail(job, f"{reason} (after {job.attempts} attempts)")
-        elif durably(lambda: self.store.requeue(job, self.clock(), not_before, reason)):
-            log.warning("resubmitting", job_id=job.id, path=job.path, reason=reason,
-                        attempt=job.attempts)
-            self.wake.set()
+        self.outcomes.hold(job, hold.reason, hold.until, hold.plan)

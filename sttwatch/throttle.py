@@ -10,21 +10,15 @@ a key that comes back is noticed within one interval. Polls wait with the create
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Callable
 
 import structlog
 
 from .errors import AuthError, CreditsExhausted
+from .pacing import backoff
 
 log = structlog.get_logger("sttwatch.throttle")
-
-
-def backoff(failures: int, base: float, cap: float) -> float:
-    """Doubling with jitter: ``base`` after the first failure in a row, at most ``cap``."""
-    raw = min(cap, base * 2 ** max(0, failures - 1))
-    return float(min(cap, raw * random.uniform(0.8, 1.2)))
 
 
 class Throttle:
@@ -65,6 +59,14 @@ class Throttle:
         """Paused, and the next probe may go (without taking the slot)."""
         with self._lock:
             return self.refused is not None and now >= self._next_probe
+
+    def opens_at(self, now: float) -> float:
+        """When this gate lets a request through at the earliest (the next probe while
+        paused, the end of a hold), ignoring the in-flight limit: ``now`` when open."""
+        with self._lock:
+            if self.refused is not None:
+                return max(now, self._next_probe)
+            return max(now, self.hold_until)
 
     @property
     def paused(self) -> bool:

@@ -166,7 +166,7 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
         cfg.budget, cfg.api, store, clock,
         frozenset(k for k in backends if backend_class(k).needs_key()),
         None if local is None else local_plan(local.model_name, cfg.local.language), metrics)
-    pipeline.finisher.completions = Completions(cfg.hooks, cfg.api.credits_per_usd,
+    pipeline.outcomes.completions = Completions(cfg.hooks, cfg.api.credits_per_usd,
                                                 None if metrics is None else metrics.task_time)
     extras: dict[str, Callable[[threading.Event], None]] = {}
     if cfg.hooks.enabled:

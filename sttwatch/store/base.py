@@ -194,7 +194,11 @@ class Store(ABC):
     def counts(self) -> dict[str, int]: ...
 
     @abstractmethod
-    def next_due(self, state: State) -> float | None: ...
+    def next_due(self, state: State, backends: Sequence[str] | None = None,
+                 owner: str | None = None) -> float | None:
+        """When the earliest job in ``state`` is due, among those planned for ``backends``
+        (None: any). With ``owner``, another daemon's row counts from when its lease ends:
+        the time ``owner`` could claim it."""
 
     @abstractmethod
     def failed(self, limit: int = 20) -> list[Job]: ...

@@ -391,7 +391,7 @@ class SqlStore(Store):
                    f"reused_from=?, cost=NULL, attempts={g}(attempts-1, 0), submitted_at=?, "
                    f"timeline=?, next_at=?, updated_at=? WHERE id=?" + fence,
                 (pack_result(donor.result or {}), donor.generation_id, sha256, donor.path, now,
-                 to_text(donor.timeline), now + 60.0, now, job.id, *args))
+                 to_text(donor.timeline), now, now, job.id, *args))
         return got[0] if got else None
 
     def reused(self) -> int:
@@ -451,7 +451,7 @@ class SqlStore(Store):
             got = self._returning(
                 x, "UPDATE jobs SET state='fetched', result=?, polls=polls+1, service_seconds=?,"
                    " next_at=?, updated_at=? WHERE id=?" + fence,
-                (pack_result(result), service_seconds, now + 60.0, now, job.id, *args))
+                (pack_result(result), service_seconds, now, now, job.id, *args))
         return got[0] if got else None
 
     def recent_service_seconds(self, n: int = 32) -> list[float]:
@@ -595,10 +595,21 @@ class SqlStore(Store):
             rows = self._x(x, "SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {s.value: 0 for s in State} | {str(r[0]): int(r[1]) for r in rows}
 
-    def next_due(self, state: State) -> float | None:
+    def next_due(self, state: State, backends: Sequence[str] | None = None,
+                 owner: str | None = None) -> float | None:
+        where, args = "state=?", [state.value]
+        if backends is not None:
+            if not backends:
+                return None
+            where += f" AND backend IN ({_marks(len(backends))})"
+            args += list(backends)
+        due = "next_at"
+        if owner is not None:  # another daemon's row is ours to take when its lease ends
+            due = (f"CASE WHEN owner IS NULL OR owner=? THEN next_at ELSE "
+                   f"{self.dialect.greatest}(next_at, lease_until) END")
+            args.insert(0, owner)
         with self._read() as x:
-            row = self._x(x, "SELECT MIN(next_at) FROM jobs WHERE state=?",
-                          (state.value,)).fetchone()
+            row = self._x(x, f"SELECT MIN({due}) FROM jobs WHERE {where}", args).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     def failed(self, limit: int = 20) -> list[Job]:

@@ -1,0 +1,141 @@
+"""Where a job's fate is decided: failed, queued again, retried or failed, held, sent to
+another plan. Every stage ends or sends back its jobs through here and meets the others only
+at the store: a stage never imports another, and a result reaches the finisher through the
+store (its row becomes ``fetched``; ``wake_finish`` only shortens the finisher's sleep).
+
+One home for the policy means one place for ``max_attempts``, the error sidecar, the hook
+event, the counters ``--once`` reads and the ``on_left`` callback that frees a throttle slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .config import OutputConfig
+from .hooks import Completions
+from .outputs import language_of
+from .plan import Planner
+from .store import Job, Plan, Store, durably
+from .transcripts import Placement, header, write_error
+
+log = structlog.get_logger("sttwatch.outcomes")
+
+
+class Outcomes:
+    def __init__(self, store: Store, planner: Planner, output: OutputConfig,
+                 max_attempts: int, clock: Callable[[], float],
+                 on_left: Callable[[Job], None],
+                 is_online: Callable[[Path], bool] = lambda _p: True,
+                 stop: threading.Event | None = None) -> None:
+        self.store = store
+        self.planner = planner
+        self.output = output
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self._on_left = on_left
+        self.is_online = is_online
+        # Set at shutdown: a transition that waits for the store gives up then, so a stop
+        # while the store is away stays within systemd's TimeoutStopSec.
+        self.stop = stop
+        self.wake_submit = threading.Event()
+        self.wake_finish = threading.Event()
+        self.completions: Completions | None = None  # the hooks' events (hooks.py)
+        self.failed_this_run = 0
+        self.ended = 0  # jobs this daemon marked done or failed
+        self._lock = threading.Lock()
+
+    def durably(self, call: Callable[[], Any]) -> Any:
+        return durably(call, self.stop)
+
+    def plan(self, job: Job) -> Plan:
+        """A job admitted before plans were stored (an upgraded state file) gets today's."""
+        return job.plan or self.planner.plan_for(Path(job.path))
+
+    def event(self, job: Job, plan: Plan, state: str, reason: str | None,
+              paths: Sequence[Path]) -> dict[str, Any] | None:
+        return None if self.completions is None else self.completions.event(
+            job, plan, state, reason, paths)
+
+    # --- endings -------------------------------------------------------------------------------
+    def left(self, job: Job, *, failed: bool = False) -> None:
+        """A job this daemon ended: count it and free its backend's slot."""
+        with self._lock:
+            self.ended += 1
+            if failed:
+                self.failed_this_run += 1
+        self._on_left(job)
+        self.wake_submit.set()
+
+    def fail(self, job: Job, reason: str) -> None:
+        event = self.event(job, self.plan(job), "failed", reason, [])
+        if not self.durably(lambda: self.store.mark_failed(job, reason, self.clock(),
+                                                           event=event)):
+            return
+        self.left(job, failed=True)
+        log.error("failed", job_id=job.id, path=job.path, reason=reason)
+        if self.output.error_files and self.is_online(Path(job.path)):
+            try:
+                write_error(Path(job.path), reason, job.attempts, self.clock())
+            except OSError as exc:
+                log.warning("error_file_failed", job_id=job.id, error=str(exc))
+
+    # --- sending back --------------------------------------------------------------------------
+    def requeue(self, job: Job, reason: str, not_before: float = 0.0, *,
+                refund: bool = True) -> bool:
+        """Back to the queue without counting the attempt (nothing was sent, or the service
+        turned it away before doing anything)."""
+        done = bool(self.durably(lambda: self.store.requeue(
+            job, self.clock(), not_before, reason, refund_attempt=refund)))
+        if done:
+            self.wake_submit.set()
+        return done
+
+    def retry_or_fail(self, job: Job, reason: str, not_before: float = 0.0) -> None:
+        """The attempt counts: queue it again, or fail it after ``max_attempts``."""
+        if job.attempts >= self.max_attempts:
+            self.fail(job, f"{reason} (after {job.attempts} attempts)")
+        elif self.durably(lambda: self.store.requeue(job, self.clock(), not_before, reason)):
+            log.warning("resubmitting", job_id=job.id, path=job.path, reason=reason,
+                        attempt=job.attempts)
+            self.wake_submit.set()
+
+    def hold(self, job: Job, reason: str, until: float, plan: Plan | None = None) -> None:
+        """Not sent now: wait until ``until`` with the job's plan, or go at once with ``plan``
+        (the local engine when the budget or the account says no)."""
+        if plan is None:
+            self.requeue(job, reason, until)
+        else:
+            self.switch_plan(job, plan, reason)
+
+    def switch_plan(self, job: Job, plan: Plan, reason: str) -> bool:
+        if not self.durably(lambda: self.store.switch_backend(job, plan, self.clock())):
+            return False
+        log.warning("sent_to_local" if plan.backend == "local" else "replanned",
+                    job_id=job.id, path=job.path, reason=reason, backend=plan.backend)
+        self.wake_submit.set()
+        return True
+
+    # --- a result taken from another job -------------------------------------------------------
+    def retire(self, donor: Job) -> None:
+        """After its result went to a recording with the same bytes: a donor whose source is
+        gone was renamed or moved, so its row and its transcripts go too (with on_done:
+        keep only, where a missing source was not our doing)."""
+        if self.output.on_done != "keep" or Path(donor.path).exists() or \
+                not self.is_online(Path(donor.path)) or donor.result is None:
+            return
+        plan = self.plan(donor)
+        place = Placement(Path(donor.path), Path(plan.root), plan.formats, self.output)
+        hdr = header(donor, plan.backend, plan.model, self.clock())
+        old = place.paths(donor.output_key,
+                          language_of(donor.result, hdr, plan.options.get("language")))
+        self.store.forget([donor.path])
+        for path in old:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        log.info("renamed", path=donor.path, removed=[str(p) for p in old])

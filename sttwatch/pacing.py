@@ -1,0 +1,35 @@
+"""How long a stage loop may sleep, and the retry spacing every stage shares.
+
+The rule (docs/architecture.md, "Pacing"): a stage sleeps until the earliest job *it can claim
+now* is due: only the backends whose gate is open count, a held or paused backend counts by
+when its gate opens, and the sleep is never shorter than ``FLOOR``. The events that change the
+answer (a job admitted, a job leaving, a result stored, a throttle that opens) wake the loop
+early, so the longest sleep, ``IDLE_WAIT``, only bounds how stale a missed wake-up can be.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+# Seconds an idle stage sleeps when nothing is due.
+IDLE_WAIT = 5.0
+# The shortest sleep after a turn that claimed nothing: a job that is due but that this
+# daemon cannot claim (another host's row under its lease, a lost race) never makes a loop spin.
+FLOOR = 0.1
+
+
+def backoff(failures: int, base: float, cap: float) -> float:
+    """Doubling with jitter: ``base`` after the first failure in a row, at most ``cap``."""
+    raw = min(cap, base * 2 ** max(0, failures - 1))
+    return float(min(cap, raw * random.uniform(0.8, 1.2)))
+
+
+def sleep_for(now: float, due: Iterable[float | None], floor: float = FLOOR,
+              idle: float = IDLE_WAIT) -> float:
+    """The sleep until the earliest of ``due`` (absolute times; None: nothing), kept within
+    [floor, idle]."""
+    times = [d for d in due if d is not None]
+    if not times:
+        return idle
+    return min(idle, max(floor, min(times) - now))
