@@ -19,6 +19,7 @@ from .backends import backend_class
 from .config import Config, WatchConfig
 from .errors import ConfigError
 from .exitcodes import ExitCode
+from .plan import language_conflict
 from .store import StoreError, StoreMissing, StoreUnavailable
 from .store.postgres import safe_url
 from .wiring import auto_kind, open_for_command
@@ -40,11 +41,32 @@ def mount_fstype(path: Path, mounts: str) -> str:
     return fstype
 
 
+def _watch_kind(cfg: Config, w: WatchConfig, key: str | None) -> str:
+    """As the planner chooses: a watch's ``auto`` (or none) is the global backend."""
+    default = auto_kind(key) if cfg.backend == "auto" else cfg.backend
+    return default if w.backend in (None, "auto") else str(w.backend)
+
+
 def kinds_in_use(cfg: Config, key: str | None) -> set[str]:
-    """The backend kinds the config would run, as ``run`` chooses them, but without stopping
-    at a missing key: that is one of the things to report."""
-    chosen = {cfg.backend} | {w.backend for w in cfg.watches if w.backend is not None}
-    return {auto_kind(key) if k == "auto" else k for k in chosen}
+    """The backend kinds the config would run, as ``run`` chooses them (wiring's
+    ``backend_kinds``), but without stopping at a missing key: that is one of the things to
+    report."""
+    chosen = {auto_kind(key) if cfg.backend == "auto" else cfg.backend} | {
+        _watch_kind(cfg, w, key) for w in cfg.watches}
+    if cfg.budget.on_exhausted == "local" and any(backend_class(k).needs_key() for k in chosen):
+        chosen.add("local")  # the budget's (and an empty account's) fallback
+    return chosen
+
+
+def _check_plans(r: Report, cfg: Config, key: str | None) -> None:
+    for w in cfg.watches:
+        if _watch_kind(cfg, w, key) != "local":
+            continue
+        language = (w.options or {}).get("language") or cfg.local.language
+        reason = language_conflict(cfg.local.model, language)
+        if reason is not None:
+            r.problem(f"watch folder {w.path}: {reason.split(' (')[0]}; its files would fail",
+                      reason.split(" (", 1)[1].rstrip(")"))
 
 
 def _folders(watch: WatchConfig) -> int:
@@ -115,6 +137,7 @@ def check(cfg: Config, environ: Mapping[str, str], out: TextIO,
             mounts = ""
     for w in cfg.watches:
         _check_watch(r, w, mounts)
+    _check_plans(r, cfg, key)
     limit_file = Path("/proc/sys/fs/inotify/max_user_watches")
     if limit_file.exists():
         limit = int(limit_file.read_text())

@@ -96,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--render", action="store_true",
                             help="write the transcripts again from the results already paid "
                             "for (files failed with 'cannot render'), without a new create")
+            sp.add_argument("--keep-plan", action="store_true",
+                            help="keep the backend, model and options the file was queued "
+                            "with (default: the running daemon plans it again with today's "
+                            "config)")
     statecmd.add_parser(sub)
     cf = sub.add_parser("config", help="print the example config or its reference",
                         description="Print the commented example config (every key at its "
@@ -163,7 +167,8 @@ def _edit(args: argparse.Namespace, out: TextIO, err: TextIO, verb: str) -> int:
         if verb == "retry" and render:
             n = store.rerender(time.time(), paths or None)
         elif verb == "retry":
-            n = store.retry(time.time(), paths or None)
+            n = store.retry(time.time(), paths or None,
+                            keep_plan=getattr(args, "keep_plan", False))
         else:
             n = store.forget(paths)
     finally:

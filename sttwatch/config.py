@@ -191,7 +191,9 @@ SCHEMA: Mapping[str, Field] = {
         lease_seconds=Field("float", 60.0, "a dead daemon's jobs are taken over after this "
                             "long", minimum=5),
         once_timeout=Field("float", 600.0, "run --once exits 5 when the service is unreachable "
-                           "this long", minimum=1),
+                           "this long, and 1 when transcripts cannot be written or a watch "
+                           "folder stays offline this long (the jobs stay for the next run)",
+                           minimum=1),
     ),
     "budget": _section(
         "Spend caps for the paid service (none by default). Days and months are UTC; a create "

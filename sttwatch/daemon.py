@@ -24,7 +24,7 @@ from .notify import Notifier
 from .pipeline import Pipeline
 from .plan import Planner
 from .settings import PipelineSettings
-from .store import UNFINISHED, Store, StoreUnavailable
+from .store import UNFINISHED, State, Store, StoreUnavailable
 from .transcripts import sweep_leftovers
 from .watcher import Settled, Watcher
 
@@ -34,6 +34,7 @@ STATUS_REFRESH = 10.0  # seconds; status.STALE_AFTER must stay well above it
 COUNTS_REFRESH = 60.0  # seconds; the counts of an idle daemon (other hosts' work shows late)
 CANDIDATE_POLL = 0.1  # seconds between looks at files that are still settling
 IDLE_TICK = 2.0  # seconds, at most, between turns of an idle main loop
+PEER_STALE = 30.0  # seconds without a heartbeat: a peer no longer takes its backend's jobs
 BEAT = 5.0  # seconds between heartbeats when systemd's watchdog asks for none more often
 
 
@@ -157,7 +158,16 @@ class Daemon:
             if any(taken.values()):
                 log.warning("lease_taken_over", host=self.owner, **taken)
                 self.pipeline.wake_all()
+            self._replan(now)
             self._next_reap = now + max(2.0, lease / 8)  # a dead daemon's jobs wait ≤ 1.125 leases
+
+    def _replan(self, now: float) -> None:
+        """Queued jobs this run cannot send as planned get today's plan, unless a live peer
+        builds their backend (it takes them)."""
+        peers = {str(b.get("backend")) for d in self.store.daemons()
+                 if d.host_id != self.owner and now - d.heartbeat < PEER_STALE
+                 for b in d.info.get("backends", [])}
+        self.pipeline.outcomes.replan_stranded(peers)
 
     def _maybe_heartbeat(self) -> None:
         if self.clock() >= self._next_beat:
@@ -223,7 +233,15 @@ class Daemon:
         self.pipeline.reconfigure(rebuilt.settings, rebuilt.planner, new.output,
                                   rebuilt.limits)
         log.info("reloaded", watches=[str(w.path) for w in new.watches])
+        self._say_conflicts()
+        self._replan(self.clock())
         self.notifier.send(ready=1, status=self._status_line())
+
+    def _say_conflicts(self) -> None:
+        for folder, reason in self.admitter.planner.conflicts():
+            log.error("plan_conflict", path=folder, reason=reason,
+                      action="its files fail with this reason")
+            self.say(f"  {folder}: {reason}; its files fail\n")
 
     def _announce(self, once: bool, recovered: dict[str, int]) -> None:
         planner = self.admitter.planner
@@ -237,18 +255,44 @@ class Daemon:
                  f"  backend {default}, model {model}; state in {self.store.location}\n"
                  + ("  transcribing what is there, then exiting\n" if once else
                     f"  drop recordings into {folders[0]} ; Ctrl-C to stop\n"))
+        self._say_conflicts()
 
     def _once_code(self) -> ExitCode | None:
+        """Whether run --once is over: when nothing more can happen without time or an
+        operator. Every ending leaves the jobs as they are for the next run."""
         refused = self.pipeline.refused()
         if refused is not None:
             return ExitCode.CREDITS if isinstance(refused, CreditsExhausted) else ExitCode.AUTH
-        if self.pipeline.unreachable_for(self.clock()) > self.cfg.daemon.once_timeout:
-            log.error("service_unreachable", seconds=self.cfg.daemon.once_timeout,
+        now, limit = self.clock(), self.cfg.daemon.once_timeout
+        if self.pipeline.unreachable_for(now) > limit:
+            log.error("service_unreachable", seconds=limit,
                       action="giving up (run --once); the jobs stay queued")
             return ExitCode.UNREACHABLE
-        if (self.watcher.waiting() == 0 and self.watcher.hints.empty()
-                and not self._unfinished()):
+        outcomes = self.pipeline.outcomes
+        if outcomes.stuck_since is not None and now - outcomes.stuck_since > limit:
+            log.error("stuck", reason=outcomes.stuck_reason, seconds=limit,
+                      action="giving up (run --once); the jobs stay for the next run")
+            return ExitCode.FAILED
+        if self.watcher.waiting() or not self.watcher.hints.empty():
+            return None
+        c = self.store.counts()
+        if not sum(c[state.value] for state in UNFINISHED):
             return ExitCode.FAILED if self.pipeline.failed_this_run else ExitCode.OK
+        unfinished = sum(c[state.value] for state in UNFINISHED)
+        elsewhere = self.store.waiting_for_backend(outcomes.planner.kinds)
+        if elsewhere and sum(elsewhere.values()) >= unfinished:
+            log.error("waiting_for_backend", backends=elsewhere,
+                      action="stopping (run --once): this run does not build the backend "
+                             "these tasks were sent to; they stay for a run that does")
+            return ExitCode.FAILED
+        resets = outcomes.budget_resets_at
+        if resets is not None and resets > now and not any(
+                c[s] for s in ("submitting", "pending", "fetched")):
+            due = self.store.next_due(State.SEEN, self.pipeline.outcomes.planner.kinds)
+            if due is None or due >= resets - 1.0:  # all that is left waits for the reset
+                log.warning("budget_held", resets_at=resets, queued=c["seen"],
+                            action="stopping (run --once); the rest waits for the reset")
+                return ExitCode.BUDGET
         return None
 
     def run(self, *, once: bool = False) -> int:
@@ -258,6 +302,7 @@ class Daemon:
                                        self.pipeline.poller.volatile,
                                        self.admitter.planner.default_backend)
         self._announce(once, recovered)
+        self._replan(now)
         for root in {self.cfg.output.dir or w.path for w in self.cfg.watches}:
             for path in sweep_leftovers(root, 60.0, self.clock()):
                 log.info("leftover_removed", path=str(path))

@@ -30,6 +30,7 @@ class ExitCode(IntEnum):
     AUTH = 3, "the service refused the API key (run --once, transcribe; the daemon waits)"
     CREDITS = 4, "the account is out of credits (run --once; the daemon waits)"
     UNREACHABLE = 5, "run --once: the service stayed unreachable for daemon.once_timeout"
+    BUDGET = 6, "run --once: stopped at a budget cap; the rest waits for the reset"
     INTERRUPTED = 130, ("interrupted by Ctrl-C while starting or transcribing (a running daemon "
                         "stopped by Ctrl-C or SIGTERM exits 0)")
 

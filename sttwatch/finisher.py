@@ -88,7 +88,7 @@ class Finisher:
         source = Path(job.path)
         now = self.clock()
         if not self.is_online(source):  # its share is away: never write onto the mount point
-            self.store.defer(job, now + OFFLINE_RETRY, "its folder is offline", now)
+            self.outcomes.defer(job, now + OFFLINE_RETRY, "its folder is offline")
             return
         place = Placement(source, Path(plan.root), plan.formats, self.output)
         hdr = header(job, plan.backend, plan.model, now)
@@ -109,7 +109,7 @@ class Finisher:
             # The service has delivered (and billed) this result: keep it and try the write
             # again later instead of failing the file and paying for it twice.
             delay = backoff(job.defers + 1, 5.0, 300.0)
-            self.store.defer(job, now + delay, reason, now)
+            self.outcomes.defer(job, now + delay, reason)
             log.error("write_failed", job_id=job.id, path=job.path, error=reason,
                       retry_in=round(delay))
             return

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,12 @@ class Outcomes:
         self.completions: Completions | None = None  # the hooks' events (hooks.py)
         self.failed_this_run = 0
         self.ended = 0  # jobs this daemon marked done or failed
+        # What run --once needs to end when nothing more can happen without time or an
+        # operator: since when no job has ended while one was stuck (a write that fails, a
+        # folder offline), and why; when the first budget cap that holds jobs resets.
+        self.stuck_since: float | None = None
+        self.stuck_reason = ""
+        self.budget_resets_at: float | None = None
         self._lock = threading.Lock()
 
     def durably(self, call: Callable[[], Any]) -> Any:
@@ -67,6 +73,7 @@ class Outcomes:
         """A job this daemon ended: count it and free its backend's slot."""
         with self._lock:
             self.ended += 1
+            self.stuck_since = None
             if failed:
                 self.failed_this_run += 1
         self._on_left(job)
@@ -84,6 +91,19 @@ class Outcomes:
                 write_error(Path(job.path), reason, job.attempts, self.clock())
             except OSError as exc:
                 log.warning("error_file_failed", job_id=job.id, error=str(exc))
+
+    def stuck(self, reason: str) -> None:
+        """A job that cannot move on without the world changing (its output folder refuses
+        writes, its share is away): kept as it is, and noted for run --once."""
+        with self._lock:
+            if self.stuck_since is None:
+                self.stuck_since = self.clock()
+            self.stuck_reason = reason
+
+    def defer(self, job: Job, until: float, reason: str) -> bool:
+        """A stored result whose transcript cannot be written now: written again later."""
+        self.stuck(reason)
+        return bool(self.store.defer(job, until, reason, self.clock()))
 
     # --- sending back --------------------------------------------------------------------------
     def requeue(self, job: Job, reason: str, not_before: float = 0.0, *,
@@ -109,6 +129,10 @@ class Outcomes:
         """Not sent now: wait until ``until`` with the job's plan, or go at once with ``plan``
         (the local engine when the budget or the account says no)."""
         if plan is None:
+            if until > self.clock():  # a budget cap: the jobs wait for its reset
+                with self._lock:
+                    self.budget_resets_at = until if self.budget_resets_at is None else \
+                        min(self.budget_resets_at, until)
             self.requeue(job, reason, until)
         else:
             self.switch_plan(job, plan, reason)
@@ -120,6 +144,28 @@ class Outcomes:
                     job_id=job.id, path=job.path, reason=reason, backend=plan.backend)
         self.wake_submit.set()
         return True
+
+    def replan_stranded(self, peers_build: Collection[str] = ()) -> int:
+        """Queued jobs this run cannot send as planned get today's plan for their folder: a
+        backend this config does not build any more (a watch's override removed, a key set
+        or taken away), or no plan at all (``retry``). A job whose backend a live peer builds
+        is left to that peer (hosts without a key beside hosts with one)."""
+        moved = 0
+        for job in self.store.stranded(self.planner.kinds, 1000):
+            if job.plan is not None and job.backend in peers_build:
+                continue
+            plan = self.planner.plan_for(Path(job.path))
+            if self._replan(job, plan):
+                moved += 1
+                if job.backend is not None:
+                    log.warning("replanned", job_id=job.id, path=job.path, was=job.backend,
+                                backend=plan.backend)
+        if moved:
+            self.wake_submit.set()
+        return moved
+
+    def _replan(self, job: Job, plan: Plan) -> bool:
+        return bool(self.durably(lambda: self.store.replan(job, plan, self.clock())))
 
     # --- a result taken from another job -------------------------------------------------------
     def retire(self, donor: Job) -> None:

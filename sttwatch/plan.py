@@ -20,6 +20,17 @@ def is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
+def language_conflict(local_model: str, language: object) -> str | None:
+    """Said rather than guessed: a language other than English asked of an English-only
+    local model (``*.en``) would be transcribed as English without a word."""
+    lang = str(language or "en").lower()
+    if not local_model.endswith(".en") or lang in ("en", "english") or lang.startswith("en-"):
+        return None
+    return (f"language {lang!r} asked for, but the local model {local_model} only knows "
+            "English (set local.model to a multilingual one such as tiny, or send this "
+            "folder to the AI/ML API with backend: aimlapi)")
+
+
 class Planner:
     def __init__(self, cfg: Config, backends: Mapping[str, Backend], default: str) -> None:
         self._cfg = cfg
@@ -29,6 +40,27 @@ class Planner:
     @property
     def default_backend(self) -> str:
         return self._default
+
+    @property
+    def kinds(self) -> list[str]:
+        """The backends this run built: the only plans it can carry out."""
+        return list(self._backends)
+
+    def conflict(self, plan: Plan) -> str | None:
+        """Why ``plan`` cannot be carried out as asked (see ``language_conflict``)."""
+        backend = self._backends.get(plan.backend)
+        if backend is None or backend.takes_api_options:
+            return None
+        return language_conflict(backend.model_name, plan.options.get("language"))
+
+    def conflicts(self) -> list[tuple[str, str]]:
+        """(folder, reason) for every watch whose plan cannot be carried out."""
+        found = []
+        for w in self._cfg.watches:
+            reason = self.conflict(self.plan_for(w.path / "probe"))
+            if reason is not None:
+                found.append((str(w.path), reason))
+        return found
 
     def plan_for(self, path: Path) -> Plan:
         cfg = self._cfg

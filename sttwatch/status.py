@@ -39,7 +39,10 @@ def gather(store: Store, now: float) -> dict[str, Any]:
     daemons = [{"host_id": d.host_id, "pid": d.pid, "hostname": d.hostname,
                 "heartbeat_age_seconds": round(now - d.heartbeat, 1), **d.info}
                for d in store.daemons() if _alive(d, now)]
+    built = sorted({str(b.get("backend")) for d in daemons for b in d.get("backends", [])})
     return {
+        # Jobs planned for a backend no running daemon has: they wait for one that has it.
+        "waiting_for_backend": store.waiting_for_backend(built) if built else {},
         "store": store.location,
         "counts": store.counts(),
         "oldest_unfinished": None if oldest is None else {
@@ -53,7 +56,7 @@ def gather(store: Store, now: float) -> dict[str, Any]:
     }
 
 
-def render(info: dict[str, Any], out: TextIO) -> None:
+def render(info: dict[str, Any], out: TextIO, probe_seconds: float = 30.0) -> None:
     if not info["daemons"]:
         out.write("daemon: not running\n")
     for d in info["daemons"]:
@@ -64,13 +67,17 @@ def render(info: dict[str, Any], out: TextIO) -> None:
         broke = any(b.get("out_of_credits") for b in d.get("backends", []))
         if d.get("auth_rejected") and broke:
             out.write(f"  waiting on: the account is out of credits "
-                      f"({d['auth_rejected']}); probing every 30 s\n")
+                      f"({d['auth_rejected']}); probing every {probe_seconds:g} s\n")
         elif d.get("auth_rejected"):
             out.write(f"  waiting on: the service refused the API key "
-                      f"({d['auth_rejected']}); probing every 30 s\n")
+                      f"({d['auth_rejected']}); probing every {probe_seconds:g} s\n")
         elif d.get("submits_held_seconds"):
             out.write(f"  waiting on: rate limit or outage, submits held "
                       f"{d['submits_held_seconds']:.0f} s more\n")
+    for kind, n in sorted(info.get("waiting_for_backend", {}).items()):
+        out.write(f"waiting on: {n} job(s) planned for backend {kind}, which no running "
+                  f"daemon has (a host that builds {kind} takes them; a queued one is planned "
+                  "again when no daemon has its backend, or with sttwatch retry)\n")
     out.write("jobs: " + "  ".join(f"{k} {v}" for k, v in info["counts"].items()) + "\n")
     oldest = info["oldest_unfinished"]
     if oldest is not None:
@@ -119,5 +126,5 @@ def status(cfg: Config, store: Store, out: TextIO, as_json: bool) -> None:
     if as_json:
         out.write(json.dumps(info, indent=2) + "\n")
     else:
-        render(info, out)
+        render(info, out, cfg.api.probe_seconds)
         render_money(info, out)

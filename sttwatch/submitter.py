@@ -102,6 +102,10 @@ class Submitter:
             self.outcomes.fail(job, f"backend {plan.backend} is not configured any more "
                                     "(retry the file to use today's)")
             return
+        conflict = self.outcomes.planner.conflict(plan)
+        if conflict is not None:
+            self.outcomes.fail(job, conflict)
+            return
         # Diverting (out of credits, on_exhausted: local) does not take the probe slot: the
         # probe goes to the service, so a topped-up account is noticed.
         if throttle.paused and not diverting and throttle.wait(self.clock()) is not None:
@@ -152,6 +156,7 @@ class Submitter:
         except FileNotFoundError:
             if not self._is_online(path):  # its share is away: wait for it, lose nothing
                 self._requeue(job, "its folder is offline", self.clock() + 30.0)
+                self.outcomes.stuck(f"{path.parent} is offline")
                 bound.info("source_offline")
             else:
                 self.store.forget([job.path])

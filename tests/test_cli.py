@@ -54,7 +54,7 @@ def test_run_help_lists_every_exit_status() -> None:
     shown = _flat(r.out)
     for code in ExitCode:
         assert _flat(f"{int(code)} {code.description}") in shown, code.name
-    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5, 130]
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5, 6, 130]
 
 
 def _config_with_state(tmp_path: Path) -> Path:

@@ -180,7 +180,10 @@ class Store(ABC):
 
     # --- operators -----------------------------------------------------------------------------
     @abstractmethod
-    def retry(self, now: float, paths: Iterable[str] | None = None) -> int: ...
+    def retry(self, now: float, paths: Iterable[str] | None = None, *,
+              keep_plan: bool = False) -> int:
+        """Queue failed jobs (or these paths, when no daemon has them on their way) again;
+        without ``keep_plan`` they are planned again with the running daemon's config."""
 
     @abstractmethod
     def rerender(self, now: float, paths: Iterable[str] | None = None) -> int:
@@ -192,6 +195,20 @@ class Store(ABC):
 
     @abstractmethod
     def counts(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def stranded(self, backends: Sequence[str], limit: int = 100) -> list[Job]:
+        """Queued jobs no backend of ``backends`` can take as planned: planned for another
+        kind, or without a plan (legacy rows, ``retry``)."""
+
+    @abstractmethod
+    def replan(self, job: Job, plan: Plan, now: float) -> bool:
+        """A queued job gets ``plan`` (and its backend); False if it moved meanwhile."""
+
+    @abstractmethod
+    def waiting_for_backend(self, backends: Sequence[str]) -> dict[str, int]:
+        """Queued or pending jobs per planned backend not among ``backends``: what waits
+        for a backend this config does not build."""
 
     @abstractmethod
     def next_due(self, state: State, backends: Sequence[str] | None = None,

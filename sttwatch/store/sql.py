@@ -566,15 +566,41 @@ class SqlStore(Store):
 
     # --- operators -----------------------------------------------------------------------------
 
-    def retry(self, now: float, paths: Iterable[str] | None = None) -> int:
+    def retry(self, now: float, paths: Iterable[str] | None = None, *,
+              keep_plan: bool = False) -> int:
         reset = ("state='seen', attempts=0, next_at=0, generation_id=NULL, owner=NULL, "
-                 "lease_until=0, defers=0, updated_at=?")
+                 "lease_until=0, defers=0, error=NULL, finished_at=NULL, updated_at=?")
+        if not keep_plan:  # the running daemon plans it again with today's config
+            reset += ", backend=NULL, plan=NULL"
         with self._tx() as x:
             if paths is None:
                 return self._x(x, f"UPDATE jobs SET {reset} WHERE state='failed'",
                                (now,)).rowcount
-            return sum(self._x(x, f"UPDATE jobs SET {reset}, result=NULL WHERE path=?",
-                               (now, p)).rowcount for p in paths)
+            # A job on its way belongs to a daemon (and maybe to a paid task): left alone.
+            return sum(self._x(x, f"UPDATE jobs SET {reset}, result=NULL, sha256=NULL WHERE "
+                                  "path=? AND state NOT IN ('submitting', 'pending', "
+                                  "'fetched')", (now, p)).rowcount for p in paths)
+
+    def stranded(self, backends: Sequence[str], limit: int = 100) -> list[Job]:
+        return self._select(
+            "state='seen' AND (backend IS NULL OR plan IS NULL OR backend NOT IN "
+            f"({_marks(len(backends))})) ORDER BY id LIMIT ?", (*backends, limit)) \
+            if backends else []
+
+    def replan(self, job: Job, plan: Plan, now: float) -> bool:
+        with self._tx() as x:
+            return self._x(
+                x, "UPDATE jobs SET backend=?, plan=?, updated_at=? WHERE id=? AND "
+                   f"state='seen' AND backend {self.dialect.null_eq} ?",
+                (plan.backend, json.dumps(plan.to_json()), now, job.id, job.backend)
+            ).rowcount == 1
+
+    def waiting_for_backend(self, backends: Sequence[str]) -> dict[str, int]:
+        with self._read() as x:
+            rows = self._x(x, "SELECT backend, COUNT(*) FROM jobs WHERE state IN ('seen', "
+                              f"'pending') AND backend NOT IN ({_marks(len(backends))}) "
+                              "GROUP BY backend", tuple(backends)).fetchall()
+        return {str(b): int(n) for b, n in rows}
 
     def rerender(self, now: float, paths: Iterable[str] | None = None) -> int:
         back = ("UPDATE jobs SET state='fetched', next_at=0, owner=NULL, lease_until=0, "
