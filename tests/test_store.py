@@ -7,6 +7,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -584,3 +585,66 @@ def test_events_are_claimed_one_at_a_time_retried_and_deleted(store: Store) -> N
     assert later is not None and later.attempts == 1
     assert store.event_delivered("ev-1")
     assert store.outbox()["undelivered"] == 0 and store.claim_event(ME, 900.0, 60.0) is None
+
+
+PG_OLD_DDL = """CREATE TABLE jobs (id BIGSERIAL PRIMARY KEY, path TEXT NOT NULL UNIQUE,
+    size BIGINT NOT NULL, mtime_ns BIGINT NOT NULL, state TEXT NOT NULL, generation_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, polls INTEGER NOT NULL DEFAULT 0,
+    submitted_at DOUBLE PRECISION, next_at DOUBLE PRECISION NOT NULL DEFAULT 0, error TEXT,
+    result TEXT, cost TEXT, created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO jobs (path, size, mtime_ns, state, generation_id, created_at, updated_at)
+    VALUES ('/rec/old.mp3', 5, 6, 'pending', 'gen-old', 1, 1);"""
+
+
+def test_two_hosts_upgrading_one_postgres_store_at_once_both_start(tmp_path: Path) -> None:
+    """Each reads the schema's version after taking the migration lock: the second finds
+    the columns added (was: DuplicateColumn, and a daemon that died at start)."""
+    require_pg()
+    import psycopg
+
+    from sttwatch.store.postgres import PostgresStore
+    schema = new_schema()
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        admin.execute(f'SET search_path TO "{schema}"')
+        for stmt in PG_OLD_DDL.split(";"):
+            if stmt.strip():
+                admin.execute(stmt)
+        # Hold the migrators' lock so that every host has read the old version before
+        # any of them may migrate: the race, every time.
+        admin.execute("SELECT pg_advisory_lock(7270813)")
+        opened: list[Store] = []
+        errors: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                opened.append(PostgresStore(PG_URL, schema=schema))
+            except BaseException as exc:
+                errors.append(exc)
+
+        hosts = [threading.Thread(target=start) for _ in range(3)]
+        for t in hosts:
+            t.start()
+
+        def waiting() -> int:
+            row = admin.execute("SELECT count(*) FROM pg_locks WHERE locktype='advisory' "
+                                "AND NOT granted").fetchone()
+            return int(row[0]) if row else 0
+
+        deadline = time.monotonic() + 30
+        while waiting() < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        admin.execute("SELECT pg_advisory_unlock(7270813)")
+        for t in hosts:
+            t.join(30)
+    try:
+        assert errors == [] and len(opened) == 3
+        job = get(opened[0], "/rec/old.mp3")
+        assert (job.state, job.backend) == (State.PENDING, "aimlapi")
+    finally:
+        if opened:
+            opened[0].drop_schema()
+        for s in opened:
+            s.close()

@@ -59,27 +59,33 @@ class PostgresStore(SqlStore):
             with self._tx() as x:
                 if schema:
                     x.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-                exists = x.execute("SELECT to_regclass('jobs') IS NOT NULL").fetchone()[0]
+                exists, version, columns = self._schema_state(x)
                 if not exists and not create:
                     raise StoreMissing(f"no sttwatch store at {self.location} (no daemon has "
                                        "run with this config yet)")
-                version = None
-                if exists:
-                    row = x.execute("SELECT value FROM meta WHERE key='schema_version'"
-                                    ).fetchone() if x.execute(
-                        "SELECT to_regclass('meta') IS NOT NULL").fetchone()[0] else None
-                    version = int(row[0]) if row else 1
-                columns = None
-                if exists:
-                    columns = {r[0] for r in x.execute(
-                        "SELECT column_name FROM information_schema.columns WHERE table_name="
-                        "'jobs' AND table_schema=current_schema()").fetchall()}
                 if version != SCHEMA_VERSION or not set(COLUMNS) <= (columns or set()):
-                    x.execute("SELECT pg_advisory_xact_lock(7270813)")  # one migrator at once
-                    self._migrate(x, columns, version)
+                    # One migrator at once, and what it sees is read after the lock: a
+                    # second host upgrading at the same time finds the work done.
+                    x.execute("SELECT pg_advisory_xact_lock(7270813)")
+                    exists, version, columns = self._schema_state(x)
+                    if version != SCHEMA_VERSION or not set(COLUMNS) <= (columns or set()):
+                        self._migrate(x, columns, version)
         except (StoreError, StoreUnavailable):
             self._pool.close()
             raise
+
+    @staticmethod
+    def _schema_state(x: Any) -> tuple[bool, int | None, set[str] | None]:
+        """Whether the jobs table exists, the schema version and the jobs table's columns."""
+        exists = bool(x.execute("SELECT to_regclass('jobs') IS NOT NULL").fetchone()[0])
+        if not exists:
+            return False, None, None
+        row = x.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() \
+            if x.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0] else None
+        columns = {r[0] for r in x.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name='jobs' AND "
+            "table_schema=current_schema()").fetchall()}
+        return True, int(row[0]) if row else 1, columns
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Executor]:
