@@ -2,7 +2,11 @@
 this daemon's leases and heartbeat, talks to systemd, and turns the flags set by signal
 handlers into a stop or a reload.
 
-Signal handlers never do more than set a flag; everything happens here, in one thread.
+Signal handlers never do more than set a flag; everything happens here, in one thread, but
+the leases and the heartbeat: those have a thread of their own (the keeper), so that no scan,
+admission batch or slow store call delays a renewal or systemd's watchdog ping. The keeper
+pings the watchdog only while the main loop still turns (within ``MAIN_STALL``), so a wedged
+daemon is still restarted.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ CANDIDATE_POLL = 0.1  # seconds between looks at files that are still settling
 IDLE_TICK = 2.0  # seconds, at most, between turns of an idle main loop
 PEER_STALE = 30.0  # seconds without a heartbeat: a peer no longer takes its backend's jobs
 BEAT = 5.0  # seconds between heartbeats when systemd's watchdog asks for none more often
+MAIN_STALL = 900.0  # seconds the main loop may spend in one turn (a scan of a large share)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,13 @@ class Daemon:
     _next_renew: float = 0.0
     _next_reap: float = 0.0
     _next_beat: float = 0.0
+    # What the main loop saw at its last look (the keeper reports it): the watches' and
+    # workers' health, each watch online or not, and when the loop last turned.
+    _health: bool = True
+    _watches: dict[str, bool] = field(default_factory=dict)
+    _turned_at: float = 0.0
+    _keeper: threading.Thread | None = None
+    _keeper_stop: threading.Event = field(default_factory=threading.Event)
     # Loops beside the stages (hook delivery, metrics), supervised like them (wiring.py).
     extras: dict[str, Callable[[threading.Event], None]] = field(default_factory=dict)
     _admitted: int = 0
@@ -131,7 +143,7 @@ class Daemon:
             for batch in batches(settled):
                 self._admitted += self.admitter.admit(batch)
                 done += len(batch)
-                self._maybe_heartbeat()
+                self._turned_at = self.clock()
         except StoreUnavailable:  # kept for the next turn: the watcher hands a file on once
             self._unadmitted = settled[done:]
             raise
@@ -169,16 +181,40 @@ class Daemon:
                  for b in d.info.get("backends", [])}
         self.pipeline.outcomes.replan_stranded(peers)
 
-    def _maybe_heartbeat(self) -> None:
-        if self.clock() >= self._next_beat:
-            self._next_beat = self.clock() + min(BEAT, self.notifier.watchdog_interval or BEAT)
-            self._heartbeat()
+    def _maybe_look(self) -> None:
+        """The main loop's share of the heartbeat: what only its thread may touch (the
+        watcher's observers, the worker threads), looked at once a beat."""
+        now = self.clock()
+        self._turned_at = now
+        if now >= self._next_beat:
+            self._next_beat = now + self._beat()
+            self._health = self._healthy()
+            self._watches = self.watcher.watch_states()
+
+    def _beat(self) -> float:
+        return min(BEAT, self.notifier.watchdog_interval or BEAT,
+                   self.pipeline.settings.lease / 4)
+
+    def _keep(self, stop: threading.Event) -> None:
+        """The keeper thread: leases and the heartbeat, whatever the main loop is doing."""
+        while not stop.is_set():
+            try:
+                self._heartbeat()
+            except Exception as exc:  # the keeper must outlive a bug in one beat
+                log.exception("heartbeat_crashed", error=f"{type(exc).__name__}: {exc}")
+            stop.wait(self._beat())
+
+    def _start_keeper(self) -> None:
+        self._turned_at = self.clock()
+        self._keeper = threading.Thread(target=self._keep, args=(self._keeper_stop,),
+                                        name="keeper", daemon=True)
+        self._keeper.start()
 
     def _heartbeat(self) -> None:
         """Tell systemd and ``sttwatch status`` we are alive, and what we wait on."""
-        healthy = self._healthy()
+        now = self.clock()
+        healthy = self._health and now - self._turned_at < MAIN_STALL
         try:
-            now = self.clock()
             self._keep_leases(now)
             # Counting every row is the costly part with a large library: only when this
             # daemon moved something, or every COUNTS_REFRESH for other hosts' work.
@@ -188,7 +224,7 @@ class Daemon:
                 self._last_activity, self._counted_at = activity, now
             status = self._status
             meta = {"healthy": healthy, "status": status, **self.pipeline.waiting_on(),
-                    "watches": self.watcher.watch_states()}
+                    "watches": self._watches}
             # Only write when something changed, or often enough for ``status`` to tell a
             # live daemon from a dead one.
             if meta != self._last_meta or now - self._last_meta_at >= STATUS_REFRESH:
@@ -303,6 +339,7 @@ class Daemon:
                                        self.admitter.planner.default_backend)
         self._announce(once, recovered)
         self._replan(now)
+        self._start_keeper()
         for root in {self.cfg.output.dir or w.path for w in self.cfg.watches}:
             for path in sweep_leftovers(root, 60.0, self.clock()):
                 log.info("leftover_removed", path=str(path))
@@ -312,6 +349,7 @@ class Daemon:
             self.watcher.start()
         for name in ("submit", "poll", "finish", *self.extras):
             self._start_worker(name)
+        self._maybe_look()
         self.notifier.send(ready=1, status=self._status_line())
         next_rescan = self.clock() + self.cfg.daemon.rescan_seconds
         code: ExitCode = ExitCode.OK
@@ -328,7 +366,7 @@ class Daemon:
                 if not once and now >= next_rescan:
                     next_rescan = now + self.cfg.daemon.rescan_seconds
                     log.debug("rescan", files=self.watcher.scan())
-                self._maybe_heartbeat()
+                self._maybe_look()
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     self.reload()
@@ -354,14 +392,24 @@ class Daemon:
         self._workers_stop.set()
         self.pipeline.stopping.set()  # a transition waiting for an absent store gives up
         self.pipeline.wake_all()
+        # One deadline for every thread, inside the unit's TimeoutStopSec=30: an upload in
+        # progress may finish; a store that does not answer does not hold the stop longer.
+        deadline = time.monotonic() + 20.0
         for t in self._threads.values():
-            t.join(timeout=20)  # an upload in progress may finish (unit: TimeoutStopSec=30)
+            t.join(timeout=max(0.1, deadline - time.monotonic()))
+        self._keeper_stop.set()
+        if self._keeper is not None:
+            self._keeper.join(timeout=max(0.1, deadline - time.monotonic()))
         self.pipeline.close()
         counts: dict[str, int] = {}
-        try:
-            counts = self.store.counts()
-            self.store.leave(self.owner)
-        except StoreUnavailable as exc:
-            log.warning("store_unavailable", error=str(exc), action="stopping anyway")
+        if self.pipeline.store_error is not None:  # each call would wait out its timeout
+            log.warning("store_unavailable", error=self.pipeline.store_error,
+                        action="stopping anyway; the lease hands the jobs on")
+        else:
+            try:
+                counts = self.store.counts()
+                self.store.leave(self.owner)
+            except StoreUnavailable as exc:
+                log.warning("store_unavailable", error=str(exc), action="stopping anyway")
         self.store.close()
         log.info("stopped", host=self.owner, **counts)
