@@ -25,7 +25,7 @@ import structlog
 
 from .config import ApiConfig, BudgetConfig
 from .errors import AuthError, CreditsExhausted
-from .store import Job, Plan, Store, durably
+from .store import Job, Plan, SpendLedger, durably
 
 log = structlog.get_logger("sttwatch.budget")
 
@@ -101,7 +101,7 @@ class Spent:
     creates_today: int
 
     @classmethod
-    def read(cls, store: Store, now: float) -> Spent:
+    def read(cls, store: SpendLedger, now: float) -> Spent:
         today = utc_day(now)
         rows = store.spend_by_day(today[:8] + "01")
         usd, secs, n = rows.get(today, (0.0, 0.0, 0))
@@ -139,7 +139,7 @@ def caps(cfg: BudgetConfig, spent: Spent, now: float) -> list[Cap]:
     return out
 
 
-def report(cfg: BudgetConfig, store: Store, now: float) -> dict[str, Any]:
+def report(cfg: BudgetConfig, store: SpendLedger, now: float) -> dict[str, Any]:
     """``status --json``'s ``budget`` object (and what the metrics show as spend)."""
     spent = Spent.read(store, now)
     return {"on_exhausted": cfg.on_exhausted,
@@ -179,7 +179,7 @@ class Meter(Protocol):
 
 
 class Budget:
-    def __init__(self, cfg: BudgetConfig, api: ApiConfig, store: Store,
+    def __init__(self, cfg: BudgetConfig, api: ApiConfig, store: SpendLedger,
                  clock: Callable[[], float], paid: frozenset[str],
                  local: Callable[[Plan], Plan] | None = None, meter: Meter | None = None) -> None:
         self.cfg = cfg

@@ -22,7 +22,7 @@ from .errors import RenderError
 from .outcomes import Outcomes
 from .outputs import language_of
 from .pacing import backoff, sleep_for
-from .store import Job, Plan, State, Store
+from .store import Job, JobStore, Plan, State
 from .transcripts import (
     LEFTOVER,
     Placement,
@@ -48,7 +48,7 @@ def clear_leftovers(paths: Sequence[Path]) -> None:
 
 
 class Finisher:
-    def __init__(self, store: Store, outcomes: Outcomes, output: OutputConfig, owner: str,
+    def __init__(self, store: JobStore, outcomes: Outcomes, output: OutputConfig, owner: str,
                  lease: float, clock: Callable[[], float],
                  is_online: Callable[[Path], bool] = lambda _p: True,
                  sink: Callable[[Job, Plan], None] | None = None) -> None:

@@ -25,7 +25,7 @@ import structlog
 from .budget import audio_seconds, cost_usd
 from .config import HooksConfig
 from .pacing import backoff
-from .store import Job, OutboxEvent, Plan, Store, StoreUnavailable
+from .store import Job, Outbox, OutboxEvent, Plan, StoreUnavailable
 
 log = structlog.get_logger("sttwatch.hooks")
 
@@ -86,7 +86,7 @@ class DeliveryFailed(Exception):
 
 
 class Deliverer:
-    def __init__(self, store: Store, hooks: HooksConfig, owner: str,
+    def __init__(self, store: Outbox, hooks: HooksConfig, owner: str,
                  clock: Callable[[], float], environ: Mapping[str, str] | None = None) -> None:
         self.store = store
         self.hooks = hooks

@@ -21,14 +21,14 @@ from .config import OutputConfig
 from .hooks import Completions
 from .outputs import language_of
 from .plan import Planner
-from .store import Job, Plan, Store, durably
+from .store import Job, JobStore, Plan, durably
 from .transcripts import Placement, header, write_error
 
 log = structlog.get_logger("sttwatch.outcomes")
 
 
 class Outcomes:
-    def __init__(self, store: Store, planner: Planner, output: OutputConfig,
+    def __init__(self, store: JobStore, planner: Planner, output: OutputConfig,
                  max_attempts: int, clock: Callable[[], float],
                  on_left: Callable[[Job], None],
                  is_online: Callable[[Path], bool] = lambda _p: True,

@@ -20,14 +20,14 @@ from .outcomes import Outcomes
 from .pacing import sleep_for
 from .schedule import PollSchedule
 from .settings import PipelineSettings
-from .store import Job, State, Store, StoreUnavailable
+from .store import Job, JobStore, State, StoreUnavailable
 from .throttle import Throttle
 
 log = structlog.get_logger("sttwatch.poller")
 
 
 class Poller:
-    def __init__(self, store: Store, backends: Mapping[str, Backend],
+    def __init__(self, store: JobStore, backends: Mapping[str, Backend],
                  throttles: Mapping[str, Throttle], outcomes: Outcomes,
                  schedule: PollSchedule, settings: PipelineSettings,
                  clock: Callable[[], float], wake: threading.Event) -> None:

@@ -31,14 +31,14 @@ from .pacing import sleep_for
 from .plan import is_url
 from .schedule import PollSchedule
 from .settings import PipelineSettings
-from .store import Job, Plan, State, Store
+from .store import Job, JobStore, Plan, State
 from .throttle import Throttle
 
 log = structlog.get_logger("sttwatch.submitter")
 
 
 class Submitter:
-    def __init__(self, store: Store, backends: Mapping[str, Backend],
+    def __init__(self, store: JobStore, backends: Mapping[str, Backend],
                  throttles: Mapping[str, Throttle], outcomes: Outcomes,
                  schedule: PollSchedule, settings: PipelineSettings,
                  clock: Callable[[], float], wake_poll: threading.Event,

@@ -12,10 +12,12 @@ from typing import TypeVar
 from .base import Store
 from .errors import StoreError, StoreLocked, StoreMissing, StoreUnavailable
 from .model import CLAIMED, UNFINISHED, Admission, DaemonInfo, Job, OutboxEvent, Plan, State
+from .roles import DaemonRegistry, JobStore, Outbox, SpendLedger
 
-__all__ = ["CLAIMED", "UNFINISHED", "Admission", "DaemonInfo", "Job", "OutboxEvent", "Plan",
-           "State", "Store", "StoreError", "StoreLocked", "StoreMissing", "StoreUnavailable",
-           "durably", "open_store"]
+__all__ = ["CLAIMED", "UNFINISHED", "Admission", "DaemonInfo", "DaemonRegistry", "Job",
+           "JobStore", "Outbox", "OutboxEvent", "Plan", "SpendLedger", "State", "Store",
+           "StoreError", "StoreLocked", "StoreMissing", "StoreUnavailable", "durably",
+           "open_store"]
 
 T = TypeVar("T")
 
