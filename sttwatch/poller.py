@@ -165,7 +165,7 @@ class Poller:
             bound.warning("fetch_failed", error=str(exc), retry_in=round(delay, 1))
             self.store.schedule_poll(job, self.clock() + delay, self.clock())
             return
-        throttle.accepted(sent_at=now)
+        throttle.accepted(sent_at=now, create=False)
         now = self.clock()
         if status.state is TaskState.RUNNING:
             if not status.known_status:
@@ -187,7 +187,11 @@ class Poller:
             # may be too late, so learn slightly less to let the schedule move earlier.
             sample = (miss + age) / 2 if miss is not None else 0.9 * age
             self.schedule.learn(sample)
-            fetched = self.store.set_fetched(job, status.result, now, sample)
+            # Held in memory only (the local engine forgets a task once it is fetched): stored
+            # whatever it takes, or a store blip costs a second transcription.
+            result = status.result
+            fetched = self.outcomes.durably(
+                lambda: self.store.set_fetched(job, result, now, sample))
             if fetched is not None:
                 self.outcomes.wake_finish.set()
             else:

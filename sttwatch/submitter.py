@@ -20,6 +20,7 @@ from .budget import Budget, Estimate, Go, Hold
 from .errors import (
     AuthError,
     CreditsExhausted,
+    ExpiredError,
     OutcomeUnknown,
     PermanentError,
     RateLimited,
@@ -143,6 +144,14 @@ class Submitter:
                 self._hold(job, Hold("out of credits", self.clock(), other))
             else:
                 self._requeue(job, str(exc))
+        except ExpiredError as exc:
+            # A 404 to a create: the address is wrong (api.base_url), not the file. Held back
+            # like an outage, so run --once ends with the unreachable status; no traceback.
+            retry_at = throttle.outage()
+            self._requeue(job, f"the service has no such endpoint ({exc}): check api.base_url",
+                          retry_at)
+            bound.error("create_not_found", error=str(exc), retry_in=round(retry_at -
+                                                                             self.clock(), 1))
         except OutcomeUnknown as exc:
             # The task may exist and be billed: this attempt counts, so a service that is
             # always slower than our read timeout fails the file after max_attempts.

@@ -73,13 +73,17 @@ class Throttle:
         return self.refused is not None
 
     # --- what the service said -----------------------------------------------------------------
-    def accepted(self, sent_at: float | None = None) -> None:
+    def accepted(self, sent_at: float | None = None, *, create: bool = True) -> None:
         """An answer that is not a refusal. One sent before the pause began (``sent_at``)
-        says nothing about the key now, so it does not end the pause."""
+        says nothing about the key now, so it does not end the pause; nor does an answer to
+        a fetch (``create=False``) end an out-of-credits pause: an empty account may still
+        answer about tasks it already has, and only a create shows it can pay again."""
         with self._lock:
             self._outages = 0
             self.unreachable_since = None
             if self.refused is not None and sent_at is not None and sent_at < self._refused_at:
+                return
+            if not create and isinstance(self.refused, CreditsExhausted):
                 return
             was, self.refused = self.refused, None
         if was is not None:

@@ -24,6 +24,7 @@ from sttwatch.plan import Planner
 from sttwatch.settings import PipelineSettings
 from sttwatch.store import Admission, Job, Plan
 from sttwatch.store.sqlite import SqliteStore
+from sttwatch.throttle import Throttle
 
 ME = "host-a"
 MINUTE = 60.0
@@ -290,3 +291,18 @@ def test_a_language_the_english_only_model_cannot_do_fails_with_the_reason(
     finally:
         w.pipeline.close()
         w.store.close()
+
+
+def test_a_fetch_does_not_end_an_out_of_credits_pause_but_a_create_does() -> None:
+    clock = Clock()
+    throttle = Throttle("aimlapi", 2, clock, 30.0)
+    throttle.refuse(CreditsExhausted(403, "no credits"))
+    clock.now += 1.0
+    throttle.accepted(sent_at=clock.now, create=False)  # the account still answers GETs
+    assert throttle.paused
+    throttle.accepted(sent_at=clock.now)  # a create went through: it can pay again
+    assert not throttle.paused
+    throttle.refuse(AuthError(401, "bad key"))
+    clock.now += 1.0
+    throttle.accepted(sent_at=clock.now, create=False)  # a fetch answered: the key works
+    assert not throttle.paused

@@ -162,3 +162,18 @@ def test_once_gives_up_on_transcripts_it_cannot_write_and_keeps_the_result(
     status = run_cli("status", "--config", str(cfg)).out
     assert "fetched 1" in status  # the paid result stays for the next run
     assert len(fake.creates()) == 1
+
+
+def test_a_wrong_base_url_is_one_config_message_not_a_traceback_per_file(
+        tmp_path: Path, fake: FakeService) -> None:
+    cfg = write_config(tmp_path, fake.base_url.rstrip("/") + "/nowhere",
+                       daemon={"once_timeout": 1})
+    for i in range(2):
+        make_fake_audio(tmp_path / "inbox" / f"rec{i}.mp3", f"recording {i}")
+    r = run_cli("run", "--config", str(cfg), "--once")
+    assert r.code == ExitCode.UNREACHABLE, r.err[-2000:]
+    said = [e for e in r.events() if e["event"] == "create_not_found"]
+    assert said and "exception" not in said[0]
+    assert not any(e["event"] == "create_crashed" for e in r.events())
+    assert "Traceback" not in r.err
+    assert "seen 2" in run_cli("status", "--config", str(cfg)).out
