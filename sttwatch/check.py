@@ -20,7 +20,7 @@ from .config import Config, WatchConfig
 from .errors import ConfigError
 from .exitcodes import ExitCode
 from .plan import language_conflict
-from .store import StoreError, StoreMissing, StoreUnavailable
+from .store import State, StoreError, StoreMissing, StoreUnavailable
 from .store.postgres import safe_url
 from .wiring import auto_kind, open_for_command
 
@@ -148,8 +148,19 @@ def check(cfg: Config, environ: Mapping[str, str], out: TextIO,
         else:
             r.ok(f"inotify: {needed} folders to watch, limit {limit}")
     try:
-        open_for_command(cfg).close()
+        store = open_for_command(cfg)
+        try:
+            waiting = store.waiting_for_backend(sorted(kinds_in_use(cfg, key)),
+                                                [State.PENDING])
+        finally:
+            store.close()
         r.ok(f"store {(cfg.state_url and safe_url(cfg.state_url)) or cfg.state_path} opens")
+        for kind, n in sorted(waiting.items()):
+            r.problem(f"{n} task(s) already sent to backend {kind}, which this config does "
+                      "not use, wait for a daemon that has it (queued files are planned "
+                      "again at start-up)",
+                      f"run a daemon with backend {kind} until they are done, or "
+                      "sttwatch retry them")
     except StoreMissing:
         r.ok(f"state file {cfg.state_path} will be created by the first run")
     except (StoreError, StoreUnavailable) as exc:

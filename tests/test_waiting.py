@@ -177,3 +177,23 @@ def test_a_wrong_base_url_is_one_config_message_not_a_traceback_per_file(
     assert not any(e["event"] == "create_crashed" for e in r.events())
     assert "Traceback" not in r.err
     assert "seen 2" in run_cli("status", "--config", str(cfg)).out
+
+
+def test_a_task_sent_to_a_backend_this_config_lacks_is_named_and_once_ends(
+        tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, backend="local")
+    inbox = tmp_path / "inbox"
+    _queue_as(cfg, tmp_path, Plan("aimlapi", "#g1_whisper-tiny", {}, ("txt",), str(inbox)),
+              ["sent.mp3"])
+    store = SqliteStore(tmp_path / "state" / "sttwatch.db")
+    job = store.claim_submit("old-host", time.time(), 60.0, ["aimlapi"])
+    assert job is not None
+    assert store.set_pending(job, "gen-1", time.time(), time.time(), None) is not None
+    store.close()
+    checked = run_cli("check", "--config", str(cfg), env={})
+    assert "1 task(s) already sent to backend aimlapi" in checked.out, checked.out
+    r = run_cli("run", "--config", str(cfg), "--once", env={})
+    assert r.code == ExitCode.FAILED, r.err[-2000:]
+    said = [e for e in r.events() if e["event"] == "waiting_for_backend"]
+    assert said and said[0]["backends"] == {"aimlapi": 1}
+    assert "pending 1" in run_cli("status", "--config", str(cfg)).out  # kept as it was

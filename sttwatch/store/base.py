@@ -206,7 +206,9 @@ class Store(ABC):
         """A queued job gets ``plan`` (and its backend); False if it moved meanwhile."""
 
     @abstractmethod
-    def waiting_for_backend(self, backends: Sequence[str]) -> dict[str, int]:
+    def waiting_for_backend(self, backends: Sequence[str],
+                            states: Sequence[State] = (State.SEEN, State.PENDING)
+                            ) -> dict[str, int]:
         """Queued or pending jobs per planned backend not among ``backends``: what waits
         for a backend this config does not build."""
 

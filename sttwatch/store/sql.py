@@ -595,11 +595,14 @@ class SqlStore(Store):
                 (plan.backend, json.dumps(plan.to_json()), now, job.id, job.backend)
             ).rowcount == 1
 
-    def waiting_for_backend(self, backends: Sequence[str]) -> dict[str, int]:
+    def waiting_for_backend(self, backends: Sequence[str],
+                            states: Sequence[State] = (State.SEEN, State.PENDING)
+                            ) -> dict[str, int]:
         with self._read() as x:
-            rows = self._x(x, "SELECT backend, COUNT(*) FROM jobs WHERE state IN ('seen', "
-                              f"'pending') AND backend NOT IN ({_marks(len(backends))}) "
-                              "GROUP BY backend", tuple(backends)).fetchall()
+            rows = self._x(x, f"SELECT backend, COUNT(*) FROM jobs WHERE state IN "
+                              f"({_marks(len(states))}) AND backend NOT IN "
+                              f"({_marks(len(backends))}) GROUP BY backend",
+                           (*(st.value for st in states), *backends)).fetchall()
         return {str(b): int(n) for b, n in rows}
 
     def rerender(self, now: float, paths: Iterable[str] | None = None) -> int:
