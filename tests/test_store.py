@@ -316,6 +316,24 @@ def test_retry_and_forget(store: Store) -> None:
     assert store.forget([A, "/nope"]) == 1 and store.get(A) is None
 
 
+def test_retry_plans_again_and_leaves_a_job_with_a_task_out_alone(store: Store) -> None:
+    sent = submitted(store, A)
+    assert store.retry(2.0, [A]) == 0  # its task is out, owned by a live daemon
+    assert get(store, A).generation_id == sent.generation_id
+    admitted(store, B)
+    assert store.mark_failed(get(store, B), "bad", 1.0)
+    assert store.retry(3.0, [B], keep_plan=True) == 1 and get(store, B).plan == API
+    assert store.mark_failed(get(store, B), "bad", 4.0)
+    assert store.retry(5.0, [B]) == 1
+    again = get(store, B)
+    assert (again.plan, again.backend, again.error, again.finished_at) == (None, None, None,
+                                                                           None)
+    assert [j.path for j in store.stranded(["aimlapi"])] == [B]
+    assert store.replan(again, LOCAL, 6.0) and get(store, B).plan == LOCAL
+    assert not store.replan(again, API, 7.0)  # planned meanwhile: fenced by the old backend
+    assert store.waiting_for_backend(["aimlapi"]) == {"local": 1}
+
+
 def test_a_failed_job_with_its_result_is_rendered_again_without_a_create(
         store: Store) -> None:
     job = fetched(store)

@@ -576,10 +576,11 @@ class SqlStore(Store):
             if paths is None:
                 return self._x(x, f"UPDATE jobs SET {reset} WHERE state='failed'",
                                (now,)).rowcount
-            # A job on its way belongs to a daemon (and maybe to a paid task): left alone.
+            # A job inside its create or with a task out belongs to a daemon and to a paid
+            # task: left alone (retrying it would orphan the task and pay twice).
             return sum(self._x(x, f"UPDATE jobs SET {reset}, result=NULL, sha256=NULL WHERE "
-                                  "path=? AND state NOT IN ('submitting', 'pending', "
-                                  "'fetched')", (now, p)).rowcount for p in paths)
+                                  "path=? AND state NOT IN ('submitting', 'pending')",
+                               (now, p)).rowcount for p in paths)
 
     def stranded(self, backends: Sequence[str], limit: int = 100) -> list[Job]:
         return self._select(
