@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -18,9 +19,25 @@ from .config import OutputConfig
 from .plan import Planner
 from .store import Admission, Store
 from .transcripts import Placement, up_to_date
-from .watcher import Settled
 
 log = structlog.get_logger("sttwatch.admission")
+
+
+class Settled(Protocol):
+    """A file the watcher hands on (``watcher.Settled``): the stages meet at the store, so
+    admission names only what it reads of it."""
+
+    @property
+    def raw(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def mtime_ns(self) -> int: ...
+
+    @property
+    def path(self) -> Path: ...
 
 BATCH = 500
 
