@@ -197,3 +197,17 @@ def test_a_task_sent_to_a_backend_this_config_lacks_is_named_and_once_ends(
     said = [e for e in r.events() if e["event"] == "waiting_for_backend"]
     assert said and said[0]["backends"] == {"aimlapi": 1}
     assert "pending 1" in run_cli("status", "--config", str(cfg)).out  # kept as it was
+
+
+def test_another_language_on_the_english_only_model_is_named_by_check_and_at_start(
+        tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, backend="local",
+                       watch=[{"path": "./inbox", "options": {"language": "fr"}}])
+    checked = run_cli("check", "--config", str(cfg), env={})
+    assert checked.code == ExitCode.FAILED
+    assert f"watch folder {tmp_path / 'inbox'}: language 'fr' asked for, but the local " \
+           "model tiny.en only knows English" in checked.out, checked.out
+    r = run_cli("run", "--config", str(cfg), "--once", env={})
+    assert r.code == ExitCode.OK, r.err[-2000:]
+    (said,) = [e for e in r.events() if e["event"] == "plan_conflict"]
+    assert said["path"] == str(tmp_path / "inbox") and "'fr'" in said["reason"]
