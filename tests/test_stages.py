@@ -8,12 +8,13 @@ a second at most, whatever it waits on (a full backend, a pause, another host's 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_config
+from conftest import KEY, wait_for, write_config
 
 from sttwatch import config as configmod
 from sttwatch.backends import Backend, Created, Request, Status, TaskState
@@ -25,6 +26,7 @@ from sttwatch.settings import PipelineSettings
 from sttwatch.store import Admission, Job, Plan
 from sttwatch.store.sqlite import SqliteStore
 from sttwatch.throttle import Throttle
+from sttwatch.wiring import build
 
 ME = "host-a"
 MINUTE = 60.0
@@ -306,3 +308,30 @@ def test_a_fetch_does_not_end_an_out_of_credits_pause_but_a_create_does() -> Non
     clock.now += 1.0
     throttle.accepted(sent_at=clock.now, create=False)  # a fetch answered: the key works
     assert not throttle.paused
+
+
+def test_leases_are_renewed_while_the_main_loop_is_busy(tmp_path: Path) -> None:
+    """The keeper thread renews this daemon's leases and writes its heartbeat whatever the
+    main loop does (here: nothing at all, as in a scan of a large share)."""
+    cfg = configmod.load(write_config(tmp_path, daemon={"lease_seconds": 5}))
+    daemon = build(cfg, key=KEY, environ={})
+    store = daemon.store
+    try:
+        path = tmp_path / "inbox" / "held.mp3"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"audio")
+        plan = Plan("aimlapi", "m", {}, ("txt",), str(path.parent))
+        store.admit([Admission(str(path), 5, 1, plan, (f"{path.with_suffix('')}.{{format}}",))],
+                    time.time())
+        job = store.claim_submit(daemon.owner, time.time(), 5.0, ["aimlapi"])
+        assert job is not None
+        daemon._start_keeper()
+        wait_for(lambda: (store.get(str(path)) or job).lease_until > job.lease_until + 2.0,
+                 timeout=20)
+        assert [d.host_id for d in store.daemons()] == [daemon.owner]
+    finally:
+        daemon._keeper_stop.set()
+        if daemon._keeper is not None:
+            daemon._keeper.join(10)
+        daemon.pipeline.close()
+        store.close()
