@@ -63,6 +63,7 @@ class Finisher:
         # prints them); None: the transcript files of the job's plan.
         self.sink = sink
         self.wake = outcomes.wake_finish
+        self.started_at = clock()
 
     def run_once(self) -> float:
         now = self.clock()
@@ -73,9 +74,10 @@ class Finisher:
                          floor=0.05)
 
     def finish(self, job: Job) -> None:
-        """A half-written temp file of this result may lie beside the target (a crash, a
-        takeover, a failed write): cleared first."""
-        self._finish(job, after_trouble=True)
+        """A result stored before this finisher started (a crash, a takeover) or whose write
+        failed may have left a half-written temp file beside the target: cleared first. A
+        fresh one is not looked for: that is a listing of the output folder per file."""
+        self._finish(job, after_trouble=job.defers > 0 or job.updated_at < self.started_at)
 
     def _finish(self, job: Job, after_trouble: bool = False) -> None:
         assert job.result is not None
