@@ -61,7 +61,7 @@ def render(info: dict[str, Any], out: TextIO, probe_seconds: float = 30.0) -> No
         out.write("daemon: not running\n")
     for d in info["daemons"]:
         out.write(f"daemon {d['host_id']}: running (pid {d['pid']} on {d['hostname']}), "
-                  f"{d['status']}\n")
+                  f"{d.get('status', 'starting')}\n")
         if d.get("store_unavailable"):
             out.write(f"  waiting on: the store ({d['store_unavailable']})\n")
         broke = any(b.get("out_of_credits") for b in d.get("backends", []))

@@ -8,6 +8,7 @@ backend (``auto``: the AI/ML API when a key is present, else local) is made here
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -29,7 +30,7 @@ from .notify import Notifier
 from .pipeline import Pipeline
 from .plan import Planner
 from .settings import PipelineSettings
-from .store import Store, StoreLocked, open_store
+from .store import Store, StoreError, StoreLocked, StoreUnavailable, open_store
 from .watcher import Watcher
 
 __all__ = ["build", "choose_backend", "host_id", "open_for_command", "read_api_key"]
@@ -87,13 +88,20 @@ def _claim_identity(store: Store, owner: str, lease: float, now: float) -> None:
     if lock is not None:
         lock(owner)
         return
-    for d in store.daemons():
-        same_process = d.hostname == socket.gethostname() and d.pid == os.getpid()
-        if d.host_id == owner and now - d.heartbeat < max(30.0, lease) and not same_process:
-            raise StoreLocked(
-                f"host id {owner!r} is in use by a live daemon (pid {d.pid} on host "
-                f"{d.hostname}) in the store at {store.location}: give each daemon its own "
-                "daemon.host_id")
+    d = store.register(owner, os.getpid(), socket.gethostname(), now, max(30.0, lease))
+    if d is not None:
+        raise StoreLocked(
+            f"host id {owner!r} is in use by a live daemon (pid {d.pid} on host "
+            f"{d.hostname}) in the store at {store.location}: give each daemon its own "
+            "daemon.host_id")
+
+
+def _give_up(store: Store, owner: str, claimed: bool) -> None:
+    """A start that fails after taking the host id hands it back at once."""
+    if claimed and getattr(store, "lock_for_daemon", None) is None:
+        with contextlib.suppress(StoreError, StoreUnavailable):
+            store.leave(owner)
+    store.close()
 
 
 def build(cfg: Config, *, key: str | None, override: str | None = None,
@@ -105,12 +113,14 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
         raise ConfigError(cfg.source, ["at 'watch': missing required key (folders to watch)"])
     owner = host_id(cfg)
     store = open_store(cfg.state_path, cfg.state_url)
+    claimed = False
     try:
         _claim_identity(store, owner, cfg.daemon.lease_seconds, clock())
+        claimed = True
         kinds = sorted(backend_kinds(cfg, key, choose_backend(cfg, key, override)))
         backends = {kind: build_backend(cfg, kind, key) for kind in kinds}
     except BaseException:
-        store.close()
+        _give_up(store, owner, claimed)
         raise
     def rebuild(new: Config) -> Rebuilt:
         """Parts for a reloaded config; refused when it needs other backends."""
@@ -142,7 +152,7 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
                                       watch_states)
     except BaseException:
         pipeline.close()
-        store.close()
+        _give_up(store, owner, claimed)
         raise
     source = cfg.source
     daemon = Daemon(cfg, store, pipeline, admitter, first.watcher, Notifier(environ), rebuild,

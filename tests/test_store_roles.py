@@ -113,6 +113,29 @@ def test_daemon_heartbeats(store: Store) -> None:
     assert [d.host_id for d in store.daemons()] == [OTHER]
 
 
+def test_one_host_id_is_taken_by_one_live_daemon_even_when_they_start_together(
+        store: Store) -> None:
+    holders: list[object] = []
+    lock = threading.Lock()
+
+    def start(pid: int) -> None:
+        got = store.register("shared", pid, f"box-{pid}", 100.0, 30.0)
+        with lock:
+            holders.append(got)
+
+    starts = [threading.Thread(target=start, args=(pid,)) for pid in range(1, 5)]
+    for t in starts:
+        t.start()
+    for t in starts:
+        t.join(30)
+    assert sorted(h is None for h in holders) == [False, False, False, True]
+    (d,) = store.daemons()
+    assert all(h == d for h in holders if h is not None)  # each refused one names the holder
+    assert store.register("shared", d.pid, d.hostname, 110.0, 30.0) is None  # itself again
+    assert store.register("shared", 99, "box-99", 120.0, 30.0) is not None  # still live
+    assert store.register("shared", 99, "box-99", 141.0, 30.0) is None  # stale: taken over
+
+
 # --- the schema --------------------------------------------------------------------------------
 
 PG_OLD_DDL = """CREATE TABLE jobs (id BIGSERIAL PRIMARY KEY, path TEXT NOT NULL UNIQUE,

@@ -234,6 +234,13 @@ class Store(ABC):
                   info: Mapping[str, Any]) -> None: ...
 
     @abstractmethod
+    def register(self, host_id: str, pid: int, hostname: str, now: float,
+                 stale_after: float) -> DaemonInfo | None:
+        """Take ``host_id`` for this process in one step: None when taken (free, stale for
+        ``stale_after`` seconds, or already this process's), else the live daemon holding it.
+        Two daemons started together with one host id cannot both pass."""
+
+    @abstractmethod
     def leave(self, host_id: str) -> None: ...
 
     @abstractmethod

@@ -672,6 +672,20 @@ class SqlStore(Store):
                        "hostname=excluded.hostname, heartbeat=excluded.heartbeat, "
                        "info=excluded.info", (host_id, pid, hostname, now, json.dumps(info)))
 
+    def register(self, host_id: str, pid: int, hostname: str, now: float,
+                 stale_after: float) -> DaemonInfo | None:
+        with self._tx() as x:
+            took = self._x(
+                x, "INSERT INTO daemons (host_id, pid, hostname, heartbeat, info) VALUES "
+                   "(?, ?, ?, ?, '{}') ON CONFLICT(host_id) DO UPDATE SET pid=excluded.pid, "
+                   "hostname=excluded.hostname, heartbeat=excluded.heartbeat, "
+                   "info=excluded.info WHERE daemons.heartbeat < ? OR (daemons.pid="
+                   "excluded.pid AND daemons.hostname=excluded.hostname)",
+                (host_id, pid, hostname, now, now - stale_after)).rowcount
+        if took:
+            return None
+        return next((d for d in self.daemons() if d.host_id == host_id), None)
+
     def leave(self, host_id: str) -> None:
         with self._tx() as x:
             self._x(x, "DELETE FROM daemons WHERE host_id=?", (host_id,))
