@@ -36,6 +36,20 @@ def _redactor(secrets: Iterable[str]) -> Any:
     return redact
 
 
+class _Library(logging.Handler):
+    """Libraries' own log records (psycopg's pool, urllib3) as events on our stream, through
+    the same writer: a second writer on stderr would land inside a JSON line (structlog
+    writes the line and its newline in two calls), and the line would no longer parse."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            structlog.get_logger(record.name).log(record.levelno, "library_log",
+                                                  logger=record.name,
+                                                  message=record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+
 def setup(level: str = "info", fmt: str = "auto", stream: TextIO | None = None,
           secrets: Iterable[str] = ()) -> None:
     out = stream or sys.stderr
@@ -55,3 +69,7 @@ def setup(level: str = "info", fmt: str = "auto", stream: TextIO | None = None,
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Library)]:
+        root.removeHandler(old)
+    root.addHandler(_Library(logging.WARNING))
