@@ -261,11 +261,12 @@ class Budget:
         return usd
 
 
-def local_plan(model: str, language: str | None) -> Callable[[Plan], Plan]:
+def local_plan(model: str, language: str | None,
+               engine: Mapping[str, Any] | None = None) -> Callable[[Plan], Plan]:
     """The plan a paid job gets when the budget sends it to the local engine: its formats and
     folder stay, the service's options are dropped (a language asked for is kept)."""
     def switch(plan: Plan) -> Plan:
         lang = plan.options.get("language") or language
         return Plan("local", model, {"language": lang} if lang else {}, plan.formats,
-                    plan.root)
+                    plan.root, dict(engine or {}))
     return switch

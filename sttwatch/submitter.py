@@ -115,7 +115,7 @@ class Submitter:
                 if path.stat().st_size == 0:
                     raise PermanentError("empty file (0 bytes): nothing to transcribe")
                 digest = sha256_of(path)
-                if self._reuse(job, digest, plan.backend, bound):
+                if self._reuse(job, digest, plan, bound):
                     return
                 decision = None if self.budget is None else self.budget.decide(
                     job, plan, path, throttle.refused if diverting else None)
@@ -177,12 +177,12 @@ class Submitter:
             else:  # the file changed, or the lease was lost, during the call
                 bound.warning("task_orphaned", generation_id=created.generation_id)
 
-    def _reuse(self, job: Job, digest: str, backend: str, bound: Any) -> bool:
-        """The same bytes were transcribed before (a rename, a move, a copy): take that
-        result instead of paying again."""
-        donor = self.store.find_result(digest, backend, job.id)
-        plan = self.finisher.plan(job)
-        if donor is None or (donor.plan is not None and donor.plan.model != plan.model):
+    def _reuse(self, job: Job, digest: str, plan: Plan, bound: Any) -> bool:
+        """The same bytes were transcribed before (a rename, a move, a copy) by the same
+        request (backend, model, options, engine settings): take that result instead of
+        paying again. A copy under other options is sent."""
+        donor = self.store.find_result_for(digest, plan.reuse_key(), job.id)
+        if donor is None:
             return False
         adopted = durably(lambda: self.store.adopt(job, donor, digest, self.clock()))
         if adopted is None:

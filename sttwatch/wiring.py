@@ -133,7 +133,7 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
     pipeline = Pipeline(store, backends, first.settings, first.planner, cfg.output,
                         first.limits, clock, is_online)
     from .admission import Admitter
-    admitter = Admitter(store, first.planner, cfg.output, clock, pipeline.wake_submit)
+    admitter = Admitter(store, first.planner, cfg.output, clock, pipeline.wake_submit, owner)
     def watch_states() -> dict[str, bool]:
         return built[0].watcher.watch_states() if built else {}
 
@@ -165,7 +165,8 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
     pipeline.submitter.budget = Budget(
         cfg.budget, cfg.api, store, clock,
         frozenset(k for k in backends if backend_class(k).needs_key()),
-        None if local is None else local_plan(local.model_name, cfg.local.language), metrics)
+        None if local is None else local_plan(local.model_name, cfg.local.language,
+                                              local.shaping()), metrics)
     pipeline.finisher.completions = Completions(cfg.hooks, cfg.api.credits_per_usd,
                                                 None if metrics is None else metrics.task_time)
     extras: dict[str, Callable[[threading.Event], None]] = {}

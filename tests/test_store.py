@@ -100,7 +100,9 @@ def test_admit_leaves_an_unchanged_file_alone_and_restarts_a_changed_one(store: 
     job = fetched(store)
     assert store.admit([offer()], 60.0) == []
     assert get(store, A).state is State.FETCHED
-    (again,) = store.admit([offer(size=11)], 70.0)
+    assert store.admit([offer(size=11)], 70.0, OTHER) == []  # never reset under its holder
+    assert get(store, A).state is State.FETCHED
+    (again,) = store.admit([offer(size=11)], 70.0, ME)
     assert again.id == job.id and again.state is State.SEEN and again.size == 11
     assert (again.generation_id, again.result, again.owner, again.attempts) == (
         None, None, None, 0)
@@ -122,6 +124,63 @@ def test_two_sources_never_share_an_output_name(store: Store) -> None:
     # A new version keeps the name it had.
     (again,) = store.admit([offer("/rec/talk.mp3", size=99, keys=keys)], 2.0)
     assert again.output_key == keys[0]
+
+
+def test_an_output_name_is_held_by_one_row_only_done_rows_included(store: Store) -> None:
+    keys = ("/rec/talk.{format}", "/rec/talk.mp3.{format}")
+    # A file found already transcribed holds the name of the transcripts found.
+    assert store.admit([offer("/rec/talk.mp3", keys=keys, done="up to date")], 1.0) == []
+    assert get(store, "/rec/talk.mp3").output_key == keys[0]
+    assert store.output_holders([keys[0], keys[1]]) == {keys[0]: "/rec/talk.mp3"}
+    # Offered nothing but a held name, a file is not admitted at all (tried again later).
+    assert store.admit([offer("/rec/talk.wav", keys=(keys[0],))], 2.0) == []
+    assert store.get("/rec/talk.wav") is None
+    (wav,) = store.admit([offer("/rec/talk.wav", keys=(keys[0], "/rec/talk.wav.{format}"))],
+                         3.0)
+    assert wav.output_key == "/rec/talk.wav.{format}"
+    # Found "done" under a name another row holds: those transcripts are the other's, so
+    # this file is queued under its next free name instead.
+    (m4a,) = store.admit([offer("/rec/talk.m4a", keys=(keys[0], "/rec/talk.m4a.{format}"),
+                                done="up to date")], 4.0)
+    assert (m4a.state, m4a.output_key) == (State.SEEN, "/rec/talk.m4a.{format}")
+    held = store.output_holders([keys[0], "/rec/talk.wav.{format}", "/rec/talk.m4a.{format}"])
+    assert sorted(held.values()) == ["/rec/talk.m4a", "/rec/talk.mp3", "/rec/talk.wav"]
+
+
+def test_versions_move_forward_only_and_the_same_bytes_keep_their_result(
+        store: Store) -> None:
+    job = fetched(store)
+    assert store.mark_done(job, 103.0)
+    with store._tx() as x:  # type: ignore[attr-defined]
+        x.execute(store.dialect.q("UPDATE jobs SET sha256='abc' WHERE path=?"), (A,))  # type: ignore[attr-defined]
+    assert store.known_sha256([A, B]) == {A: "abc"}
+    assert store.admit([offer(mtime=999)], 110.0) == []  # an older view: not a version
+    assert store.admit([offer(mtime=999, size=11)], 110.0) == []
+    assert get(store, A).state is State.DONE
+    # A newer mtime over the same bytes: the row takes the version and keeps its result.
+    same = Admission(A, 10, 2000, API, ("/rec/a.{format}",), None, "abc")
+    assert store.admit([same], 111.0) == []
+    kept = get(store, A)
+    assert (kept.state, kept.mtime_ns, kept.result) == (State.DONE, 2000, RESULT)
+    # Other bytes, newer (or the same mtime with another size): a new version.
+    (again,) = store.admit([offer(mtime=2000, size=12)], 112.0)
+    assert (again.state, again.sha256, again.result) == (State.SEEN, None, None)
+
+
+def test_a_result_is_reused_only_for_the_same_request(store: Store) -> None:
+    french = Plan("aimlapi", API.model, {"language": "fr"}, API.formats, "/rec")
+    first = fetched(store)
+    assert store.mark_done(first, 103.0)
+    with store._tx() as x:  # type: ignore[attr-defined]
+        x.execute(store.dialect.q("UPDATE jobs SET sha256='abc' WHERE path=?"), (A,))  # type: ignore[attr-defined]
+    assert get(store, A).request_key == API.reuse_key()
+    assert store.find_result_for("abc", API.reuse_key(), 0) is not None
+    assert store.find_result_for("abc", french.reuse_key(), 0) is None
+    reordered = Plan("aimlapi", API.model, {"language": "en"}, ("json",), "/elsewhere")
+    assert reordered.reuse_key() == API.reuse_key()  # formats and folders shape files only
+    task = Plan("local", "tiny", {}, engine={"task": "translate"})
+    assert task.reuse_key() != Plan("local", "tiny", {}, engine={"task": "transcribe"}
+                                    ).reuse_key()
 
 
 def test_a_batch_of_many_files_is_one_call(store: Store) -> None:
@@ -176,7 +235,7 @@ def test_a_trimmed_uploads_timeline_outlives_the_store_and_goes_with_a_changed_f
     assert pending is not None and pending.timeline == timeline
     (claimed,) = store.claim_poll(ME, 101.0, LEASE, 10, ["local"], ["aimlapi"])
     assert claimed.timeline == timeline  # read back from the row, as after a restart
-    store.admit([offer(size=11)], 110.0)  # the file changed: its next upload is another
+    store.admit([offer(size=11)], 110.0, ME)  # the file changed: its next upload is another
     assert get(store, A).timeline is None
 
 
@@ -433,7 +492,7 @@ def test_a_state_file_from_0_1_0_is_upgraded_in_place(tmp_path: Path) -> None:
     s.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
-            "2",)
+            "3",)
 
 
 def test_a_newer_state_file_is_refused(tmp_path: Path) -> None:

@@ -34,15 +34,27 @@ class Store(ABC):
         files with one query per batch."""
 
     @abstractmethod
-    def admit(self, batch: Sequence[Admission], now: float) -> list[Job]:
+    def admit(self, batch: Sequence[Admission], now: float, owner: str | None = None
+              ) -> list[Job]:
         """Record settled files in one transaction. A new path, or a new version of a known
-        one (size or mtime changed, which abandons any task of the old version), becomes a
-        ``seen`` job with its plan and the first free output name of its ``keys``; returns
-        those. Unchanged files are left alone."""
+        one, becomes a ``seen`` job with its plan and the first output name of its ``keys``
+        no other row holds (names are unique: a file whose names are all held is left for
+        a later scan); returns those. Versions move forward only: a newer mtime, or the same
+        with another size; an older one, the same bytes (``Admission.sha256`` equal to the
+        row's: only the version is updated, the result kept) or a row another daemon than
+        ``owner`` holds under a live lease are never reset. Unchanged files are left alone."""
 
     @abstractmethod
     def output_holder(self, key: str) -> str | None:
         """The source whose transcripts go by this name, if any job claimed it."""
+
+    @abstractmethod
+    def output_holders(self, keys: Sequence[str]) -> dict[str, str]:
+        """The holding source of each of ``keys`` that a row holds: one read per batch."""
+
+    @abstractmethod
+    def known_sha256(self, paths: Sequence[str]) -> dict[str, str]:
+        """The digest of the version each known path's row was sent (or recognised) with."""
 
     # --- the lease -----------------------------------------------------------------------------
     @abstractmethod
@@ -82,6 +94,12 @@ class Store(ABC):
     def find_result(self, sha256: str, backend: str, exclude: int) -> Job | None:
         """A done job of ``backend`` whose source had exactly these bytes, with its result:
         a renamed, moved or copied recording is not paid for twice."""
+
+    @abstractmethod
+    def find_result_for(self, sha256: str, request_key: str, exclude: int) -> Job | None:
+        """A done job whose source had exactly these bytes and whose plan had this
+        ``Plan.reuse_key`` (backend, model, options as sent, engine settings): its result is
+        what a create of this job would return."""
 
     @abstractmethod
     def adopt(self, job: Job, donor: Job, sha256: str, now: float) -> Job | None:

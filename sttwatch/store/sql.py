@@ -22,14 +22,15 @@ from .base import Store
 from .errors import StoreError
 from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 COLUMNS = ("id", "path", "size", "mtime_ns", "state", "generation_id", "attempts", "polls",
            "submitted_at", "next_at", "error", "result", "cost", "created_at", "updated_at",
            "finished_at", "backend", "output_key", "plan", "owner", "lease_until", "defers",
-           "sha256", "reused_from", "timeline")
+           "sha256", "reused_from", "timeline", "request_key")
 _COLS = ", ".join(COLUMNS)
 _CLAIMED = "('submitting', 'pending', 'fetched')"
+CLAIMED_STATES = ("submitting", "pending", "fetched")
 
 
 class Cursor(Protocol):
@@ -91,9 +92,12 @@ def ddl(d: Dialect) -> list[str]:
             defers INTEGER NOT NULL DEFAULT 0,
             sha256 TEXT,
             reused_from TEXT,
-            timeline TEXT)""",
+            timeline TEXT,
+            request_key TEXT)""",
         "CREATE INDEX IF NOT EXISTS jobs_state_next ON jobs(state, next_at)",
-        "CREATE INDEX IF NOT EXISTS jobs_output_key ON jobs(output_key)",
+        # One source per output name: two rows can never write the same transcript files.
+        "CREATE UNIQUE INDEX IF NOT EXISTS jobs_output_key_unique ON jobs(output_key) "
+        "WHERE output_key IS NOT NULL",
         "CREATE INDEX IF NOT EXISTS jobs_generation ON jobs(generation_id)",
         "CREATE INDEX IF NOT EXISTS jobs_owner_state ON jobs(owner, state)",
         "CREATE INDEX IF NOT EXISTS jobs_sha256 ON jobs(sha256)",
@@ -153,7 +157,7 @@ def _job(row: Sequence[Any]) -> Job:
         plan=Plan.from_json(json.loads(r["plan"])) if r["plan"] else None,
         owner=r["owner"], lease_until=float(r["lease_until"] or 0.0),
         defers=int(r["defers"] or 0), sha256=r["sha256"], reused_from=r["reused_from"],
-        timeline=from_text(r["timeline"]))
+        timeline=from_text(r["timeline"]), request_key=r["request_key"])
 
 
 def _marks(n: int) -> str:
@@ -213,17 +217,31 @@ class SqlStore(Store):
                                  ("service_seconds", d.real),
                                  ("defers", "INTEGER NOT NULL DEFAULT 0"),
                                  ("sha256", "TEXT"), ("reused_from", "TEXT"),
-                                 ("timeline", "TEXT")):
+                                 ("timeline", "TEXT"), ("request_key", "TEXT")):
                 if column not in existing_columns:
                     self._x(x, f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
             # Version 1 set the backend at submission; tasks then in flight keep theirs.
             self._x(x, "UPDATE jobs SET backend=CASE WHEN substr(generation_id, 1, 6)="
                        "'local-' THEN 'local' ELSE 'aimlapi' END WHERE backend IS NULL AND "
                        "state IN ('submitting', 'pending')")
+        if existing_columns and (version or 1) < 3:
+            self._migrate_to_3(x)
         for stmt in ddl(d):
             self._x(x, stmt)
         self._x(x, "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT"
                    "(key) DO UPDATE SET value=excluded.value", (str(SCHEMA_VERSION),))
+
+    def _migrate_to_3(self, x: Executor) -> None:
+        """Version 3: output names become unique (a name two rows shared stays with the older
+        row; the newer one finds a free name when it is next admitted), and each row gets the
+        key its result is reused under (``Plan.reuse_key``)."""
+        self._x(x, "DROP INDEX IF EXISTS jobs_output_key")
+        self._x(x, "UPDATE jobs SET output_key=NULL WHERE output_key IS NOT NULL AND id NOT IN "
+                   "(SELECT MIN(id) FROM jobs WHERE output_key IS NOT NULL GROUP BY output_key)")
+        for job_id, raw in self._x(x, "SELECT id, plan FROM jobs WHERE plan IS NOT NULL AND "
+                                      "request_key IS NULL").fetchall():
+            self._x(x, "UPDATE jobs SET request_key=? WHERE id=?",
+                    (Plan.from_json(json.loads(raw)).reuse_key(), job_id))
 
     # --- discovery ---------------------------------------------------------------------------
 
@@ -244,53 +262,97 @@ class SqlStore(Store):
 
     def _free_key(self, x: Executor, keys: Sequence[str], path: str,
                   own: str | None) -> str | None:
-        if not keys:
-            return None
-        if own in keys:
+        """The first of ``keys`` no other source holds (``own``, the row's current name, when
+        it is among them); None when every one is held: never a name another source has."""
+        if own is not None and own in keys:
             return own
         for key in keys:
             if self._x(x, "SELECT 1 FROM jobs WHERE output_key=? AND path!=?",
                        (key, path)).fetchone() is None:
                 return key
-        return keys[-1]
+        return None
 
-    def admit(self, batch: Sequence[Admission], now: float) -> list[Job]:
+    def output_holders(self, keys: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        with self._read() as x:
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                for key, path in self._x(
+                        x, f"SELECT output_key, path FROM jobs WHERE output_key IN "
+                           f"({_marks(len(part))})", part).fetchall():
+                    out[str(key)] = str(path)
+        return out
+
+    def known_sha256(self, paths: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        with self._read() as x:
+            for i in range(0, len(paths), 500):
+                part = paths[i:i + 500]
+                for path, digest in self._x(
+                        x, f"SELECT path, sha256 FROM jobs WHERE sha256 IS NOT NULL AND path "
+                           f"IN ({_marks(len(part))})", part).fetchall():
+                    out[str(path)] = str(digest)
+        return out
+
+    def admit(self, batch: Sequence[Admission], now: float, owner: str | None = None
+              ) -> list[Job]:
         admitted: list[int] = []
         with self._tx() as x:
             if self.dialect.admit_lock:
                 self._x(x, self.dialect.admit_lock)
             for a in batch:
-                row = self._x(x, "SELECT id, size, mtime_ns, output_key FROM jobs WHERE path=?",
+                row = self._x(x, "SELECT id, size, mtime_ns, output_key, state, owner, "
+                                 "lease_until, sha256 FROM jobs WHERE path=?",
                               (a.path,)).fetchone()
                 plan = json.dumps(a.plan.to_json())
-                if a.done_note is not None:
-                    if row is None:
-                        self._x(x, "INSERT INTO jobs (path, size, mtime_ns, state, error, "
-                                   "backend, plan, created_at, updated_at, finished_at) VALUES "
-                                   "(?, ?, ?, 'done', ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO "
-                                   "NOTHING", (a.path, a.size, a.mtime_ns, a.done_note,
-                                               a.plan.backend, plan, now, now, now))
-                    continue
+                reuse = a.plan.reuse_key()
                 if row is None:
                     key = self._free_key(x, a.keys, a.path, None)
+                    if a.keys and key is None:
+                        continue  # every name is another's: offered again at the next scan
+                    if a.done_note is not None and (not a.keys or key == a.keys[0]):
+                        self._x(x, "INSERT INTO jobs (path, size, mtime_ns, state, error, "
+                                   "backend, output_key, plan, request_key, created_at, "
+                                   "updated_at, finished_at) VALUES (?, ?, ?, 'done', ?, ?, ?, "
+                                   "?, ?, ?, ?, ?) ON CONFLICT(path) DO NOTHING",
+                                (a.path, a.size, a.mtime_ns, a.done_note, a.plan.backend, key,
+                                 plan, reuse, now, now, now))
+                        continue
+                    # (A done offer whose transcripts are another source's is queued.)
                     got = self._x(x, "INSERT INTO jobs (path, size, mtime_ns, state, next_at, "
-                                     "backend, output_key, plan, created_at, updated_at) VALUES "
-                                     "(?, ?, ?, 'seen', 0, ?, ?, ?, ?, ?) ON CONFLICT(path) DO "
-                                     "NOTHING RETURNING id",
-                                  (a.path, a.size, a.mtime_ns, a.plan.backend, key, plan, now,
-                                   now)).fetchone()
+                                     "backend, output_key, plan, request_key, created_at, "
+                                     "updated_at) VALUES (?, ?, ?, 'seen', 0, ?, ?, ?, ?, ?, ?) "
+                                     "ON CONFLICT(path) DO NOTHING RETURNING id",
+                                  (a.path, a.size, a.mtime_ns, a.plan.backend, key, plan,
+                                   reuse, now, now)).fetchone()
                     if got is not None:
                         admitted.append(int(got[0]))
-                elif (int(row[1]), int(row[2])) != (a.size, a.mtime_ns):
-                    key = self._free_key(x, a.keys, a.path, row[3])
-                    self._x(x, "UPDATE jobs SET size=?, mtime_ns=?, state='seen', "
-                               "generation_id=NULL, attempts=0, polls=0, next_at=0, error=NULL, "
-                               "result=NULL, cost=NULL, service_seconds=NULL, timeline=NULL, "
-                               "submitted_at=NULL,"
-                               " finished_at=NULL, owner=NULL, lease_until=0, defers=0, backend=?, "
-                               "output_key=?, plan=?, updated_at=? WHERE id=?",
-                            (a.size, a.mtime_ns, a.plan.backend, key, plan, now, row[0]))
-                    admitted.append(int(row[0]))
+                    continue
+                job_id, size, mtime, own, state, holder, lease_until, digest = row
+                size, mtime = int(size), int(mtime)
+                if a.done_note is not None or (size, mtime) == (a.size, a.mtime_ns):
+                    continue
+                # Versions move forward only: an older mtime is another host's (or a stale
+                # cache's) view of the version this row already has.
+                if a.mtime_ns < mtime or (a.mtime_ns == mtime and a.size == size):
+                    continue
+                held = state in CLAIMED_STATES and float(lease_until or 0) >= now
+                if held and holder != owner:
+                    continue  # another daemon's job is never reset under it
+                if a.sha256 is not None and a.sha256 == digest:
+                    if not held:  # the same bytes: the row keeps its result and its state
+                        self._x(x, "UPDATE jobs SET size=?, mtime_ns=?, updated_at=? WHERE "
+                                   "id=?", (a.size, a.mtime_ns, now, job_id))
+                    continue
+                key = self._free_key(x, a.keys, a.path, own)
+                self._x(x, "UPDATE jobs SET size=?, mtime_ns=?, state='seen', "
+                           "generation_id=NULL, attempts=0, polls=0, next_at=0, error=NULL, "
+                           "result=NULL, cost=NULL, service_seconds=NULL, timeline=NULL, "
+                           "submitted_at=NULL, sha256=NULL, reused_from=NULL,"
+                           " finished_at=NULL, owner=NULL, lease_until=0, defers=0, backend=?, "
+                           "output_key=?, plan=?, request_key=?, updated_at=? WHERE id=?",
+                        (a.size, a.mtime_ns, a.plan.backend, key, plan, reuse, now, job_id))
+                admitted.append(int(job_id))
         if not admitted:
             return []
         return self._select(f"id IN ({_marks(len(admitted))}) ORDER BY id", admitted)
@@ -380,6 +442,12 @@ class SqlStore(Store):
         found = self._select("sha256=? AND backend=? AND state='done' AND result IS NOT NULL "
                              "AND id!=? ORDER BY finished_at DESC LIMIT 1",
                              (sha256, backend, exclude))
+        return found[0] if found else None
+
+    def find_result_for(self, sha256: str, request_key: str, exclude: int) -> Job | None:
+        found = self._select("sha256=? AND request_key=? AND state='done' AND result IS NOT "
+                             "NULL AND id!=? ORDER BY finished_at DESC LIMIT 1",
+                             (sha256, request_key, exclude))
         return found[0] if found else None
 
     def adopt(self, job: Job, donor: Job, sha256: str, now: float) -> Job | None:
@@ -559,10 +627,11 @@ class SqlStore(Store):
         g = self.dialect.greatest
         with self._tx() as x:
             return self._x(
-                x, f"UPDATE jobs SET backend=?, plan=?, state='seen', owner=NULL, lease_until=0,"
-                   f" attempts={g}(attempts-1, 0), next_at=0, updated_at=? WHERE id=? AND "
-                   f"state='submitting'" + fence,
-                (plan.backend, json.dumps(plan.to_json()), now, job.id, *args)).rowcount == 1
+                x, f"UPDATE jobs SET backend=?, plan=?, request_key=?, state='seen', owner=NULL, "
+                   f"lease_until=0, attempts={g}(attempts-1, 0), next_at=0, updated_at=? WHERE "
+                   f"id=? AND state='submitting'" + fence,
+                (plan.backend, json.dumps(plan.to_json()), plan.reuse_key(), now, job.id,
+                 *args)).rowcount == 1
 
     # --- operators -----------------------------------------------------------------------------
 
