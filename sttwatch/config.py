@@ -159,9 +159,11 @@ SCHEMA: Mapping[str, Field] = {
         "Transcripts.",
         formats=Field("strlist", ["txt"], "any of txt, json, srt, vtt", choices=FORMAT_KINDS),
         name=Field("str", "{stem}.{format}", "{stem}: talk, {name}: talk.mp3, {lang}: the "
-                   "language (en); talk.mp3 and "
+                   "language (en). Each name belongs to one recording: talk.mp3 and "
                    "talk.wav in one folder never overwrite each other (the second gets "
-                   "talk.wav.txt)"),
+                   "talk.wav.txt, then numbered names: talk.wav.2.txt), and a transcript "
+                   "sttwatch did not write is never replaced (the recording takes the next "
+                   "free name)"),
         dir=Field("path", None, "null: beside the recording; or a folder mirroring the "
                   "watched tree", nullable=True),
         on_done=Field("str", "keep", "keep | move | delete the recording once every "
@@ -220,6 +222,10 @@ SCHEMA: Mapping[str, Field] = {
                       nullable=True),
         url=Field("str", None, "POSTed the same fields as JSON", nullable=True),
         timeout=Field("float", 30.0, "seconds one delivery may take", minimum=1),
+        env=Field("strlist", None, "names of the daemon's environment variables the command "
+                  "also gets, e.g. [NOTES_TOKEN]; it always gets PATH, HOME, LANG and the "
+                  "STTWATCH_* ones, and never the API key's (api.api_key_env)",
+                  nullable=True),
     ),
     "log": _section(
         "Logging.",
@@ -323,6 +329,7 @@ class HooksConfig:
     command: tuple[str, ...] | None = None
     url: str | None = None
     timeout: float = 30.0
+    env: tuple[str, ...] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -518,6 +525,10 @@ def _logical_errors(v: Mapping[str, Any], raw: Any) -> list[str]:
     if v["budget"]["on_exhausted"] == "local" and v["backend"] == "local":
         errors.append("at 'budget.on_exhausted': 'local' falls back from the paid service; "
                       "backend is already local")
+    key_env = v["api"]["api_key_env"]
+    if key_env is not None and key_env in (v["hooks"]["env"] or []):
+        errors.append(f"at 'hooks.env': {key_env} holds the API key (api.api_key_env); a "
+                      "hook never gets it")
     url = v["state"]["url"]
     if url is not None and not url.startswith(("postgresql://", "postgres://")):
         errors.append(f"at 'state.url': expected a postgresql:// URL, got {url.split('@')[-1]!r}")

@@ -139,7 +139,7 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
 
     try:
         extras = money_and_visibility(cfg, store, pipeline, backends, owner, clock, environ,
-                                      watch_states)
+                                      watch_states, key)
     except BaseException:
         pipeline.close()
         store.close()
@@ -155,6 +155,7 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
                          backends: Mapping[str, Backend], owner: str,
                          clock: Callable[[], float], environ: Mapping[str, str] | None,
                          watch_states: Callable[[], dict[str, bool]],
+                         key: str | None = None,
                          ) -> dict[str, Callable[[threading.Event], None]]:
     """The budget (in the submitter), the hooks' events (in the finisher), the metrics (fed by
     the client and the stages); returns the extra worker loops the daemon supervises."""
@@ -171,7 +172,8 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
                                                 None if metrics is None else metrics.task_time)
     extras: dict[str, Callable[[threading.Event], None]] = {}
     if cfg.hooks.enabled:
-        extras["deliver"] = Deliverer(store, cfg.hooks, owner, clock, environ).loop
+        extras["deliver"] = Deliverer(store, cfg.hooks, owner, clock, environ,
+                                      cfg.api.api_key_env, key).loop
     if metrics is not None:
         for backend in backends.values():
             if isinstance(backend, AimlApiBackend):

@@ -640,3 +640,17 @@ def test_events_are_claimed_one_at_a_time_retried_and_deleted(store: Store) -> N
     assert later is not None and later.attempts == 1
     assert store.event_delivered("ev-1")
     assert store.outbox()["undelivered"] == 0 and store.claim_event(ME, 900.0, 60.0) is None
+
+
+def test_an_event_is_marked_delivered_once_by_the_deliverer_that_holds_it(
+        store: Store) -> None:
+    job = fetched(store)
+    store.mark_done(job, 200.0, event={"event_id": "ev-1", "source": A})
+    assert store.claim_event(ME, 300.0, 60.0) is not None
+    taken = store.claim_event(OTHER, 361.0, 60.0)  # ME outlived its lease: taken over
+    assert taken is not None
+    assert not store.event_delivered("ev-1", owner=ME)  # the stale one marks nothing
+    assert not store.event_retry("ev-1", 500.0, "late", owner=ME)
+    assert store.event_delivered("ev-1", owner=OTHER)
+    assert not store.event_delivered("ev-1", owner=OTHER)
+    assert store.outbox()["undelivered"] == 0

@@ -169,10 +169,13 @@ class Store(ABC):
         one is sent twice). One deliverer per host: an event this owner holds is stale."""
 
     @abstractmethod
-    def event_delivered(self, event_id: str) -> bool: ...
+    def event_delivered(self, event_id: str, owner: str | None = None) -> bool:
+        """Delete a delivered event; with ``owner``, only while that deliverer still holds
+        it (so an event is marked delivered once, by the one that held it)."""
 
     @abstractmethod
-    def event_retry(self, event_id: str, next_at: float, error: str) -> bool: ...
+    def event_retry(self, event_id: str, next_at: float, error: str,
+                    owner: str | None = None) -> bool: ...
 
     @abstractmethod
     def outbox(self) -> dict[str, Any]:

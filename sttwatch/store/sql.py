@@ -587,15 +587,20 @@ class SqlStore(Store):
         return OutboxEvent(str(i), int(job_id), json.loads(body), float(created),
                            int(attempts), err)
 
-    def event_delivered(self, event_id: str) -> bool:
+    def event_delivered(self, event_id: str, owner: str | None = None) -> bool:
+        fence = "" if owner is None else " AND owner=?"
         with self._tx() as x:
-            return self._x(x, "DELETE FROM outbox WHERE id=?", (event_id,)).rowcount == 1
+            return self._x(x, "DELETE FROM outbox WHERE id=?" + fence,
+                           (event_id, *(() if owner is None else (owner,)))).rowcount == 1
 
-    def event_retry(self, event_id: str, next_at: float, error: str) -> bool:
+    def event_retry(self, event_id: str, next_at: float, error: str,
+                    owner: str | None = None) -> bool:
+        fence = "" if owner is None else " AND owner=?"
         with self._tx() as x:
             return self._x(x, "UPDATE outbox SET next_at=?, attempts=attempts+1, owner=NULL, "
-                              "last_error=? WHERE id=?",
-                           (next_at, error, event_id)).rowcount == 1
+                              "last_error=? WHERE id=?" + fence,
+                           (next_at, error, event_id,
+                            *(() if owner is None else (owner,)))).rowcount == 1
 
     def outbox(self) -> dict[str, Any]:
         with self._read() as x:
