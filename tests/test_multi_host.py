@@ -212,3 +212,37 @@ def test_two_hosts_seeing_mtimes_a_second_apart_create_each_file_once(
     resets = [e for d in daemons for e in d.events()
               if e["event"] == "queued" and e.get("new_version")]
     assert resets == []
+
+
+@pytest.mark.slow
+def test_two_hosts_stop_at_a_budget_cap_together(
+        tmp_path: Path, fake: FakeService, pg_schema: str,
+        daemon_factory: Callable[..., Daemon]) -> None:
+    from sttwatch.budget import audio_seconds
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(exist_ok=True)
+    texts = {inbox / f"rec{i}.mp3": f"recording number {i}" for i in range(8)}
+    for path, text in texts.items():
+        make_fake_audio(path, text)
+    each = audio_seconds(next(iter(texts)))[0]  # every file the same length
+    assert all(audio_seconds(p)[0] == each for p in texts)
+    # Room for two and a half files of audio: two creates, whichever host makes them.
+    configs = host_configs(tmp_path, fake.base_url, pg_schema, 2,
+                           budget={"audio_hours_per_day": 2.5 * each / 3600.0})
+    daemons = []
+    for i, cfg in enumerate(configs):
+        d = daemon_factory(cfg)
+        d.log = tmp_path / f"host-{i}.log"
+        daemons.append(d.start())
+
+    def held() -> int:
+        return sum(1 for d in daemons for e in d.events() if e["event"] == "budget_exhausted")
+
+    wait_for(lambda: sum(transcript(p) is not None for p in texts) == 2 and held() == 2,
+             timeout=60)
+    info = json.loads(run_cli("status", "--config", str(configs[0]), "--json").out)
+    assert info["counts"]["seen"] == 6
+    assert info["budget"]["spent"]["creates_today"] == 2
+    for d in daemons:
+        assert d.stop() == 0
+    assert len(fake.creates()) == 2

@@ -595,6 +595,48 @@ def test_the_spend_ledger_adds_per_day_and_survives_forget(store: Store) -> None
                                                 "2025-03-02": (1.0, 10.0, 1)}
 
 
+def test_a_charge_is_taken_only_within_the_caps(store: Store) -> None:
+    day, month = "2025-03-10", "2025-03-01"
+    store.add_spend("2025-03-02", 0.5, 0.0, 1.0)  # earlier this month
+    assert store.charge_within(day, month, 0.2, 60.0, 2.0, usd_per_day=0.3) is None
+    assert store.charge_within(day, month, 0.2, 60.0, 3.0, usd_per_day=0.3) == "usd_per_day"
+    assert store.charge_within(day, month, 0.2, 60.0, 4.0, usd_per_month=0.8) == \
+        "usd_per_month"
+    assert store.charge_within(day, month, 0.0, 60.0, 5.0,
+                               audio_seconds_per_day=100.0) == "audio_hours_per_day"
+    assert store.spend_by_day(month)[day] == (pytest.approx(0.2), 60.0, 1)
+    # The service's word corrects the estimate; a create never made gives it all back.
+    store.adjust_spend(day, 0.05, 0.0, 0, 6.0)
+    assert store.spend_by_day(month)[day] == (pytest.approx(0.25), 60.0, 1)
+    store.adjust_spend(day, -0.25, -60.0, -1, 7.0)
+    assert store.spend_by_day(month)[day] == (pytest.approx(0.0), 0.0, 0)
+    # Nothing known to add (a URL): sent until the cap is reached, not after.
+    assert store.charge_within(day, month, 0.0, 0.0, 8.0, usd_per_month=0.5) == "usd_per_month"
+
+
+def test_hosts_charging_at_once_stop_at_the_cap_together(store: Store) -> None:
+    taken: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def host(i: int) -> None:
+        start.wait()
+        for _ in range(10):
+            if store.charge_within("2025-03-10", "2025-03-01", 0.01, 1.0, 1.0,
+                                   usd_per_day=0.05) is None:
+                with lock:
+                    taken.append(i)
+
+    threads = [threading.Thread(target=host, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(taken) == 5  # 6 hosts x 10 tries at one cent under a five-cent cap
+    usd, _secs, creates = store.spend_by_day("2025-03-01")["2025-03-10"]
+    assert usd == pytest.approx(0.05) and creates == 5
+
+
 def test_switch_backend_requeues_a_claimed_job_with_the_new_plan(store: Store) -> None:
     admitted(store)
     job = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])

@@ -187,6 +187,22 @@ class Store(ABC):
         """Add one create's cost to its UTC day ('YYYY-MM-DD'); ``forget`` never touches it."""
 
     @abstractmethod
+    def charge_within(self, day: str, month_start: str, usd: float, audio_seconds: float,
+                      now: float, *, usd_per_day: float | None = None,
+                      usd_per_month: float | None = None,
+                      audio_seconds_per_day: float | None = None) -> str | None:
+        """Book one create's estimate on ``day`` unless it would pass a cap; returns the cap
+        it would pass (and books nothing). Check and charge are one transaction, serialised
+        across daemons, so several hosts stop at a cap together instead of each passing it
+        by one create."""
+
+    @abstractmethod
+    def adjust_spend(self, day: str, usd: float, audio_seconds: float, creates: int,
+                     now: float) -> None:
+        """Correct a booked estimate (the service's word on the cost, or a create that was
+        never made: negative amounts)."""
+
+    @abstractmethod
     def spend_by_day(self, since: str) -> dict[str, tuple[float, float, int]]:
         """(usd, audio seconds, creates) per day from ``since`` on."""
 

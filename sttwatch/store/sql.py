@@ -59,6 +59,7 @@ class Dialect:
     greatest: str          # the two-argument maximum
     skip_locked: str       # appended to a claim's inner SELECT
     admit_lock: str        # serialises admissions across daemons ('' if the engine does)
+    ledger_lock: str = ""  # serialises charges against the caps across daemons (likewise)
 
     def q(self, sql: str) -> str:
         return sql if self.param == "?" else sql.replace("?", self.param)
@@ -615,11 +616,45 @@ class SqlStore(Store):
 
     def add_spend(self, day: str, usd: float, audio_seconds: float, now: float) -> None:
         with self._tx() as x:
-            self._x(x, "INSERT INTO spend_ledger (day, usd, audio_seconds, creates, updated_at) "
-                       "VALUES (?, ?, ?, 1, ?) ON CONFLICT(day) DO UPDATE SET "
-                       "usd=spend_ledger.usd+excluded.usd, audio_seconds=spend_ledger."
-                       "audio_seconds+excluded.audio_seconds, creates=spend_ledger.creates+1, "
-                       "updated_at=excluded.updated_at", (day, usd, audio_seconds, now))
+            self._add_spend(x, day, usd, audio_seconds, 1, now)
+
+    def charge_within(self, day: str, month_start: str, usd: float, audio_seconds: float,
+                      now: float, *, usd_per_day: float | None = None,
+                      usd_per_month: float | None = None,
+                      audio_seconds_per_day: float | None = None) -> str | None:
+        with self._tx() as x:
+            if self.dialect.ledger_lock:
+                self._x(x, self.dialect.ledger_lock)
+            today = self._x(x, "SELECT usd, audio_seconds FROM spend_ledger WHERE day=?",
+                            (day,)).fetchone()
+            month = self._x(x, "SELECT COALESCE(SUM(usd), 0) FROM spend_ledger WHERE day >= ? "
+                               "AND day <= ?", (month_start, day)).fetchone()
+            usd_today, secs_today = (0.0, 0.0) if today is None else (float(today[0]),
+                                                                       float(today[1]))
+            for name, limit, spent, more in (
+                    ("usd_per_day", usd_per_day, usd_today, usd),
+                    ("usd_per_month", usd_per_month, float(month[0]), usd),
+                    ("audio_hours_per_day", audio_seconds_per_day, secs_today, audio_seconds)):
+                # Nothing known to add (a URL's length): held once the cap is reached.
+                if limit is not None and (spent + more > limit or (more <= 0 and
+                                                                   spent >= limit)):
+                    return name
+            self._add_spend(x, day, usd, audio_seconds, 1, now)
+        return None
+
+    def adjust_spend(self, day: str, usd: float, audio_seconds: float, creates: int,
+                     now: float) -> None:
+        with self._tx() as x:
+            self._add_spend(x, day, usd, audio_seconds, creates, now)
+
+    def _add_spend(self, x: Executor, day: str, usd: float, audio_seconds: float,
+                   creates: int, now: float) -> None:
+        self._x(x, "INSERT INTO spend_ledger (day, usd, audio_seconds, creates, updated_at) "
+                   "VALUES (?, ?, ?, ?, ?) ON CONFLICT(day) DO UPDATE SET "
+                   "usd=spend_ledger.usd+excluded.usd, audio_seconds=spend_ledger."
+                   "audio_seconds+excluded.audio_seconds, creates=spend_ledger.creates+"
+                   "excluded.creates, updated_at=excluded.updated_at",
+                (day, usd, audio_seconds, creates, now))
 
     def spend_by_day(self, since: str) -> dict[str, tuple[float, float, int]]:
         with self._read() as x:
