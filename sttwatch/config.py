@@ -64,6 +64,9 @@ def _section(doc: str, **children: Field) -> Field:
 WATCH_ITEM: Mapping[str, Field] = {
     "path": Field("path", required=True, example="./inbox",
                   doc="the folder to watch (required)"),
+    "name": Field("str", None, "the folder's name in a shared store (state.url); null = its "
+                  "last path part. Hosts that mount one share at different paths give it the "
+                  "same name, and share its jobs (docs/multi-host.md)", nullable=True),
     "recursive": Field("bool", True, "watch sub-folders too"),
     "patterns": Field("strlist", list(AUDIO_PATTERNS), "file name globs taken as input "
                       "(default: common audio and video types)", commented=True,
@@ -284,6 +287,12 @@ class WatchConfig:
     backend: str | None
     follow_symlinks: bool = False
     create: bool = False
+    name: str | None = None
+
+    @property
+    def key_name(self) -> str:
+        """What the store keys this folder's jobs by: ``name``, else the folder's name."""
+        return self.name or self.path.name or "root"
 
 
 @dataclass(frozen=True)
@@ -525,6 +534,17 @@ def _logical_errors(v: Mapping[str, Any], raw: Any) -> list[str]:
     if v["budget"]["on_exhausted"] == "local" and v["backend"] == "local":
         errors.append("at 'budget.on_exhausted': 'local' falls back from the paid service; "
                       "backend is already local")
+    seen_names: dict[str, int] = {}
+    for i, w in enumerate(v["watch"] or []):
+        name = w["name"] or Path(w["path"]).name or "root"
+        if "/" in name or name != name.strip() or not name:
+            errors.append(f"at 'watch[{i}].name': {name!r} is not a name (no '/', no "
+                          "surrounding spaces)")
+        elif name in seen_names and v["state"]["url"] is not None:  # keys a shared store
+            errors.append(f"at 'watch[{i}].name': {name!r} is also watch[{seen_names[name]}]'s "
+                          "name (the default is the folder's last path part); give each watch "
+                          "its own name")
+        seen_names.setdefault(name, i)
     key_env = v["api"]["api_key_env"]
     if key_env is not None and key_env in (v["hooks"]["env"] or []):
         errors.append(f"at 'hooks.env': {key_env} holds the API key (api.api_key_env); a "

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import structlog
+
 from . import config as configmod
 from .apikey import key_source, read_api_key
 from .backends import Backend, backend_class
@@ -30,7 +32,10 @@ from .pipeline import Pipeline
 from .plan import Planner
 from .settings import PipelineSettings
 from .store import Store, StoreLocked, open_store
+from .store.keys import WatchKeys
 from .watcher import Watcher
+
+log = structlog.get_logger("sttwatch.wiring")
 
 __all__ = ["build", "choose_backend", "host_id", "open_for_command", "read_api_key"]
 
@@ -76,9 +81,21 @@ def pipeline_settings(cfg: Config, owner: str) -> PipelineSettings:
                             probe_interval=cfg.api.probe_seconds)
 
 
+def watch_keys(cfg: Config) -> WatchKeys | None:
+    """How a shared store keys jobs: by watch name and the path within it, so hosts may mount
+    the share at different paths. A SQLite store serves one host: its paths are that host's."""
+    if cfg.state_url is None:
+        return None
+    return WatchKeys.of((w.key_name, str(w.path)) for w in cfg.watches)
+
+
 def open_for_command(cfg: Config) -> Store:
     """The store for ``status``, ``retry``, ``forget`` and ``check``: never created by them."""
-    return open_store(cfg.state_path, cfg.state_url, create=False)
+    store = open_store(cfg.state_path, cfg.state_url, create=False)
+    keys = watch_keys(cfg)
+    if keys is not None:
+        store.key_by_watch(keys)
+    return store
 
 
 def _claim_identity(store: Store, owner: str, lease: float, now: float) -> None:
@@ -120,9 +137,16 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
         if backend_kinds(new, key, kind) != set(backends):
             raise ConfigError(new.source, ["at 'backend': a change of backend needs a "
                                            "restart, not a reload"])
-        return Rebuilt(pipeline_settings(new, owner), Planner(new, backends, kind),
-                       {k: b.in_flight_limit(new) for k, b in backends.items()},
-                       watcher(new, clock))
+        parts = Rebuilt(pipeline_settings(new, owner), Planner(new, backends, kind),
+                        {k: b.in_flight_limit(new) for k, b in backends.items()},
+                        watcher(new, clock))
+        keys = watch_keys(new)
+        if keys is not None:
+            moved = store.key_by_watch(keys, migrate=True)
+            if moved:
+                log.info("jobs_keyed_by_watch", rows=moved,
+                         watches={n: r for n, r in keys.roots})
+        return parts
 
     first = rebuild(cfg)
     built: list[Daemon] = []  # the watcher is replaced on reload: ask the daemon's current one

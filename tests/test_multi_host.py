@@ -18,6 +18,8 @@ from conftest import Daemon, bind_mounted, run_cli, transcript, wait_for, write_
 from fake_service import FakeService, make_fake_audio
 from stores import PG_URL, new_schema, pg_url_with_schema, require_pg, terminate_connections
 
+from sttwatch.store import State
+
 
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
@@ -235,14 +237,62 @@ def test_two_hosts_stop_at_a_budget_cap_together(
         d.log = tmp_path / f"host-{i}.log"
         daemons.append(d.start())
 
-    def held() -> int:
-        return sum(1 for d in daemons for e in d.events() if e["event"] == "budget_exhausted")
+    from sttwatch.store.keys import WatchKeys
+    from sttwatch.store.postgres import PostgresStore
+    store = PostgresStore(PG_URL, create=False, schema=pg_schema)
+    store.key_by_watch(WatchKeys.of([("inbox", str(inbox))]))
 
-    wait_for(lambda: sum(transcript(p) is not None for p in texts) == 2 and held() == 2,
-             timeout=60)
+    def held() -> int:
+        jobs = [store.get(str(p)) for p in texts]
+        return sum(1 for j in jobs if j is not None and j.state is State.SEEN
+                   and (j.error or "").startswith("budget audio_hours_per_day"))
+
+    try:
+        wait_for(lambda: sum(transcript(p) is not None for p in texts) == 2 and held() == 6,
+                 timeout=60)
+    finally:
+        store.close()
     info = json.loads(run_cli("status", "--config", str(configs[0]), "--json").out)
     assert info["counts"]["seen"] == 6
     assert info["budget"]["spent"]["creates_today"] == 2
     for d in daemons:
         assert d.stop() == 0
     assert len(fake.creates()) == 2
+
+
+@pytest.mark.slow
+def test_two_hosts_mounting_one_share_at_different_paths_share_one_library(
+        tmp_path: Path, fake: FakeService, pg_schema: str,
+        daemon_factory: Callable[..., Daemon]) -> None:
+    """Host 0 has the share at .../srv/rec, host 1 at .../mnt/nas/rec (a bind mount in its
+    own mount namespace): both watches are named "rec" (the folder's name), so a recording
+    is one job whichever host sees it."""
+    share = tmp_path / "srv" / "rec"
+    elsewhere = tmp_path / "mnt" / "nas" / "rec"
+    share.mkdir(parents=True)
+    wrap = bind_mounted(share, elsewhere)
+    texts = {f"rec{i:02}.mp3": f"recording number {i}" for i in range(10)}
+    configs = host_configs(tmp_path, fake.base_url, pg_schema, 2)
+    for cfg, folder in zip(configs, (share, elsewhere), strict=True):
+        raw = yaml.safe_load(cfg.read_text())
+        raw["watch"] = [{"path": str(folder)}]
+        cfg.write_text(yaml.safe_dump(raw))
+    daemons = []
+    for i, cfg in enumerate(configs):
+        d = daemon_factory(cfg, wrap=wrap if i == 1 else ())
+        d.log = tmp_path / f"host-{i}.log"
+        daemons.append(d.start())
+    for d in daemons:
+        d.wait_started()
+    for name, text in texts.items():
+        make_fake_audio(share / name, text)
+    wait_for(lambda: all(transcript(share / n) == t for n, t in texts.items()), timeout=120)
+    status = run_cli("status", "--config", str(configs[0])).out
+    wait_for(lambda: f"watch rec: {elsewhere}" in run_cli(
+        "status", "--config", str(configs[0])).out)
+    assert f"watch rec: {share}" in status
+    info = json.loads(run_cli("status", "--config", str(configs[1]), "--json").out)
+    assert info["counts"]["done"] == len(texts)
+    for d in daemons:
+        assert d.stop() == 0
+    assert fake.creates_by_text() == Counter(texts.values())  # every file created once

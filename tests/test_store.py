@@ -696,3 +696,25 @@ def test_an_event_is_marked_delivered_once_by_the_deliverer_that_holds_it(
     assert store.event_delivered("ev-1", owner=OTHER)
     assert not store.event_delivered("ev-1", owner=OTHER)
     assert store.outbox()["undelivered"] == 0
+
+
+def test_jobs_keyed_by_watch_are_one_library_under_any_mount_path(store: Store) -> None:
+    from sttwatch.store.keys import WatchKeys
+    old = "/srv/rec/talk.mp3"
+    store.admit([offer(old, keys=("/srv/rec/talk.{format}",))], 1.0)  # kept by absolute path
+    here = WatchKeys.of([("rec", "/srv/rec"), ("deep", "/srv/rec/sub")])
+    assert store.key_by_watch(here, migrate=True) == 1  # an existing store is migrated
+    job = get(store, old)  # this host still sees its own paths
+    assert (job.path, job.output_key) == (old, "/srv/rec/talk.{format}")
+    (sub,) = store.admit([offer("/srv/rec/sub/a.mp3", keys=("/srv/rec/sub/a.{format}",))], 2.0)
+    assert sub.path == "/srv/rec/sub/a.mp3"
+    # Another host with the share elsewhere sees the same rows under its own paths.
+    store.key_by_watch(WatchKeys.of([("rec", "/mnt/nas/rec"), ("deep", "/mnt/deep")]))
+    there = get(store, "/mnt/nas/rec/talk.mp3")
+    assert there.id == job.id and there.output_key == "/mnt/nas/rec/talk.{format}"
+    assert there.plan is not None and there.plan.root == "/rec"  # the plan's own root
+    assert get(store, "/mnt/deep/a.mp3").id == sub.id
+    assert store.versions(["/mnt/nas/rec/talk.mp3"]) == {"/mnt/nas/rec/talk.mp3": (10, 1000)}
+    assert store.output_holder("/mnt/nas/rec/talk.{format}") == "/mnt/nas/rec/talk.mp3"
+    assert store.admit([offer("/mnt/nas/rec/talk.mp3")], 3.0) == []  # the same version
+    assert store.forget(["/mnt/deep/a.mp3"]) == 1

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..timeline import Timeline
+from .keys import WatchKeys
 from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
 
 
@@ -43,6 +44,12 @@ class Store(ABC):
         with another size; an older one, the same bytes (``Admission.sha256`` equal to the
         row's: only the version is updated, the result kept) or a row another daemon than
         ``owner`` holds under a live lease are never reset. Unchanged files are left alone."""
+
+    @abstractmethod
+    def key_by_watch(self, keys: WatchKeys, *, migrate: bool = False) -> int:
+        """From now on, key jobs by watch name and the path within it (``WatchKeys``), so
+        hosts mounting one share at different paths share its rows. ``migrate``: rows kept by
+        absolute path under these folders are re-keyed (returns how many)."""
 
     @abstractmethod
     def output_holder(self, key: str) -> str | None:

@@ -14,12 +14,13 @@ import zlib
 from abc import abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ..timeline import Timeline, from_text, to_text
 from .base import Store
 from .errors import StoreError
+from .keys import WatchKeys
 from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
 
 SCHEMA_VERSION = 3
@@ -188,7 +189,7 @@ class SqlStore(Store):
     def _select(self, where: str, args: Sequence[Any] = ()) -> list[Job]:
         with self._read() as x:
             rows = self._x(x, f"SELECT {_COLS} FROM jobs WHERE {where}", args).fetchall()
-        return [_job(r) for r in rows]
+        return [self._job(r) for r in rows]
 
     def _fence(self, job: Job) -> tuple[str, tuple[Any, ...]]:
         """The job is still in the state, task, version and hands the caller saw."""
@@ -198,7 +199,56 @@ class SqlStore(Store):
                 (job.state.value, job.generation_id, job.size, job.mtime_ns, job.owner))
 
     def _returning(self, x: Executor, sql: str, args: Sequence[Any]) -> list[Job]:
-        return [_job(r) for r in self._x(x, f"{sql} RETURNING {_COLS}", args).fetchall()]
+        return [self._job(r) for r in self._x(x, f"{sql} RETURNING {_COLS}", args).fetchall()]
+
+    # --- paths as this host sees them, keys as the store keeps them ----------------------------
+
+    _keys: WatchKeys | None = None
+
+    def _k(self, path: str) -> str:
+        return path if self._keys is None else self._keys.to_key(path)
+
+    def _l(self, key: str) -> str:
+        return key if self._keys is None else self._keys.to_local(key)
+
+    def _plan_text(self, plan: Plan) -> str:
+        return json.dumps({**plan.to_json(), "root": self._k(plan.root)})
+
+    def _job(self, row: Sequence[Any]) -> Job:
+        job = _job(row)
+        if self._keys is None:
+            return job
+        return replace(job, path=self._l(job.path),
+                       output_key=None if job.output_key is None else self._l(job.output_key),
+                       reused_from=None if job.reused_from is None else
+                       self._l(job.reused_from),
+                       plan=None if job.plan is None else replace(
+                           job.plan, root=self._l(job.plan.root)))
+
+    def key_by_watch(self, keys: WatchKeys, *, migrate: bool = False) -> int:
+        self._keys = keys
+        if not migrate:
+            return 0
+        moved = 0
+        with self._tx() as x:
+            if self.dialect.admit_lock:
+                self._x(x, self.dialect.admit_lock)
+            for name, root in keys.roots:  # the deepest folders first
+                head, prefix = root.rstrip("/") + "/", keys.prefix(name)
+                new = "? || substr({c}, ?)"
+                args = (prefix, len(head) + 1)
+                # A row another host already keyed (a shared store) wins over a stale copy.
+                moved += self._x(
+                    x, f"UPDATE jobs SET path={new.format(c='path')} WHERE substr(path, 1, ?)=?"
+                       f" AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.path="
+                       f"{new.format(c='jobs.path')})",
+                    (*args, len(head), head, *args)).rowcount
+                for column in ("output_key", "reused_from"):
+                    self._x(x, f"UPDATE jobs SET {column}={new.format(c=column)} WHERE "
+                               f"substr({column}, 1, ?)=? AND NOT EXISTS (SELECT 1 FROM jobs "
+                               f"AS o WHERE o.{column}={new.format(c='jobs.' + column)})",
+                            (*args, len(head), head, *args))
+        return moved
 
     # --- schema ------------------------------------------------------------------------------
 
@@ -247,18 +297,19 @@ class SqlStore(Store):
     # --- discovery ---------------------------------------------------------------------------
 
     def get(self, path: str) -> Job | None:
-        found = self._select("path = ?", (path,))
+        found = self._select("path = ?", (self._k(path),))
         return found[0] if found else None
 
     def versions(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}
+        paths = [self._k(p) for p in paths]
         with self._read() as x:
             for i in range(0, len(paths), 500):
                 part = paths[i:i + 500]
                 for path, size, mtime in self._x(
                         x, f"SELECT path, size, mtime_ns FROM jobs WHERE path IN "
                            f"({_marks(len(part))})", part).fetchall():
-                    out[path] = (int(size), int(mtime))
+                    out[self._l(path)] = (int(size), int(mtime))
         return out
 
     def _free_key(self, x: Executor, keys: Sequence[str], path: str,
@@ -275,24 +326,26 @@ class SqlStore(Store):
 
     def output_holders(self, keys: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
+        keys = [self._k(k) for k in keys]
         with self._read() as x:
             for i in range(0, len(keys), 500):
                 part = keys[i:i + 500]
                 for key, path in self._x(
                         x, f"SELECT output_key, path FROM jobs WHERE output_key IN "
                            f"({_marks(len(part))})", part).fetchall():
-                    out[str(key)] = str(path)
+                    out[self._l(str(key))] = self._l(str(path))
         return out
 
     def known_sha256(self, paths: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
+        paths = [self._k(p) for p in paths]
         with self._read() as x:
             for i in range(0, len(paths), 500):
                 part = paths[i:i + 500]
                 for path, digest in self._x(
                         x, f"SELECT path, sha256 FROM jobs WHERE sha256 IS NOT NULL AND path "
                            f"IN ({_marks(len(part))})", part).fetchall():
-                    out[str(path)] = str(digest)
+                    out[self._l(str(path))] = str(digest)
         return out
 
     def admit(self, batch: Sequence[Admission], now: float, owner: str | None = None
@@ -301,11 +354,13 @@ class SqlStore(Store):
         with self._tx() as x:
             if self.dialect.admit_lock:
                 self._x(x, self.dialect.admit_lock)
-            for a in batch:
+            for given in batch:
+                a = replace(given, path=self._k(given.path),
+                            keys=tuple(self._k(k) for k in given.keys))
                 row = self._x(x, "SELECT id, size, mtime_ns, output_key, state, owner, "
                                  "lease_until, sha256 FROM jobs WHERE path=?",
                               (a.path,)).fetchone()
-                plan = json.dumps(a.plan.to_json())
+                plan = self._plan_text(a.plan)
                 reuse = a.plan.reuse_key()
                 if row is None:
                     key = self._free_key(x, a.keys, a.path, None)
@@ -367,8 +422,8 @@ class SqlStore(Store):
     def output_holder(self, key: str) -> str | None:
         with self._read() as x:
             row = self._x(x, "SELECT path FROM jobs WHERE output_key=? LIMIT 1",
-                          (key,)).fetchone()
-        return None if row is None else str(row[0])
+                          (self._k(key),)).fetchone()
+        return None if row is None else self._l(str(row[0]))
 
     # --- the lease -----------------------------------------------------------------------------
 
@@ -459,8 +514,9 @@ class SqlStore(Store):
                 x, f"UPDATE jobs SET state='fetched', result=?, generation_id=?, sha256=?, "
                    f"reused_from=?, cost=NULL, attempts={g}(attempts-1, 0), submitted_at=?, "
                    f"timeline=?, next_at=?, updated_at=? WHERE id=?" + fence,
-                (pack_result(donor.result or {}), donor.generation_id, sha256, donor.path, now,
-                 to_text(donor.timeline), now + 60.0, now, job.id, *args))
+                (pack_result(donor.result or {}), donor.generation_id, sha256,
+                 self._k(donor.path), now, to_text(donor.timeline), now + 60.0, now, job.id,
+                 *args))
         return got[0] if got else None
 
     def reused(self) -> int:
@@ -670,7 +726,7 @@ class SqlStore(Store):
                 x, f"UPDATE jobs SET backend=?, plan=?, request_key=?, state='seen', owner=NULL, "
                    f"lease_until=0, attempts={g}(attempts-1, 0), next_at=0, updated_at=? WHERE "
                    f"id=? AND state='submitting'" + fence,
-                (plan.backend, json.dumps(plan.to_json()), plan.reuse_key(), now, job.id,
+                (plan.backend, self._plan_text(plan), plan.reuse_key(), now, job.id,
                  *args)).rowcount == 1
 
     # --- operators -----------------------------------------------------------------------------
@@ -683,7 +739,7 @@ class SqlStore(Store):
                 return self._x(x, f"UPDATE jobs SET {reset} WHERE state='failed'",
                                (now,)).rowcount
             return sum(self._x(x, f"UPDATE jobs SET {reset}, result=NULL WHERE path=?",
-                               (now, p)).rowcount for p in paths)
+                               (now, self._k(p))).rowcount for p in paths)
 
     def rerender(self, now: float, paths: Iterable[str] | None = None) -> int:
         back = ("UPDATE jobs SET state='fetched', next_at=0, owner=NULL, lease_until=0, "
@@ -692,11 +748,12 @@ class SqlStore(Store):
         with self._tx() as x:
             if paths is None:
                 return self._x(x, back, (now,)).rowcount
-            return sum(self._x(x, back + " AND path=?", (now, p)).rowcount for p in paths)
+            return sum(self._x(x, back + " AND path=?", (now, self._k(p))).rowcount
+                       for p in paths)
 
     def forget(self, paths: Iterable[str]) -> int:
         with self._tx() as x:
-            return sum(self._x(x, "DELETE FROM jobs WHERE path=?", (p,)).rowcount
+            return sum(self._x(x, "DELETE FROM jobs WHERE path=?", (self._k(p),)).rowcount
                        for p in paths)
 
     def counts(self) -> dict[str, int]:
