@@ -67,19 +67,23 @@ class Admitter:
         places = {path: self._place(s) for s, path in fresh}
         holders = self.store.output_holders(
             [k for placed, _plan in places.values() for k in placed.keys()])  # noqa: SIM118
+        holding = set(holders.values())
         offers: list[Admission] = []
         for s, path in fresh:
             try:
                 digest = sha256_of(s.path) if path in digests else None
+                # A known file that holds no name is a row from before names were kept.
+                legacy = path in known and path not in holding
                 offers.append(self._offer(s, path, path in known, places[path], holders,
-                                          digest))
+                                          digest, legacy))
             except Exception as exc:  # one file's trouble never stops the batch
                 log.exception("admit_failed", path=path, error=str(exc))
         if not offers:
             return 0
         jobs = self.store.admit(offers, self.clock(), self.owner)
+        queued = {j.path for j in jobs}
         for a in offers:
-            if a.done_note is not None and a.path not in {j.path for j in jobs}:
+            if a.done_note is not None and a.path not in queued:
                 log.info("already_transcribed", path=a.path, output=a.keys[0] if a.keys
                          else None)
         first = {a.path: places[a.path][0].keys()[0] for a in offers}
@@ -98,15 +102,16 @@ class Admitter:
         return Placement(s.path, Path(plan.root), plan.formats, self.output), plan
 
     def _offer(self, s: Settled, path: str, known: bool, placed: tuple[Placement, Plan],
-               holders: Mapping[str, str], digest: str | None) -> Admission:
+               holders: Mapping[str, str], digest: str | None,
+               legacy: bool = False) -> Admission:
         """The names this file may take: its own, or ones no other source holds whose
         transcripts do not exist yet; a transcript sttwatch did not write is never replaced
         (the file takes the next name). A new file whose transcripts are already there and
         newer is recorded as done, holding their name."""
         place, plan = placed
         first, second = place.keys()
-        if known and first not in holders and path not in holders.values():
-            holders = {**holders, first: path}  # a row from before its name was kept
+        if legacy and first not in holders:
+            holders = {**holders, first: path}  # its transcripts there were its own
         done = None
         keys: list[str] = []
         if not known:

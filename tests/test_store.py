@@ -718,3 +718,28 @@ def test_jobs_keyed_by_watch_are_one_library_under_any_mount_path(store: Store) 
     assert store.output_holder("/mnt/nas/rec/talk.{format}") == "/mnt/nas/rec/talk.mp3"
     assert store.admit([offer("/mnt/nas/rec/talk.mp3")], 3.0) == []  # the same version
     assert store.forget(["/mnt/deep/a.mp3"]) == 1
+
+
+def test_a_version_2_state_file_with_shared_output_names_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as db:  # what version 2 allowed: one name, two rows
+        db.execute("DROP INDEX jobs_output_key_unique")
+        for name in ("talk.wav.mp3", "talk.wav"):
+            db.execute("INSERT INTO jobs (path, size, mtime_ns, state, output_key, plan, "
+                       "created_at, updated_at) VALUES (?, 1, 1, 'done', "
+                       "'/rec/talk.wav.{format}', ?, 1, 1)",
+                       (f"/rec/{name}", '{"backend": "aimlapi", "model": "m"}'))
+        db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    s = SqliteStore(path)
+    older, newer = get(s, "/rec/talk.wav.mp3"), get(s, "/rec/talk.wav")
+    assert (older.output_key, newer.output_key) == ("/rec/talk.wav.{format}", None)
+    assert older.request_key == Plan("aimlapi", "m").reuse_key()
+    (again,) = s.admit([offer("/rec/talk.wav", size=2, mtime=2,
+                              keys=("/rec/talk.wav.{format}", "/rec/talk.wav.2.{format}"))],
+                       5.0)
+    assert again.output_key == "/rec/talk.wav.2.{format}"
+    s.close()
+    with sqlite3.connect(path) as db, pytest.raises(sqlite3.IntegrityError):
+        db.execute("UPDATE jobs SET output_key='/rec/talk.wav.{format}' WHERE "
+                   "path='/rec/talk.wav'")
