@@ -125,15 +125,20 @@ class Admitter:
                 break  # numbered names only when both usual ones are out of reach
             holder = holders.get(key) if key in (first, second) else \
                 self.store.output_holder(key)
-            if holder == path:
-                keys.insert(0, key)  # its own name stays its own
-            elif holder is None and key not in keys:
-                if place.on_disk(key):
-                    skipped.append(key)
-                    continue
+            mine = holder == path
+            if (holder is not None and not mine) or key in keys:
+                continue
+            # Its own name stays its own, unless sources leave the folder (on_done): then a
+            # file at the same path is a new recording, and the transcripts are the last's.
+            if not (mine and self.output.on_done == "keep") and place.on_disk(key):
+                skipped.append(key)
+                continue
+            if mine:
+                keys.insert(0, key)
+            else:
                 keys.append(key)
         if skipped:
             log.warning("output_name_in_use", path=path, skipped=skipped,
-                        reason="transcripts exist that sttwatch did not write for this file")
+                        reason="transcripts there are not this recording's (another's, or not sttwatch's)")
         return Admission(path, s.size, s.mtime_ns, plan, tuple(dict.fromkeys(keys)), done,
                          digest)
