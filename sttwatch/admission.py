@@ -139,6 +139,7 @@ class Admitter:
                 keys.append(key)
         if skipped:
             log.warning("output_name_in_use", path=path, skipped=skipped,
-                        reason="transcripts there are not this recording's (another's, or not sttwatch's)")
+                        reason="transcripts there are not this recording's (another's, "
+                               "or not sttwatch's)")
         return Admission(path, s.size, s.mtime_ns, plan, tuple(dict.fromkeys(keys)), done,
                          digest)
