@@ -15,9 +15,8 @@ import yaml
 from conftest import KEY, run_cli, tmpfs_at, transcript, wait_for, write_config
 from fake_service import FakeService, make_fake_audio
 
-from sttwatch.store.sql import SCHEMA_VERSION
-
 from sttwatch.exitcodes import ExitCode
+from sttwatch.store.sql import SCHEMA_VERSION
 
 PROBE = 2.0  # api.probe_seconds in these tests
 
