@@ -147,7 +147,8 @@ def test_state_check_and_reset_leave_a_sound_or_busy_file_alone(
     cfg, db = _real_state_file(tmp_path, fake)
     check = run_cli("state", "check", "--config", str(cfg))
     assert check.code == ExitCode.OK
-    assert f"sound (schema version {SCHEMA_VERSION}, 40 jobs)" in check.out and "integrity: ok" in check.out
+    assert f"sound (schema version {SCHEMA_VERSION}, 40 jobs)" in check.out
+    assert "integrity: ok" in check.out
     refused = run_cli("state", "reset", "--config", str(cfg))
     assert refused.code == ExitCode.CONFIG and "--force" in refused.err and db.exists()
 
