@@ -9,15 +9,16 @@ already exist and are newer than it is recorded as done, never sent.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
 from .config import OutputConfig
+from .identity import sha256_of
 from .plan import Planner
-from .store import Admission, Store
+from .store import Admission, Plan, Store
 from .transcripts import Placement, up_to_date
 
 log = structlog.get_logger("sttwatch.admission")
@@ -49,8 +50,10 @@ def batches(items: Sequence[Settled], size: int = BATCH) -> Iterator[Sequence[Se
 
 class Admitter:
     def __init__(self, store: Store, planner: Planner, output: OutputConfig,
-                 clock: Callable[[], float], wake_submit: threading.Event) -> None:
+                 clock: Callable[[], float], wake_submit: threading.Event,
+                 owner: str | None = None) -> None:
         self.store = store
+        self.owner = owner
         self.planner = planner
         self.output = output
         self.clock = clock
@@ -69,37 +72,91 @@ class Admitter:
                 continue
             named.append((s, path))
         known = self.store.versions([path for _s, path in named])
+        fresh = [(s, path) for s, path in named if known.get(path) != (s.size, s.mtime_ns)]
+        if not fresh:
+            return 0
+        # The same bytes under a newer mtime are no new version: hashed only where the row
+        # knows its bytes' digest and the file looks newer (another host's view, a touch).
+        newer = [path for s, path in fresh if path in known and (
+            s.mtime_ns > known[path][1] or (s.mtime_ns == known[path][1]
+                                            and s.size != known[path][0]))]
+        digests = self.store.known_sha256(newer) if newer else {}
+        places = {path: self._place(s) for s, path in fresh}
+        holders = self.store.output_holders(
+            [k for placed, _plan in places.values() for k in placed.keys()])  # noqa: SIM118
+        holding = set(holders.values())
         offers: list[Admission] = []
-        for s, path in named:
-            if known.get(path) == (s.size, s.mtime_ns):
-                continue
+        for s, path in fresh:
             try:
-                offers.append(self._offer(s, path, path in known))
+                digest = sha256_of(s.path) if path in digests else None
+                # A known file that holds no name is a row from before names were kept.
+                legacy = path in known and path not in holding
+                offers.append(self._offer(s, path, path in known, places[path], holders,
+                                          digest, legacy))
             except Exception as exc:  # one file's trouble never stops the batch
                 log.exception("admit_failed", path=path, error=str(exc))
         if not offers:
             return 0
-        jobs = self.store.admit(offers, self.clock())
+        jobs = self.store.admit(offers, self.clock(), self.owner)
+        queued = {j.path for j in jobs}
         for a in offers:
-            if a.done_note is not None:
-                log.info("already_transcribed", path=a.path)
-        wanted = {a.path: a.keys[0] for a in offers if a.keys}
+            if a.done_note is not None and a.path not in queued:
+                log.info("already_transcribed", path=a.path, output=a.keys[0] if a.keys
+                         else None)
+        first = {a.path: places[a.path][0].keys()[0] for a in offers}
         for job in jobs:
-            if job.output_key is not None and job.output_key != wanted.get(job.path):
+            if job.output_key is not None and job.output_key != first.get(job.path):
                 log.warning("output_name_taken", job_id=job.id, path=job.path,
-                            wanted=wanted.get(job.path), using=job.output_key)
+                            wanted=first.get(job.path), using=job.output_key)
             log.info("queued", job_id=job.id, path=job.path, size=job.size,
                      backend=job.backend, new_version=job.path in known)
         if jobs:
             self._wake.set()
         return len(jobs)
 
-    def _offer(self, s: Settled, path: str, known: bool) -> Admission:
+    def _place(self, s: Settled) -> tuple[Placement, Plan]:
         plan = self.planner.plan_for(s.path)
-        place = Placement(s.path, Path(plan.root), plan.formats, self.output)
-        keys = place.candidate_keys(None)
+        return Placement(s.path, Path(plan.root), plan.formats, self.output), plan
+
+    def _offer(self, s: Settled, path: str, known: bool, placed: tuple[Placement, Plan],
+               holders: Mapping[str, str], digest: str | None,
+               legacy: bool = False) -> Admission:
+        """The names this file may take: its own, or ones no other source holds whose
+        transcripts do not exist yet; a transcript sttwatch did not write is never replaced
+        (the file takes the next name). A new file whose transcripts are already there and
+        newer is recorded as done, holding their name."""
+        place, plan = placed
+        first, second = place.keys()
+        if legacy and first not in holders:
+            holders = {**holders, first: path}  # its transcripts there were its own
         done = None
-        if not known and up_to_date(place, s.mtime_ns) and \
-                self.store.output_holder(place.keys()[0]) in (None, path):
-            done = "transcript already up to date"
-        return Admission(path, s.size, s.mtime_ns, plan, keys, done)
+        keys: list[str] = []
+        if not known:
+            for key in (first, second):
+                if holders.get(key, path) == path and up_to_date(place, s.mtime_ns, key):
+                    done, keys = "transcript already up to date", [key]
+                    break
+        skipped = []
+        for key in place.all_keys():
+            if keys and key not in (first, second):
+                break  # numbered names only when both usual ones are out of reach
+            holder = holders.get(key) if key in (first, second) else \
+                self.store.output_holder(key)
+            mine = holder == path
+            if (holder is not None and not mine) or key in keys:
+                continue
+            # Its own name stays its own, unless sources leave the folder (on_done): then a
+            # file at the same path is a new recording, and the transcripts are the last's.
+            if not (mine and self.output.on_done == "keep") and place.on_disk(key):
+                skipped.append(key)
+                continue
+            if mine:
+                keys.insert(0, key)
+            else:
+                keys.append(key)
+        if skipped:
+            log.warning("output_name_in_use", path=path, skipped=skipped,
+                        reason="transcripts there are not this recording's (another's, "
+                               "or not sttwatch's)")
+        return Admission(path, s.size, s.mtime_ns, plan, tuple(dict.fromkeys(keys)), done,
+                         digest)

@@ -160,6 +160,7 @@ class Estimate:
 @dataclass(frozen=True)
 class Go:
     estimate: Estimate
+    booked_on: str | None = None  # the UTC day the estimate was charged to before the create
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ class Budget:
         self.meter = meter
         self._said: set[tuple[str, float]] = set()
         self._lock = threading.Lock()
+        self.held: str | None = None  # the last cap that held a create (transcribe says so)
 
     @property
     def capped(self) -> bool:
@@ -209,10 +211,15 @@ class Budget:
         return self._local(plan) if self._local is not None and plan.backend in self.paid \
             else None
 
-    def decide(self, job: Job, plan: Plan, path: Path, refused: AuthError | None) -> Go | Hold:
-        """Before the create of ``job`` (whose file exists): send it, or hold it and why."""
+    def decide(self, job: Job, plan: Plan, path: Path | None,
+               refused: AuthError | None) -> Go | Hold:
+        """Before the create of ``job`` (whose file exists; ``path`` None for a URL, whose
+        length is not known): send it, or hold it and why. Under a cap the estimate is
+        charged here, in the one transaction that checks the cap (``Store.charge_within``),
+        so daemons on one store stop at the cap together."""
         # Reading the duration costs a container probe: only for a cap or the metrics.
-        est = self.estimate(path) if self.capped or self.meter is not None else \
+        est = Estimate(0.0, 0.0, "not known (a URL)") if path is None else \
+            self.estimate(path) if self.capped or self.meter is not None else \
             Estimate(0.0, 0.0, "not read (no cap, no metrics)")
         if plan.backend not in self.paid:
             return Go(est)
@@ -222,13 +229,27 @@ class Budget:
             return Hold("out of credits", now, self._local(plan))
         if not self.capped:
             return Go(est)
-        spent = Spent.read(self.store, now)
-        for cap in caps(self.cfg, spent, now):
-            more = est.seconds / 3600.0 if cap.name.startswith("audio") else est.usd
-            if cap.passed_by(more):
+        day = utc_day(now)
+        c = self.cfg
+        passed = durably(lambda: self.store.charge_within(
+            day, day[:8] + "01", est.usd, est.seconds, now, usd_per_day=c.usd_per_day,
+            usd_per_month=c.usd_per_month, audio_seconds_per_day=None
+            if c.audio_hours_per_day is None else c.audio_hours_per_day * 3600.0))
+        if passed is None:
+            return Go(est, booked_on=day)
+        for cap in caps(c, Spent.read(self.store, now), now):
+            if cap.name == passed:
                 self._say(cap, job)
+                self.held = cap.describe()
                 return Hold(cap.describe(), cap.resets_at, self.fallback(plan))
-        return Go(est)
+        raise AssertionError(f"unknown cap {passed}")
+
+    def release(self, go: Go) -> None:
+        """The create was refused before any task was made: give back what was booked."""
+        if go.booked_on is not None:
+            est = go.estimate
+            durably(lambda: self.store.adjust_spend(go.booked_on or "", -est.usd,
+                                                    -est.seconds, -1, self.clock()))
 
     def _say(self, cap: Cap, job: Job) -> None:
         """Once per cap and period, not once per held job."""
@@ -243,8 +264,9 @@ class Budget:
                         "paused; jobs stay queued until the reset")
 
     def charged(self, job: Job, plan: Plan, est: Estimate,
-                cost: Mapping[str, str] | None) -> float:
-        """A create was accepted: book what it cost (the service's word over our estimate)."""
+                cost: Mapping[str, str] | None, booked_on: str | None = None) -> float:
+        """A create was accepted: book what it cost (the service's word over our estimate;
+        for an estimate booked before the create, on ``booked_on``, only the difference)."""
         now = self.clock()
         if self.meter is not None:
             pickup = now - job.created_at if job.attempts <= 1 else None
@@ -253,19 +275,24 @@ class Budget:
             return 0.0
         said = cost_usd(cost, self.api.credits_per_usd)
         usd = est.usd if said is None else said
-        if not usd and not est.seconds:
+        if booked_on is not None:
+            if usd != est.usd:
+                durably(lambda: self.store.adjust_spend(booked_on, usd - est.usd, 0.0, 0, now))
+        elif not usd and not est.seconds:
             return 0.0  # nothing to book: no transaction
-        durably(lambda: self.store.add_spend(utc_day(now), usd, est.seconds, now))
+        else:
+            durably(lambda: self.store.add_spend(utc_day(now), usd, est.seconds, now))
         log.debug("charged", job_id=job.id, usd=usd, estimated_usd=round(est.usd, 6),
                   audio_seconds=round(est.seconds, 2), duration_from=est.how)
         return usd
 
 
-def local_plan(model: str, language: str | None) -> Callable[[Plan], Plan]:
+def local_plan(model: str, language: str | None,
+               engine: Mapping[str, Any] | None = None) -> Callable[[Plan], Plan]:
     """The plan a paid job gets when the budget sends it to the local engine: its formats and
     folder stay, the service's options are dropped (a language asked for is kept)."""
     def switch(plan: Plan) -> Plan:
         lang = plan.options.get("language") or language
         return Plan("local", model, {"language": lang} if lang else {}, plan.formats,
-                    plan.root)
+                    plan.root, dict(engine or {}))
     return switch

@@ -64,6 +64,9 @@ def _section(doc: str, **children: Field) -> Field:
 WATCH_ITEM: Mapping[str, Field] = {
     "path": Field("path", required=True, example="./inbox",
                   doc="the folder to watch (required)"),
+    "name": Field("str", None, "the folder's name in a shared store (state.url); null = its "
+                  "last path part. Hosts that mount one share at different paths give it the "
+                  "same name, and share its jobs (docs/multi-host.md)", nullable=True),
     "recursive": Field("bool", True, "watch sub-folders too"),
     "patterns": Field("strlist", list(AUDIO_PATTERNS), "file name globs taken as input "
                       "(default: common audio and video types)", commented=True,
@@ -159,9 +162,11 @@ SCHEMA: Mapping[str, Field] = {
         "Transcripts.",
         formats=Field("strlist", ["txt"], "any of txt, json, srt, vtt", choices=FORMAT_KINDS),
         name=Field("str", "{stem}.{format}", "{stem}: talk, {name}: talk.mp3, {lang}: the "
-                   "language (en); talk.mp3 and "
+                   "language (en). Each name belongs to one recording: talk.mp3 and "
                    "talk.wav in one folder never overwrite each other (the second gets "
-                   "talk.wav.txt)"),
+                   "talk.wav.txt, then numbered names: talk.wav.2.txt), and a transcript "
+                   "sttwatch did not write is never replaced (the recording takes the next "
+                   "free name)"),
         dir=Field("path", None, "null: beside the recording; or a folder mirroring the "
                   "watched tree", nullable=True),
         on_done=Field("str", "keep", "keep | move | delete the recording once every "
@@ -222,6 +227,10 @@ SCHEMA: Mapping[str, Field] = {
                       nullable=True),
         url=Field("str", None, "POSTed the same fields as JSON", nullable=True),
         timeout=Field("float", 30.0, "seconds one delivery may take", minimum=1),
+        env=Field("strlist", None, "names of the daemon's environment variables the command "
+                  "also gets, e.g. [NOTES_TOKEN]; it always gets PATH, HOME, LANG and the "
+                  "STTWATCH_* ones, and never the API key's (api.api_key_env)",
+                  nullable=True),
     ),
     "log": _section(
         "Logging.",
@@ -280,6 +289,12 @@ class WatchConfig:
     backend: str | None
     follow_symlinks: bool = False
     create: bool = False
+    name: str | None = None
+
+    @property
+    def key_name(self) -> str:
+        """What the store keys this folder's jobs by: ``name``, else the folder's name."""
+        return self.name or self.path.name or "root"
 
 
 @dataclass(frozen=True)
@@ -325,6 +340,7 @@ class HooksConfig:
     command: tuple[str, ...] | None = None
     url: str | None = None
     timeout: float = 30.0
+    env: tuple[str, ...] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -520,6 +536,21 @@ def _logical_errors(v: Mapping[str, Any], raw: Any) -> list[str]:
     if v["budget"]["on_exhausted"] == "local" and v["backend"] == "local":
         errors.append("at 'budget.on_exhausted': 'local' falls back from the paid service; "
                       "backend is already local")
+    seen_names: dict[str, int] = {}
+    for i, w in enumerate(v["watch"] or []):
+        name = w["name"] or Path(w["path"]).name or "root"
+        if "/" in name or name != name.strip() or not name:
+            errors.append(f"at 'watch[{i}].name': {name!r} is not a name (no '/', no "
+                          "surrounding spaces)")
+        elif name in seen_names and v["state"]["url"] is not None:  # keys a shared store
+            errors.append(f"at 'watch[{i}].name': {name!r} is also watch[{seen_names[name]}]'s "
+                          "name (the default is the folder's last path part); give each watch "
+                          "its own name")
+        seen_names.setdefault(name, i)
+    key_env = v["api"]["api_key_env"]
+    if key_env is not None and key_env in (v["hooks"]["env"] or []):
+        errors.append(f"at 'hooks.env': {key_env} holds the API key (api.api_key_env); a "
+                      "hook never gets it")
     url = v["state"]["url"]
     if url is not None and not url.startswith(("postgresql://", "postgres://")):
         errors.append(f"at 'state.url': expected a postgresql:// URL, got {url.split('@')[-1]!r}")

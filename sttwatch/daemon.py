@@ -224,7 +224,8 @@ class Daemon:
                 self._last_activity, self._counted_at = activity, now
             status = self._status
             meta = {"healthy": healthy, "status": status, **self.pipeline.waiting_on(),
-                    "watches": self._watches}
+                    "watches": self._watches,
+                    "watch_names": {w.key_name: str(w.path) for w in self.cfg.watches}}
             # Only write when something changed, or often enough for ``status`` to tell a
             # live daemon from a dead one.
             if meta != self._last_meta or now - self._last_meta_at >= STATUS_REFRESH:

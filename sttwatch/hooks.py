@@ -29,8 +29,27 @@ from .store import Job, Outbox, OutboxEvent, Plan, StoreUnavailable
 
 log = structlog.get_logger("sttwatch.hooks")
 
-LEASE = 120.0  # seconds an event is held by the daemon delivering it (above hooks.timeout)
+LEASE = 120.0  # seconds an event is held by the daemon delivering it, at least
 OUTPUT_LIMIT = 500  # characters of a failed command's output kept as its error
+CONNECT_SECONDS = 10.0  # the URL's connect timeout
+PASSED_ON = ("PATH", "HOME", "LANG")  # what any command needs to start and print
+
+
+def lease_for(hooks: HooksConfig) -> float:
+    """How long a delivery holds its event: longer than the command and the POST can take
+    together (each up to ``hooks.timeout``), so no other daemon delivers it meanwhile."""
+    return max(LEASE, 2 * hooks.timeout + CONNECT_SECONDS + 60.0)
+
+
+def hook_environ(environ: Mapping[str, str], hooks: HooksConfig, key_env: str | None,
+                 key: str | None = None) -> dict[str, str]:
+    """What a hook command inherits: PATH, HOME, LANG, the STTWATCH_* variables and the names
+    ``hooks.env`` lists, never the variable holding the API key (nor any holding its value).
+    A hook is someone else's program: it gets what it needs, not the daemon's secrets."""
+    wanted = set(PASSED_ON) | set(hooks.env or ())
+    return {k: v for k, v in environ.items()
+            if (k in wanted or k.startswith("STTWATCH_")) and k != key_env
+            and not (key and key in v)}
 
 
 def _duration(job: Job) -> float | None:
@@ -87,17 +106,20 @@ class DeliveryFailed(Exception):
 
 class Deliverer:
     def __init__(self, store: Outbox, hooks: HooksConfig, owner: str,
-                 clock: Callable[[], float], environ: Mapping[str, str] | None = None) -> None:
+                 clock: Callable[[], float], environ: Mapping[str, str] | None = None,
+                 key_env: str | None = None, key: str | None = None) -> None:
         self.store = store
         self.hooks = hooks
         self.owner = owner
         self.clock = clock
-        self._environ = dict(os.environ if environ is None else environ)
+        self._environ = hook_environ(os.environ if environ is None else environ, hooks,
+                                     key_env, key)
         self._session = requests.Session()
+        self.lease = lease_for(hooks)
 
     def run_once(self) -> float | None:
         """Deliver the oldest due event; None to go on at once, else seconds to wait."""
-        event = self.store.claim_event(self.owner, self.clock(), LEASE)
+        event = self.store.claim_event(self.owner, self.clock(), self.lease)
         if event is None:
             return 1.0
         bound = log.bind(event_id=event.id, job_id=event.job_id,
@@ -106,12 +128,14 @@ class Deliverer:
             self.deliver(event)
         except DeliveryFailed as exc:
             delay = backoff(event.attempts + 1, 5.0, 600.0)
-            self.store.event_retry(event.id, self.clock() + delay, str(exc))
+            self.store.event_retry(event.id, self.clock() + delay, str(exc), owner=self.owner)
             bound.warning("hook_failed", error=str(exc), attempt=event.attempts + 1,
                           retry_in=round(delay))
             return None
-        self.store.event_delivered(event.id)
-        bound.info("hook_delivered", attempts=event.attempts + 1)
+        if self.store.event_delivered(event.id, owner=self.owner):
+            bound.info("hook_delivered", attempts=event.attempts + 1)
+        else:  # held past its lease and taken over: the other deliverer marks it
+            bound.warning("hook_lease_lost", attempts=event.attempts + 1)
         return None
 
     def deliver(self, event: OutboxEvent) -> None:

@@ -77,4 +77,4 @@ class Planner:
         model = backend.model_name if local or w is None or w.model is None else w.model
         formats = w.formats if w is not None and w.formats is not None else cfg.output.formats
         root = w.path if w is not None else path.parent
-        return Plan(kind, model, options, tuple(formats), str(root))
+        return Plan(kind, model, options, tuple(formats), str(root), dict(backend.shaping()))

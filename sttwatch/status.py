@@ -62,6 +62,8 @@ def render(info: dict[str, Any], out: TextIO, probe_seconds: float = 30.0) -> No
     for d in info["daemons"]:
         out.write(f"daemon {d['host_id']}: running (pid {d['pid']} on {d['hostname']}), "
                   f"{d.get('status', 'starting')}\n")
+        for name, path in (d.get("watch_names") or {}).items():
+            out.write(f"  watch {name}: {path}\n")  # hosts may mount one share differently
         if d.get("store_unavailable"):
             out.write(f"  waiting on: the store ({d['store_unavailable']})\n")
         broke = any(b.get("out_of_credits") for b in d.get("backends", []))

@@ -115,14 +115,20 @@ class Submitter:
         sent = self.clock()
         digest: str | None = None
         decision: Go | Hold | None = None
+        made = False  # a task was (or may have been) made: what was booked for it stays
         try:
             if is_url(job.path):
+                decision = None if self.budget is None else self.budget.decide(
+                    job, plan, None, throttle.refused if diverting else None)
+                if isinstance(decision, Hold):
+                    self._hold(job, decision)
+                    return
                 request = Request(job.id, plan.model, url=job.path, options=plan.options)
             else:
                 if path.stat().st_size == 0:
                     raise PermanentError("empty file (0 bytes): nothing to transcribe")
                 digest = sha256_of(path)
-                if self._reuse(job, digest, plan.backend, bound):
+                if self._reuse(job, digest, plan, bound):
                     return
                 decision = None if self.budget is None else self.budget.decide(
                     job, plan, path, throttle.refused if diverting else None)
@@ -155,6 +161,7 @@ class Submitter:
         except OutcomeUnknown as exc:
             # The task may exist and be billed: this attempt counts, so a service that is
             # always slower than our read timeout fails the file after max_attempts.
+            made = True
             bound.warning("create_outcome_unknown", error=str(exc))
             self.outcomes.retry_or_fail(job, str(exc), not_before=throttle.outage())
         except TransientError as exc:
@@ -174,17 +181,20 @@ class Submitter:
             self.outcomes.fail(job, str(exc) if isinstance(exc, PermanentError)
                                else f"cannot read source: {exc.strerror}")
         except Exception as exc:  # a bug or an odd library error must not strand the job
+            made = True  # it may have come after the task was made: the booking stays
             bound.exception("create_crashed", error=f"{type(exc).__name__}: {exc}")
             self.outcomes.retry_or_fail(job, f"unexpected error: {type(exc).__name__}",
                                  not_before=throttle.outage())
         else:
+            made = True
             throttle.accepted(sent_at=sent)
             now = self.clock()
             pending = self.outcomes.durably(lambda: self.store.set_pending(
                 job, created.generation_id, now, now + self.schedule.first_delay(),
                 created.cost, digest, created.timeline))
             if isinstance(decision, Go):  # booked even for an orphaned task: it was paid for
-                self.budget_charged(job, plan, decision.estimate, created.cost)
+                self.budget_charged(job, plan, decision.estimate, created.cost,
+                                    decision.booked_on)
             if pending is not None:
                 self.submitted += 1
                 bound.info("submitted", generation_id=created.generation_id,
@@ -192,13 +202,15 @@ class Submitter:
                 self._wake_poll.set()
             else:  # the file changed, or the lease was lost, during the call
                 bound.warning("task_orphaned", generation_id=created.generation_id)
+        if isinstance(decision, Go) and not made and self.budget is not None:
+            self.budget.release(decision)  # refused before a task was made: nothing spent
 
-    def _reuse(self, job: Job, digest: str, backend: str, bound: Any) -> bool:
-        """The same bytes were transcribed before (a rename, a move, a copy): take that
-        result instead of paying again."""
-        donor = self.store.find_result(digest, backend, job.id)
-        plan = self.outcomes.plan(job)
-        if donor is None or (donor.plan is not None and donor.plan.model != plan.model):
+    def _reuse(self, job: Job, digest: str, plan: Plan, bound: Any) -> bool:
+        """The same bytes were transcribed before (a rename, a move, a copy) by the same
+        request (backend, model, options, engine settings): take that result instead of
+        paying again. A copy under other options is sent."""
+        donor = self.store.find_result_for(digest, plan.reuse_key(), job.id)
+        if donor is None:
             return False
         adopted = self.outcomes.durably(lambda: self.store.adopt(job, donor, digest,
                                                                  self.clock()))
@@ -209,9 +221,9 @@ class Submitter:
         return True
 
     def budget_charged(self, job: Job, plan: Plan, est: Estimate,
-                       cost: Mapping[str, str] | None) -> None:
+                       cost: Mapping[str, str] | None, booked_on: str | None = None) -> None:
         if self.budget is not None:
-            self.budget.charged(job, plan, est, cost)
+            self.budget.charged(job, plan, est, cost, booked_on)
 
     def _hold(self, job: Job, hold: Hold) -> None:
         """A create the budget (or an empty account) does not allow: wait, or go local."""

@@ -17,14 +17,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .backends import Backend
+from .backends import Backend, backend_class
+from .budget import Budget
 from .config import Config
 from .errors import CreditsExhausted
 from .exitcodes import ExitCode
 from .outputs import get_format
 from .pipeline import Pipeline
 from .plan import Planner, is_url
-from .store import Admission, Job, Plan, State
+from .store import Admission, Job, Plan, State, open_store
 from .store.sqlite import SqliteStore
 from .transcripts import header
 from .wiring import build_backend, pipeline_settings
@@ -77,21 +78,29 @@ def transcribe_all(cfg: Config, kind: str, key: str | None, inputs: Sequence[str
     if not wanted:
         return code
     backend = build_backend(cfg, kind, key)
+    # A paid backend spends from the same budget as the daemon: its caps hold here too, and
+    # what is spent goes into the store's ledger.
+    ledger = open_store(cfg.state_path, cfg.state_url) if backend_class(kind).needs_key() \
+        else None
     try:
+        budget = None if ledger is None else Budget(cfg.budget, cfg.api, ledger, clock,
+                                                    frozenset({kind}))
         with tempfile.TemporaryDirectory(prefix="sttwatch-transcribe-") as tmp:
             store = SqliteStore(Path(tmp) / "jobs.db")
             try:
-                got = _run(cfg, kind, backend, store, wanted, fmt, out, err, clock)
+                got = _run(cfg, kind, backend, store, wanted, fmt, out, err, clock, budget)
             finally:
                 store.close()
     finally:
         backend.close()
+        if ledger is not None:
+            ledger.close()
     return got if got != ExitCode.OK else code
 
 
 def _run(cfg: Config, kind: str, backend: Backend, store: SqliteStore,
          wanted: Sequence[tuple[str, str]], fmt: str, out: TextIO, err: TextIO,
-         clock: Callable[[], float]) -> int:
+         clock: Callable[[], float], budget: Budget | None = None) -> int:
     planner = Planner(cfg, {kind: backend}, kind)
     writer = get_format(fmt)
     finished: dict[str, str] = {}
@@ -109,6 +118,7 @@ def _run(cfg: Config, kind: str, backend: Backend, store: SqliteStore,
 
     pipeline = Pipeline(store, {kind: backend}, pipeline_settings(cfg, "transcribe"), planner,
                         cfg.output, {kind: backend.in_flight_limit(cfg)}, clock, sink=sink)
+    pipeline.submitter.budget = budget
     show, hide = _progress(err)
     backend.set_progress(show)
     now = clock()
@@ -131,6 +141,10 @@ def _run(cfg: Config, kind: str, backend: Backend, store: SqliteStore,
                 what = "account (out of credits)" if credits else "API key"
                 err.write(f"sttwatch: the service refused the {what}: {refused}\n")
                 return ExitCode.CREDITS if credits else ExitCode.AUTH
+            if budget is not None and budget.held is not None:
+                hide()  # waiting for the cap's reset is the daemon's way, not a command's
+                err.write(f"sttwatch: not sent: {budget.held}\n")
+                return ExitCode.FAILED
             if pipeline.unreachable_for(clock()) > cfg.daemon.once_timeout:
                 hide()
                 err.write(f"sttwatch: the service did not answer for "

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +30,7 @@ ERROR_SUFFIX = ".sttwatch-error.json"
 ANY_LANG = "\x00"  # stands for any language in a name (never in a real file name)
 # What write_atomic's mkstemp leaves when the process is killed mid-write:
 # ".talk.txt.k3j_9x2a.tmp". Only names of our own outputs match.
+MAX_NUMBERED = 10_000  # talk.wav.9999.txt is the last name one source may be given
 LEFTOVER = re.compile(r"^\..+\.(txt|json|srt|vtt)\.[a-z0-9_]{8}\.tmp$")
 
 
@@ -58,27 +59,22 @@ class Placement:
             second = f"{s.name}.{{format}}"
         return str(self.folder() / first), str(self.folder() / second)
 
-    def candidate_keys(self, own: str | None) -> Sequence[str]:
-        """Names to claim, preferred first. When sources leave the folder (``on_done``), the
-        inbox empties and names come back ("Recording.m4a"): an existing transcript then
-        belongs to an earlier recording and must not be replaced."""
-        return self.keys() if self.output.on_done == "keep" else self.unused_keys(own)
-
-    def unused_keys(self, own: str | None) -> list[str]:
-        """Names whose transcripts do not exist yet (or are this job's own claim), with
-        numbered variants after the usual two."""
+    def numbered(self, n: int) -> str:
+        """The ``n``-th name after the usual two: ``talk.wav.2.txt`` (the source's whole name,
+        then the number), for when both of those are another source's."""
         t, s = self.output.name, self.source
-        numbered = (str(self.folder() / t.format(stem=f"{s.stem}-{n}", name=f"{s.stem}-{n}"
-                                                 f"{s.suffix}", format="{format}",
-                                                 lang="{lang}"))
-                    for n in range(2, 10000))
-        out = []
-        for key in (*self.keys(), *numbered):
-            if key == own or not any(existing(p) for p in self.paths(key, ANY_LANG)):
-                out.append(key)
-                if len(out) == 2:
-                    break
-        return out
+        return str(self.folder() / t.format(stem=f"{s.name}.{n}", name=f"{s.name}.{n}",
+                                            format="{format}", lang="{lang}"))
+
+    def all_keys(self) -> Iterator[str]:
+        """Every name this source may claim, preferred first."""
+        yield from self.keys()
+        for n in range(2, MAX_NUMBERED):
+            yield self.numbered(n)
+
+    def on_disk(self, key: str) -> bool:
+        """Whether any transcript of ``key`` exists (in any language)."""
+        return any(existing(p) for p in self.paths(key, ANY_LANG))
 
     def paths(self, key: str | None = None, lang: str = UNDETERMINED) -> list[Path]:
         """The files of ``key``; ``lang`` fills ``{lang}`` (transcript_model.output_language
@@ -127,11 +123,12 @@ def existing(path: Path) -> list[Path]:
                   if tag.fullmatch(p.name))
 
 
-def up_to_date(place: Placement, source_mtime_ns: int) -> bool:
-    """Every transcript exists and is newer than the source: nothing to do for this file."""
+def up_to_date(place: Placement, source_mtime_ns: int, key: str | None = None) -> bool:
+    """Every transcript (of ``key``, default the first name) exists and is newer than the
+    source: nothing to do for this file."""
     try:
         return all(any(p.stat().st_mtime_ns >= source_mtime_ns for p in existing(path))
-                   for path in place.paths(lang=ANY_LANG))
+                   for path in place.paths(key, lang=ANY_LANG))
     except OSError:
         return False
 

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import structlog
+
 from . import config as configmod
 from .apikey import key_source, read_api_key
 from .backends import Backend, backend_class
@@ -31,7 +33,10 @@ from .pipeline import Pipeline
 from .plan import Planner
 from .settings import PipelineSettings
 from .store import Store, StoreError, StoreLocked, StoreUnavailable, open_store
+from .store.keys import WatchKeys
 from .watcher import Watcher
+
+log = structlog.get_logger("sttwatch.wiring")
 
 __all__ = ["build", "choose_backend", "host_id", "open_for_command", "read_api_key"]
 
@@ -77,9 +82,21 @@ def pipeline_settings(cfg: Config, owner: str) -> PipelineSettings:
                             probe_interval=cfg.api.probe_seconds)
 
 
+def watch_keys(cfg: Config) -> WatchKeys | None:
+    """How a shared store keys jobs: by watch name and the path within it, so hosts may mount
+    the share at different paths. A SQLite store serves one host: its paths are that host's."""
+    if cfg.state_url is None:
+        return None
+    return WatchKeys.of((w.key_name, str(w.path)) for w in cfg.watches)
+
+
 def open_for_command(cfg: Config) -> Store:
     """The store for ``status``, ``retry``, ``forget`` and ``check``: never created by them."""
-    return open_store(cfg.state_path, cfg.state_url, create=False)
+    store = open_store(cfg.state_path, cfg.state_url, create=False)
+    keys = watch_keys(cfg)
+    if keys is not None:
+        store.key_by_watch(keys)
+    return store
 
 
 def _claim_identity(store: Store, owner: str, lease: float, now: float) -> None:
@@ -130,9 +147,16 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
         if backend_kinds(new, key, kind) != set(backends):
             raise ConfigError(new.source, ["at 'backend': a change of backend needs a "
                                            "restart, not a reload"])
-        return Rebuilt(pipeline_settings(new, owner), Planner(new, backends, kind),
-                       {k: b.in_flight_limit(new) for k, b in backends.items()},
-                       watcher(new, clock))
+        parts = Rebuilt(pipeline_settings(new, owner), Planner(new, backends, kind),
+                        {k: b.in_flight_limit(new) for k, b in backends.items()},
+                        watcher(new, clock))
+        keys = watch_keys(new)
+        if keys is not None:
+            moved = store.key_by_watch(keys, migrate=True)
+            if moved:
+                log.info("jobs_keyed_by_watch", rows=moved,
+                         watches={n: r for n, r in keys.roots})
+        return parts
 
     first = rebuild(cfg)
     built: list[Daemon] = []  # the watcher is replaced on reload: ask the daemon's current one
@@ -143,13 +167,13 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
     pipeline = Pipeline(store, backends, first.settings, first.planner, cfg.output,
                         first.limits, clock, is_online)
     from .admission import Admitter
-    admitter = Admitter(store, first.planner, cfg.output, clock, pipeline.wake_submit)
+    admitter = Admitter(store, first.planner, cfg.output, clock, pipeline.wake_submit, owner)
     def watch_states() -> dict[str, bool]:
         return built[0].watcher.watch_states() if built else {}
 
     try:
         extras = money_and_visibility(cfg, store, pipeline, backends, owner, clock, environ,
-                                      watch_states)
+                                      watch_states, key)
     except BaseException:
         pipeline.close()
         _give_up(store, owner, claimed)
@@ -165,6 +189,7 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
                          backends: Mapping[str, Backend], owner: str,
                          clock: Callable[[], float], environ: Mapping[str, str] | None,
                          watch_states: Callable[[], dict[str, bool]],
+                         key: str | None = None,
                          ) -> dict[str, Callable[[threading.Event], None]]:
     """The budget (in the submitter), the hooks' events (in the finisher), the metrics (fed by
     the client and the stages); returns the extra worker loops the daemon supervises."""
@@ -175,12 +200,14 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
     pipeline.submitter.budget = Budget(
         cfg.budget, cfg.api, store, clock,
         frozenset(k for k in backends if backend_class(k).needs_key()),
-        None if local is None else local_plan(local.model_name, cfg.local.language), metrics)
+        None if local is None else local_plan(local.model_name, cfg.local.language,
+                                              local.shaping()), metrics)
     pipeline.outcomes.completions = Completions(cfg.hooks, cfg.api.credits_per_usd,
                                                 None if metrics is None else metrics.task_time)
     extras: dict[str, Callable[[threading.Event], None]] = {}
     if cfg.hooks.enabled:
-        extras["deliver"] = Deliverer(store, cfg.hooks, owner, clock, environ).loop
+        extras["deliver"] = Deliverer(store, cfg.hooks, owner, clock, environ,
+                                      cfg.api.api_key_env, key).loop
     if metrics is not None:
         for backend in backends.values():
             if isinstance(backend, AimlApiBackend):

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,18 +89,19 @@ class Daemon:
     """``sttwatch run`` as a real child process, logging JSON lines to a file."""
 
     def __init__(self, config: Path, env: dict[str, str] | None = None,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), wrap: tuple[str, ...] = ()) -> None:
         self.config = config
         self.log = config.parent / "daemon.log"
         self.env = {**os.environ, "STTWATCH_TEST_KEY": KEY, **(env or {})}
         self.extra = extra
+        self.wrap = wrap  # a command the daemon runs under (bind_mounted: another host's view)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sttwatch", "run", "--config", str(self.config),
-                 *self.extra], stdout=fh, stderr=fh, env=self.env)
+                [*self.wrap, sys.executable, "-m", "sttwatch", "run", "--config",
+                 str(self.config), *self.extra], stdout=fh, stderr=fh, env=self.env)
         return self
 
     def wait_started(self, timeout: float = 30) -> None:
@@ -166,3 +168,18 @@ def tmpfs_at(at: Path, size: str) -> Iterator[Path]:
         yield at
     finally:
         subprocess.run(["umount", "-l", str(at)], check=False)
+
+
+def bind_mounted(source: Path, at: Path) -> tuple[str, ...]:
+    """A prefix that runs a command in a mount namespace of its own where ``source`` is
+    bind-mounted at ``at``: the way another host sees one share (other mtimes, another mount
+    path), on one machine. The command execs in place, so signals reach the daemon. Needs
+    root; skips otherwise, and fails under CI, where it must run."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        why = "bind mounts in a mount namespace need root and unshare"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    at.mkdir(parents=True, exist_ok=True)
+    return ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", str(source), str(at))

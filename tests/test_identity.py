@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,3 +49,22 @@ def test_rename_move_and_copy_are_answered_from_the_paid_result(
     assert run_cli("run", "--config", str(cfg), "--once").code == 0
     assert transcript(inbox / "memo.mp3") == "the memo, rerecorded"
     assert len(fake.creates()) == 3
+
+
+def test_a_touched_recording_is_not_sent_again(tmp_path: Path, fake: FakeService) -> None:
+    """A newer mtime over the same bytes (a touch, a copy tool, another host's view) is no
+    new version: the row keeps its result and nothing is paid twice."""
+    inbox = tmp_path / "inbox"
+    cfg = write_config(tmp_path, fake.base_url)
+    talk = make_fake_audio(inbox / "talk.mp3", "the talk, once")
+    os.utime(talk, (time.time() - 60, time.time() - 60))
+    assert run_cli("run", "--config", str(cfg), "--once").code == 0
+    assert transcript(talk) == "the talk, once"
+    os.utime(talk, (time.time() - 30, time.time() - 30))  # touched: newer, same bytes
+    assert run_cli("run", "--config", str(cfg), "--once").code == 0
+    assert len(fake.creates()) == 1
+    info = json.loads(run_cli("status", "--config", str(cfg), "--json").out)
+    assert info["counts"]["done"] == 1
+    make_fake_audio(talk, "the talk, rerecorded")  # other bytes: a new version
+    assert run_cli("run", "--config", str(cfg), "--once").code == 0
+    assert transcript(talk) == "the talk, rerecorded" and len(fake.creates()) == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, run_cli, transcript, wait_for, write_config
+from conftest import KEY, Daemon, run_cli, transcript, wait_for, write_config
 from fake_service import COST_HEADERS, FakeService, make_fake_audio
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -244,6 +245,45 @@ def test_a_command_hook_hears_of_every_done_and_failed_file(
     assert len({good[0], bad[0]}) == 2
     wait_for(lambda: status_json(cfg)["hooks"]["undelivered"] == 0)
     assert d.stop() == 0
+
+
+def test_a_hook_gets_a_clean_environment_without_the_key(
+        tmp_path: Path, fake: FakeService, daemon_factory: Callable[..., Daemon]) -> None:
+    dump = tmp_path / "hook-env.json"
+    code = "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))"
+    cfg = write_config(tmp_path, fake.base_url,
+                       hooks={"command": [sys.executable, "-c", code, str(dump)],
+                              "env": ["NOTES_TOKEN"], "timeout": 300})
+    make_fake_audio(tmp_path / "inbox" / "talk.mp3", "a hook hears of this")
+    d = daemon_factory(cfg, env={"NOTES_TOKEN": "for-the-notes-app", "LANG": "C.UTF-8",
+                                 "UNLISTED_SECRET": "database-password",
+                                 "AIMLAPI_KEY_COPY": KEY}).start()
+    wait_for(dump.exists, timeout=60)
+    wait_for(lambda: status_json(cfg)["hooks"]["undelivered"] == 0)
+    assert d.stop() == 0
+    env = json.loads(dump.read_text())
+    assert all(KEY not in value for value in env.values())
+    assert "STTWATCH_TEST_KEY" not in env and "AIMLAPI_KEY_COPY" not in env
+    assert "UNLISTED_SECRET" not in env
+    assert env["NOTES_TOKEN"] == "for-the-notes-app" and env["LANG"] == "C.UTF-8"
+    assert "PATH" in env and env["STTWATCH_STATE"] == "done"
+    assert env["STTWATCH_SOURCE"] == str(tmp_path / "inbox" / "talk.mp3")
+    # A long hooks.timeout holds the event longer than the command and the POST may take.
+    claimed = [e for e in d.events() if e["event"] == "hook_delivered"]
+    assert len(claimed) == 1
+
+
+def test_the_hooks_key_variable_is_refused_in_hooks_env(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, hooks={"command": ["true"], "env": ["STTWATCH_TEST_KEY"]})
+    got = run_cli("check", "--config", str(cfg))
+    assert got.code != 0 and "hooks.env" in got.err and "STTWATCH_TEST_KEY" in got.err
+
+
+def test_a_delivery_lease_outlasts_the_hook_timeout() -> None:
+    from sttwatch.config import HooksConfig
+    from sttwatch.hooks import lease_for
+    assert lease_for(HooksConfig(command=("true",), timeout=30.0)) >= 120.0
+    assert lease_for(HooksConfig(command=("true",), timeout=600.0)) > 2 * 600.0 + 10.0
 
 
 def test_a_failing_hook_is_retried_and_shown_in_status(

@@ -4,6 +4,8 @@ processes against the fake service; and the SQLite store's one-daemon rule."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -12,9 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Daemon, run_cli, transcript, wait_for, write_config
+from conftest import Daemon, bind_mounted, run_cli, transcript, wait_for, write_config
 from fake_service import FakeService, make_fake_audio
 from stores import PG_URL, new_schema, pg_url_with_schema, require_pg, terminate_connections
+
+from sttwatch.store import State
 
 
 @pytest.fixture
@@ -164,3 +168,131 @@ def test_two_local_engines_share_real_recordings_and_survive_a_kill(
         # int8 kernels that differ, while a wrong file's text would be near 1.0.
         assert jiwer.wer(text.lower(), heard.lower()) < 0.6, (path.name, heard)
     assert submitted_by(daemons[1]) >= 1
+
+
+@pytest.mark.slow
+def test_two_hosts_seeing_mtimes_a_second_apart_create_each_file_once(
+        tmp_path: Path, fake: FakeService, pg_schema: str,
+        daemon_factory: Callable[..., Daemon]) -> None:
+    """SMB and NFS clients of one share, or second-resolution mtimes: host 1 sees every file
+    a second newer than host 0 does. Neither view is a new version of the other's."""
+    inbox = tmp_path / "inbox"
+    texts = {f"rec{i:02}.mp3": f"recording number {i}" for i in range(8)}
+    inbox.mkdir(exist_ok=True)
+    for name, text in texts.items():
+        make_fake_audio(inbox / name, text)
+    view = tmp_path / "host-1-view"
+    shutil.copytree(inbox, view)
+    for name in texts:
+        st = (inbox / name).stat()
+        os.utime(view / name, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    configs = host_configs(tmp_path, fake.base_url, pg_schema, 2,
+                           daemon={"rescan_seconds": 1})
+    wrap = bind_mounted(view, inbox)
+    daemons = []
+    for i, cfg in enumerate(configs):
+        d = daemon_factory(cfg, wrap=wrap if i == 1 else ())
+        d.log = tmp_path / f"host-{i}.log"
+        daemons.append(d.start())
+
+    def written(name: str) -> bool:
+        stem = name.removesuffix(".mp3")
+        return (inbox / f"{stem}.txt").exists() or (view / f"{stem}.txt").exists()
+
+    wait_for(lambda: all(written(n) for n in texts), timeout=120)
+
+    def rescans(d: Daemon) -> int:
+        return sum(1 for e in d.events() if e["event"] == "rescan")
+
+    # Both hosts rescan a few times more: each sees its own mtimes, over and over.
+    after = [rescans(d) for d in daemons]
+    wait_for(lambda: all(rescans(d) >= n + 3 for d, n in zip(daemons, after, strict=True)),
+             timeout=60)
+    for d in daemons:
+        assert d.stop() == 0
+    assert fake.creates_by_text() == Counter(texts.values())  # every file created once
+    resets = [e for d in daemons for e in d.events()
+              if e["event"] == "queued" and e.get("new_version")]
+    assert resets == []
+
+
+@pytest.mark.slow
+def test_two_hosts_stop_at_a_budget_cap_together(
+        tmp_path: Path, fake: FakeService, pg_schema: str,
+        daemon_factory: Callable[..., Daemon]) -> None:
+    from sttwatch.budget import audio_seconds
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(exist_ok=True)
+    texts = {inbox / f"rec{i}.mp3": f"recording number {i}" for i in range(8)}
+    for path, text in texts.items():
+        make_fake_audio(path, text)
+    each = audio_seconds(next(iter(texts)))[0]  # every file the same length
+    assert all(audio_seconds(p)[0] == each for p in texts)
+    # Room for two and a half files of audio: two creates, whichever host makes them.
+    configs = host_configs(tmp_path, fake.base_url, pg_schema, 2,
+                           budget={"audio_hours_per_day": 2.5 * each / 3600.0})
+    daemons = []
+    for i, cfg in enumerate(configs):
+        d = daemon_factory(cfg)
+        d.log = tmp_path / f"host-{i}.log"
+        daemons.append(d.start())
+
+    from sttwatch.store.keys import WatchKeys
+    from sttwatch.store.postgres import PostgresStore
+    store = PostgresStore(PG_URL, create=False, schema=pg_schema)
+    store.key_by_watch(WatchKeys.of([("inbox", str(inbox))]))
+
+    def held() -> int:
+        jobs = [store.get(str(p)) for p in texts]
+        return sum(1 for j in jobs if j is not None and j.state is State.SEEN
+                   and (j.error or "").startswith("budget audio_hours_per_day"))
+
+    try:
+        wait_for(lambda: sum(transcript(p) is not None for p in texts) == 2 and held() == 6,
+                 timeout=60)
+    finally:
+        store.close()
+    info = json.loads(run_cli("status", "--config", str(configs[0]), "--json").out)
+    assert info["counts"]["seen"] == 6
+    assert info["budget"]["spent"]["creates_today"] == 2
+    for d in daemons:
+        assert d.stop() == 0
+    assert len(fake.creates()) == 2
+
+
+@pytest.mark.slow
+def test_two_hosts_mounting_one_share_at_different_paths_share_one_library(
+        tmp_path: Path, fake: FakeService, pg_schema: str,
+        daemon_factory: Callable[..., Daemon]) -> None:
+    """Host 0 has the share at .../srv/rec, host 1 at .../mnt/nas/rec (a bind mount in its
+    own mount namespace): both watches are named "rec" (the folder's name), so a recording
+    is one job whichever host sees it."""
+    share = tmp_path / "srv" / "rec"
+    elsewhere = tmp_path / "mnt" / "nas" / "rec"
+    share.mkdir(parents=True)
+    wrap = bind_mounted(share, elsewhere)
+    texts = {f"rec{i:02}.mp3": f"recording number {i}" for i in range(10)}
+    configs = host_configs(tmp_path, fake.base_url, pg_schema, 2)
+    for cfg, folder in zip(configs, (share, elsewhere), strict=True):
+        raw = yaml.safe_load(cfg.read_text())
+        raw["watch"] = [{"path": str(folder)}]
+        cfg.write_text(yaml.safe_dump(raw))
+    daemons = []
+    for i, cfg in enumerate(configs):
+        d = daemon_factory(cfg, wrap=wrap if i == 1 else ())
+        d.log = tmp_path / f"host-{i}.log"
+        daemons.append(d.start())
+    for d in daemons:
+        d.wait_started()
+    for name, text in texts.items():
+        make_fake_audio(share / name, text)
+    wait_for(lambda: all(transcript(share / n) == t for n, t in texts.items()), timeout=120)
+    status = run_cli("status", "--config", str(configs[0])).out
+    wait_for(lambda: f"watch rec: {elsewhere}" in run_cli(
+        "status", "--config", str(configs[0])).out)
+    assert f"watch rec: {share}" in status
+    info = json.loads(run_cli("status", "--config", str(configs[1]), "--json").out)
+    assert info["counts"]["done"] == len(texts)
+    for d in daemons:
+        assert d.stop() == 0
+    assert fake.creates_by_text() == Counter(texts.values())  # every file created once

@@ -100,7 +100,9 @@ def test_admit_leaves_an_unchanged_file_alone_and_restarts_a_changed_one(store: 
     job = fetched(store)
     assert store.admit([offer()], 60.0) == []
     assert get(store, A).state is State.FETCHED
-    (again,) = store.admit([offer(size=11)], 70.0)
+    assert store.admit([offer(size=11)], 70.0, OTHER) == []  # never reset under its holder
+    assert get(store, A).state is State.FETCHED
+    (again,) = store.admit([offer(size=11)], 70.0, ME)
     assert again.id == job.id and again.state is State.SEEN and again.size == 11
     assert (again.generation_id, again.result, again.owner, again.attempts) == (
         None, None, None, 0)
@@ -122,6 +124,63 @@ def test_two_sources_never_share_an_output_name(store: Store) -> None:
     # A new version keeps the name it had.
     (again,) = store.admit([offer("/rec/talk.mp3", size=99, keys=keys)], 2.0)
     assert again.output_key == keys[0]
+
+
+def test_an_output_name_is_held_by_one_row_only_done_rows_included(store: Store) -> None:
+    keys = ("/rec/talk.{format}", "/rec/talk.mp3.{format}")
+    # A file found already transcribed holds the name of the transcripts found.
+    assert store.admit([offer("/rec/talk.mp3", keys=keys, done="up to date")], 1.0) == []
+    assert get(store, "/rec/talk.mp3").output_key == keys[0]
+    assert store.output_holders([keys[0], keys[1]]) == {keys[0]: "/rec/talk.mp3"}
+    # Offered nothing but a held name, a file is not admitted at all (tried again later).
+    assert store.admit([offer("/rec/talk.wav", keys=(keys[0],))], 2.0) == []
+    assert store.get("/rec/talk.wav") is None
+    (wav,) = store.admit([offer("/rec/talk.wav", keys=(keys[0], "/rec/talk.wav.{format}"))],
+                         3.0)
+    assert wav.output_key == "/rec/talk.wav.{format}"
+    # Found "done" under a name another row holds: those transcripts are the other's, so
+    # this file is queued under its next free name instead.
+    (m4a,) = store.admit([offer("/rec/talk.m4a", keys=(keys[0], "/rec/talk.m4a.{format}"),
+                                done="up to date")], 4.0)
+    assert (m4a.state, m4a.output_key) == (State.SEEN, "/rec/talk.m4a.{format}")
+    held = store.output_holders([keys[0], "/rec/talk.wav.{format}", "/rec/talk.m4a.{format}"])
+    assert sorted(held.values()) == ["/rec/talk.m4a", "/rec/talk.mp3", "/rec/talk.wav"]
+
+
+def test_versions_move_forward_only_and_the_same_bytes_keep_their_result(
+        store: Store) -> None:
+    job = fetched(store)
+    assert store.mark_done(job, 103.0)
+    with store._tx() as x:  # type: ignore[attr-defined]
+        x.execute(store.dialect.q("UPDATE jobs SET sha256='abc' WHERE path=?"), (A,))  # type: ignore[attr-defined]
+    assert store.known_sha256([A, B]) == {A: "abc"}
+    assert store.admit([offer(mtime=999)], 110.0) == []  # an older view: not a version
+    assert store.admit([offer(mtime=999, size=11)], 110.0) == []
+    assert get(store, A).state is State.DONE
+    # A newer mtime over the same bytes: the row takes the version and keeps its result.
+    same = Admission(A, 10, 2000, API, ("/rec/a.{format}",), None, "abc")
+    assert store.admit([same], 111.0) == []
+    kept = get(store, A)
+    assert (kept.state, kept.mtime_ns, kept.result) == (State.DONE, 2000, RESULT)
+    # Other bytes, newer (or the same mtime with another size): a new version.
+    (again,) = store.admit([offer(mtime=2000, size=12)], 112.0)
+    assert (again.state, again.sha256, again.result) == (State.SEEN, None, None)
+
+
+def test_a_result_is_reused_only_for_the_same_request(store: Store) -> None:
+    french = Plan("aimlapi", API.model, {"language": "fr"}, API.formats, "/rec")
+    first = fetched(store)
+    assert store.mark_done(first, 103.0)
+    with store._tx() as x:  # type: ignore[attr-defined]
+        x.execute(store.dialect.q("UPDATE jobs SET sha256='abc' WHERE path=?"), (A,))  # type: ignore[attr-defined]
+    assert get(store, A).request_key == API.reuse_key()
+    assert store.find_result_for("abc", API.reuse_key(), 0) is not None
+    assert store.find_result_for("abc", french.reuse_key(), 0) is None
+    reordered = Plan("aimlapi", API.model, {"language": "en"}, ("json",), "/elsewhere")
+    assert reordered.reuse_key() == API.reuse_key()  # formats and folders shape files only
+    task = Plan("local", "tiny", {}, engine={"task": "translate"})
+    assert task.reuse_key() != Plan("local", "tiny", {}, engine={"task": "transcribe"}
+                                    ).reuse_key()
 
 
 def test_a_batch_of_many_files_is_one_call(store: Store) -> None:
@@ -176,7 +235,7 @@ def test_a_trimmed_uploads_timeline_outlives_the_store_and_goes_with_a_changed_f
     assert pending is not None and pending.timeline == timeline
     (claimed,) = store.claim_poll(ME, 101.0, LEASE, 10, ["local"], ["aimlapi"])
     assert claimed.timeline == timeline  # read back from the row, as after a restart
-    store.admit([offer(size=11)], 110.0)  # the file changed: its next upload is another
+    store.admit([offer(size=11)], 110.0, ME)  # the file changed: its next upload is another
     assert get(store, A).timeline is None
 
 
@@ -442,7 +501,7 @@ def test_a_state_file_from_0_1_0_is_upgraded_in_place(tmp_path: Path) -> None:
     s.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
-            "2",)
+            "3",)
 
 
 def test_a_newer_state_file_is_refused(tmp_path: Path) -> None:
@@ -534,6 +593,48 @@ def test_a_schema_url_reaches_the_same_rows(tmp_path: Path) -> None:
 
 # --- the local fallback ----------------------------------------------------------------------
 
+def test_a_charge_is_taken_only_within_the_caps(store: Store) -> None:
+    day, month = "2025-03-10", "2025-03-01"
+    store.add_spend("2025-03-02", 0.5, 0.0, 1.0)  # earlier this month
+    assert store.charge_within(day, month, 0.2, 60.0, 2.0, usd_per_day=0.3) is None
+    assert store.charge_within(day, month, 0.2, 60.0, 3.0, usd_per_day=0.3) == "usd_per_day"
+    assert store.charge_within(day, month, 0.2, 60.0, 4.0, usd_per_month=0.8) == \
+        "usd_per_month"
+    assert store.charge_within(day, month, 0.0, 60.0, 5.0,
+                               audio_seconds_per_day=100.0) == "audio_hours_per_day"
+    assert store.spend_by_day(month)[day] == (pytest.approx(0.2), 60.0, 1)
+    # The service's word corrects the estimate; a create never made gives it all back.
+    store.adjust_spend(day, 0.05, 0.0, 0, 6.0)
+    assert store.spend_by_day(month)[day] == (pytest.approx(0.25), 60.0, 1)
+    store.adjust_spend(day, -0.25, -60.0, -1, 7.0)
+    assert store.spend_by_day(month)[day] == (pytest.approx(0.0), 0.0, 0)
+    # Nothing known to add (a URL): sent until the cap is reached, not after.
+    assert store.charge_within(day, month, 0.0, 0.0, 8.0, usd_per_month=0.5) == "usd_per_month"
+
+
+def test_hosts_charging_at_once_stop_at_the_cap_together(store: Store) -> None:
+    taken: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def host(i: int) -> None:
+        start.wait()
+        for _ in range(10):
+            if store.charge_within("2025-03-10", "2025-03-01", 0.01, 1.0, 1.0,
+                                   usd_per_day=0.05) is None:
+                with lock:
+                    taken.append(i)
+
+    threads = [threading.Thread(target=host, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(taken) == 5  # 6 hosts x 10 tries at one cent under a five-cent cap
+    usd, _secs, creates = store.spend_by_day("2025-03-01")["2025-03-10"]
+    assert usd == pytest.approx(0.05) and creates == 5
+
+
 def test_switch_backend_requeues_a_claimed_job_with_the_new_plan(store: Store) -> None:
     admitted(store)
     job = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])
@@ -545,3 +646,64 @@ def test_switch_backend_requeues_a_claimed_job_with_the_new_plan(store: Store) -
     assert not store.switch_backend(job, LOCAL, 102.0)  # fenced: no longer the claimed job
     again = store.claim_submit(ME, 103.0, LEASE, ["local"])
     assert again is not None and again.path == A
+
+
+def test_an_event_is_marked_delivered_once_by_the_deliverer_that_holds_it(
+        store: Store) -> None:
+    job = fetched(store)
+    store.mark_done(job, 200.0, event={"event_id": "ev-1", "source": A})
+    assert store.claim_event(ME, 300.0, 60.0) is not None
+    taken = store.claim_event(OTHER, 361.0, 60.0)  # ME outlived its lease: taken over
+    assert taken is not None
+    assert not store.event_delivered("ev-1", owner=ME)  # the stale one marks nothing
+    assert not store.event_retry("ev-1", 500.0, "late", owner=ME)
+    assert store.event_delivered("ev-1", owner=OTHER)
+    assert not store.event_delivered("ev-1", owner=OTHER)
+    assert store.outbox()["undelivered"] == 0
+
+
+def test_jobs_keyed_by_watch_are_one_library_under_any_mount_path(store: Store) -> None:
+    from sttwatch.store.keys import WatchKeys
+    old = "/srv/rec/talk.mp3"
+    store.admit([offer(old, keys=("/srv/rec/talk.{format}",))], 1.0)  # kept by absolute path
+    here = WatchKeys.of([("rec", "/srv/rec"), ("deep", "/srv/rec/sub")])
+    assert store.key_by_watch(here, migrate=True) == 1  # an existing store is migrated
+    job = get(store, old)  # this host still sees its own paths
+    assert (job.path, job.output_key) == (old, "/srv/rec/talk.{format}")
+    (sub,) = store.admit([offer("/srv/rec/sub/a.mp3", keys=("/srv/rec/sub/a.{format}",))], 2.0)
+    assert sub.path == "/srv/rec/sub/a.mp3"
+    # Another host with the share elsewhere sees the same rows under its own paths.
+    store.key_by_watch(WatchKeys.of([("rec", "/mnt/nas/rec"), ("deep", "/mnt/deep")]))
+    there = get(store, "/mnt/nas/rec/talk.mp3")
+    assert there.id == job.id and there.output_key == "/mnt/nas/rec/talk.{format}"
+    assert there.plan is not None and there.plan.root == "/rec"  # the plan's own root
+    assert get(store, "/mnt/deep/a.mp3").id == sub.id
+    assert store.versions(["/mnt/nas/rec/talk.mp3"]) == {"/mnt/nas/rec/talk.mp3": (10, 1000)}
+    assert store.output_holder("/mnt/nas/rec/talk.{format}") == "/mnt/nas/rec/talk.mp3"
+    assert store.admit([offer("/mnt/nas/rec/talk.mp3")], 3.0) == []  # the same version
+    assert store.forget(["/mnt/deep/a.mp3"]) == 1
+
+
+def test_a_version_2_state_file_with_shared_output_names_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as db:  # what version 2 allowed: one name, two rows
+        db.execute("DROP INDEX jobs_output_key_unique")
+        for name in ("talk.wav.mp3", "talk.wav"):
+            db.execute("INSERT INTO jobs (path, size, mtime_ns, state, output_key, plan, "
+                       "created_at, updated_at) VALUES (?, 1, 1, 'done', "
+                       "'/rec/talk.wav.{format}', ?, 1, 1)",
+                       (f"/rec/{name}", '{"backend": "aimlapi", "model": "m"}'))
+        db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    s = SqliteStore(path)
+    older, newer = get(s, "/rec/talk.wav.mp3"), get(s, "/rec/talk.wav")
+    assert (older.output_key, newer.output_key) == ("/rec/talk.wav.{format}", None)
+    assert older.request_key == Plan("aimlapi", "m").reuse_key()
+    (again,) = s.admit([offer("/rec/talk.wav", size=2, mtime=2,
+                              keys=("/rec/talk.wav.{format}", "/rec/talk.wav.2.{format}"))],
+                       5.0)
+    assert again.output_key == "/rec/talk.wav.2.{format}"
+    s.close()
+    with sqlite3.connect(path) as db, pytest.raises(sqlite3.IntegrityError):
+        db.execute("UPDATE jobs SET output_key='/rec/talk.wav.{format}' WHERE "
+                   "path='/rec/talk.wav'")

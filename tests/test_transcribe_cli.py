@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 import srt
 from conftest import run_cli, write_config
 from fake_service import FakeService, make_fake_audio
@@ -45,3 +47,20 @@ def test_exit_codes_missing_file_failed_task_and_refused_key(tmp_path: Path,
     r = run_cli("transcribe", "--config", str(cfg), str(good),
                 env={"STTWATCH_TEST_KEY": "sk-wrong-0000000000000"})
     assert r.code == 3 and "refused the API key" in r.err and "sk-wrong" not in r.err
+
+
+def test_transcribe_spends_from_the_budget_and_books_into_the_ledger(
+        tmp_path: Path, fake: FakeService) -> None:
+    from fake_service import COST_HEADERS
+    per_create = float(COST_HEADERS["x-aimlapi-usd-spent"])
+    a = make_fake_audio(tmp_path / "a.mp3", "paid for once")
+    cfg = write_config(tmp_path, fake.base_url, budget={"usd_per_day": per_create / 2})
+    r = run_cli("transcribe", "--config", str(cfg), str(a))
+    assert r.code == 0, r.err
+    status = json.loads(run_cli("status", "--config", str(cfg), "--json").out)
+    assert status["budget"]["spent"]["creates_today"] == 1
+    assert status["budget"]["spent"]["usd_today"] == pytest.approx(per_create)
+    # The day's cap is reached: the next one is not sent, and the command says why.
+    r = run_cli("transcribe", "--config", str(cfg), str(a))
+    assert r.code == 1 and "not sent: budget usd_per_day" in r.err
+    assert len(fake.creates()) == 1

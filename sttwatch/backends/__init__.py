@@ -110,6 +110,11 @@ class Backend:
     def model_name(self) -> str:
         raise NotImplementedError
 
+    def shaping(self) -> Mapping[str, Any]:
+        """Its own settings that shape a result and are not sent as options (``Plan.engine``):
+        a result is reused only for a request with the same."""
+        return {}
+
     def create(self, request: Request) -> Created:
         """Start a task. Raises AuthError, TransientError (incl. RateLimited), PermanentError."""
         raise NotImplementedError

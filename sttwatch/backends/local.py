@@ -13,7 +13,7 @@ import re
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -206,6 +206,9 @@ class LocalBackend(Backend, kind="local"):
     @property
     def model_name(self) -> str:
         return self._settings.model
+
+    def shaping(self) -> Mapping[str, Any]:
+        return {"task": self._settings.task, "language": self._settings.language}
 
     def set_listener(self, listener: Callable[[str], None]) -> None:
         self._listener = listener

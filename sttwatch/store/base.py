@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..timeline import Timeline
+from .keys import WatchKeys
 from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
 
 
@@ -34,15 +35,33 @@ class Store(ABC):
         files with one query per batch."""
 
     @abstractmethod
-    def admit(self, batch: Sequence[Admission], now: float) -> list[Job]:
+    def admit(self, batch: Sequence[Admission], now: float, owner: str | None = None
+              ) -> list[Job]:
         """Record settled files in one transaction. A new path, or a new version of a known
-        one (size or mtime changed, which abandons any task of the old version), becomes a
-        ``seen`` job with its plan and the first free output name of its ``keys``; returns
-        those. Unchanged files are left alone."""
+        one, becomes a ``seen`` job with its plan and the first output name of its ``keys``
+        no other row holds (names are unique: a file whose names are all held is left for
+        a later scan); returns those. Versions move forward only: a newer mtime, or the same
+        with another size; an older one, the same bytes (``Admission.sha256`` equal to the
+        row's: only the version is updated, the result kept) or a row another daemon than
+        ``owner`` holds under a live lease are never reset. Unchanged files are left alone."""
+
+    @abstractmethod
+    def key_by_watch(self, keys: WatchKeys, *, migrate: bool = False) -> int:
+        """From now on, key jobs by watch name and the path within it (``WatchKeys``), so
+        hosts mounting one share at different paths share its rows. ``migrate``: rows kept by
+        absolute path under these folders are re-keyed (returns how many)."""
 
     @abstractmethod
     def output_holder(self, key: str) -> str | None:
         """The source whose transcripts go by this name, if any job claimed it."""
+
+    @abstractmethod
+    def output_holders(self, keys: Sequence[str]) -> dict[str, str]:
+        """The holding source of each of ``keys`` that a row holds: one read per batch."""
+
+    @abstractmethod
+    def known_sha256(self, paths: Sequence[str]) -> dict[str, str]:
+        """The digest of the version each known path's row was sent (or recognised) with."""
 
     # --- the lease -----------------------------------------------------------------------------
     @abstractmethod
@@ -82,6 +101,12 @@ class Store(ABC):
     def find_result(self, sha256: str, backend: str, exclude: int) -> Job | None:
         """A done job of ``backend`` whose source had exactly these bytes, with its result:
         a renamed, moved or copied recording is not paid for twice."""
+
+    @abstractmethod
+    def find_result_for(self, sha256: str, request_key: str, exclude: int) -> Job | None:
+        """A done job whose source had exactly these bytes and whose plan had this
+        ``Plan.reuse_key`` (backend, model, options as sent, engine settings): its result is
+        what a create of this job would return."""
 
     @abstractmethod
     def adopt(self, job: Job, donor: Job, sha256: str, now: float) -> Job | None:
@@ -151,10 +176,13 @@ class Store(ABC):
         one is sent twice). One deliverer per host: an event this owner holds is stale."""
 
     @abstractmethod
-    def event_delivered(self, event_id: str) -> bool: ...
+    def event_delivered(self, event_id: str, owner: str | None = None) -> bool:
+        """Delete a delivered event; with ``owner``, only while that deliverer still holds
+        it (so an event is marked delivered once, by the one that held it)."""
 
     @abstractmethod
-    def event_retry(self, event_id: str, next_at: float, error: str) -> bool: ...
+    def event_retry(self, event_id: str, next_at: float, error: str,
+                    owner: str | None = None) -> bool: ...
 
     @abstractmethod
     def outbox(self) -> dict[str, Any]:
@@ -164,6 +192,22 @@ class Store(ABC):
     @abstractmethod
     def add_spend(self, day: str, usd: float, audio_seconds: float, now: float) -> None:
         """Add one create's cost to its UTC day ('YYYY-MM-DD'); ``forget`` never touches it."""
+
+    @abstractmethod
+    def charge_within(self, day: str, month_start: str, usd: float, audio_seconds: float,
+                      now: float, *, usd_per_day: float | None = None,
+                      usd_per_month: float | None = None,
+                      audio_seconds_per_day: float | None = None) -> str | None:
+        """Book one create's estimate on ``day`` unless it would pass a cap; returns the cap
+        it would pass (and books nothing). Check and charge are one transaction, serialised
+        across daemons, so several hosts stop at a cap together instead of each passing it
+        by one create."""
+
+    @abstractmethod
+    def adjust_spend(self, day: str, usd: float, audio_seconds: float, creates: int,
+                     now: float) -> None:
+        """Correct a booked estimate (the service's word on the cost, or a create that was
+        never made: negative amounts)."""
 
     @abstractmethod
     def spend_by_day(self, since: str) -> dict[str, tuple[float, float, int]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -32,21 +34,37 @@ class Plan:
     options: Mapping[str, Any] = field(default_factory=dict)
     formats: tuple[str, ...] = ("txt",)
     root: str = ""  # the watched folder the file belongs to (mirrored output trees)
+    # Settings of the engine itself that shape the result and are not sent as options (the
+    # local engine's task and default language): part of what a result may be reused for.
+    engine: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.model, "options": dict(self.options),
-                "formats": list(self.formats), "root": self.root}
+                "formats": list(self.formats), "root": self.root,
+                **({"engine": dict(self.engine)} if self.engine else {})}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Plan:
         return cls(str(raw["backend"]), str(raw["model"]), dict(raw.get("options") or {}),
-                   tuple(raw.get("formats") or ("txt",)), str(raw.get("root") or ""))
+                   tuple(raw.get("formats") or ("txt",)), str(raw.get("root") or ""),
+                   dict(raw.get("engine") or {}))
+
+    def reuse_key(self) -> str:
+        """Everything that shapes the result, in one canonical form: two jobs with the same
+        bytes and this key would get the same answer, so one may take the other's. Formats and
+        folders are left out: they shape the files, not the result."""
+        canon = json.dumps({"backend": self.backend, "model": self.model,
+                            "options": dict(self.options), "engine": dict(self.engine)},
+                           sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canon.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
 class Admission:
     """A settled file offered to the store. ``keys`` are the output names it may claim,
-    preferred first; ``done_note`` records it as already transcribed instead of queueing it."""
+    preferred first; ``done_note`` records it as already transcribed instead of queueing it,
+    holding ``keys[0]`` (the name of the transcripts found), or, when another source holds
+    that name, queues it under the next free one."""
 
     path: str
     size: int
@@ -54,6 +72,9 @@ class Admission:
     plan: Plan
     keys: Sequence[str] = ()
     done_note: str | None = None
+    # The bytes' digest, given when the store knows the old version's: the same bytes under
+    # a newer mtime (another host's view, a touch) are not a new version.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,7 @@ class Job:
     reused_from: str | None = None  # the source whose paid result this job took
     # (upload start, source start, length) per piece of a trimmed upload; sttwatch/timeline.py
     timeline: tuple[tuple[float, float, float], ...] | None = None
+    request_key: str | None = None  # Plan.reuse_key of its plan: what its result answers
 
 
 @dataclass(frozen=True)

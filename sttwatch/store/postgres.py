@@ -20,7 +20,8 @@ from .sql import COLUMNS, SCHEMA_VERSION, Dialect, Executor, SqlStore
 POSTGRES = Dialect(name="postgres", param="%s", id_column="BIGSERIAL PRIMARY KEY",
                    real="DOUBLE PRECISION", bigint="BIGINT", null_eq="IS NOT DISTINCT FROM",
                    greatest="GREATEST", skip_locked=" FOR UPDATE SKIP LOCKED",
-                   admit_lock="SELECT pg_advisory_xact_lock(7270812)")
+                   admit_lock="SELECT pg_advisory_xact_lock(7270812)",
+                   ledger_lock="SELECT pg_advisory_xact_lock(7270814)")
 
 
 def safe_url(url: str) -> str:

@@ -14,22 +14,24 @@ import zlib
 from abc import abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ..timeline import Timeline, from_text, to_text
 from .base import Store
 from .errors import StoreError
+from .keys import WatchKeys
 from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 COLUMNS = ("id", "path", "size", "mtime_ns", "state", "generation_id", "attempts", "polls",
            "submitted_at", "next_at", "error", "result", "cost", "created_at", "updated_at",
            "finished_at", "backend", "output_key", "plan", "owner", "lease_until", "defers",
-           "sha256", "reused_from", "timeline")
+           "sha256", "reused_from", "timeline", "request_key")
 _COLS = ", ".join(COLUMNS)
 _CLAIMED = "('submitting', 'pending', 'fetched')"
+CLAIMED_STATES = ("submitting", "pending", "fetched")
 
 
 class Cursor(Protocol):
@@ -58,6 +60,7 @@ class Dialect:
     greatest: str          # the two-argument maximum
     skip_locked: str       # appended to a claim's inner SELECT
     admit_lock: str        # serialises admissions across daemons ('' if the engine does)
+    ledger_lock: str = ""  # serialises charges against the caps across daemons (likewise)
 
     def q(self, sql: str) -> str:
         return sql if self.param == "?" else sql.replace("?", self.param)
@@ -91,9 +94,12 @@ def ddl(d: Dialect) -> list[str]:
             defers INTEGER NOT NULL DEFAULT 0,
             sha256 TEXT,
             reused_from TEXT,
-            timeline TEXT)""",
+            timeline TEXT,
+            request_key TEXT)""",
         "CREATE INDEX IF NOT EXISTS jobs_state_next ON jobs(state, next_at)",
-        "CREATE INDEX IF NOT EXISTS jobs_output_key ON jobs(output_key)",
+        # One source per output name: two rows can never write the same transcript files.
+        "CREATE UNIQUE INDEX IF NOT EXISTS jobs_output_key_unique ON jobs(output_key) "
+        "WHERE output_key IS NOT NULL",
         "CREATE INDEX IF NOT EXISTS jobs_generation ON jobs(generation_id)",
         "CREATE INDEX IF NOT EXISTS jobs_owner_state ON jobs(owner, state)",
         "CREATE INDEX IF NOT EXISTS jobs_sha256 ON jobs(sha256)",
@@ -153,7 +159,7 @@ def _job(row: Sequence[Any]) -> Job:
         plan=Plan.from_json(json.loads(r["plan"])) if r["plan"] else None,
         owner=r["owner"], lease_until=float(r["lease_until"] or 0.0),
         defers=int(r["defers"] or 0), sha256=r["sha256"], reused_from=r["reused_from"],
-        timeline=from_text(r["timeline"]))
+        timeline=from_text(r["timeline"]), request_key=r["request_key"])
 
 
 def _marks(n: int) -> str:
@@ -183,7 +189,7 @@ class SqlStore(Store):
     def _select(self, where: str, args: Sequence[Any] = ()) -> list[Job]:
         with self._read() as x:
             rows = self._x(x, f"SELECT {_COLS} FROM jobs WHERE {where}", args).fetchall()
-        return [_job(r) for r in rows]
+        return [self._job(r) for r in rows]
 
     def _fence(self, job: Job) -> tuple[str, tuple[Any, ...]]:
         """The job is still in the state, task, version and hands the caller saw."""
@@ -193,7 +199,56 @@ class SqlStore(Store):
                 (job.state.value, job.generation_id, job.size, job.mtime_ns, job.owner))
 
     def _returning(self, x: Executor, sql: str, args: Sequence[Any]) -> list[Job]:
-        return [_job(r) for r in self._x(x, f"{sql} RETURNING {_COLS}", args).fetchall()]
+        return [self._job(r) for r in self._x(x, f"{sql} RETURNING {_COLS}", args).fetchall()]
+
+    # --- paths as this host sees them, keys as the store keeps them ----------------------------
+
+    _keys: WatchKeys | None = None
+
+    def _k(self, path: str) -> str:
+        return path if self._keys is None else self._keys.to_key(path)
+
+    def _l(self, key: str) -> str:
+        return key if self._keys is None else self._keys.to_local(key)
+
+    def _plan_text(self, plan: Plan) -> str:
+        return json.dumps({**plan.to_json(), "root": self._k(plan.root)})
+
+    def _job(self, row: Sequence[Any]) -> Job:
+        job = _job(row)
+        if self._keys is None:
+            return job
+        return replace(job, path=self._l(job.path),
+                       output_key=None if job.output_key is None else self._l(job.output_key),
+                       reused_from=None if job.reused_from is None else
+                       self._l(job.reused_from),
+                       plan=None if job.plan is None else replace(
+                           job.plan, root=self._l(job.plan.root)))
+
+    def key_by_watch(self, keys: WatchKeys, *, migrate: bool = False) -> int:
+        self._keys = keys
+        if not migrate:
+            return 0
+        moved = 0
+        with self._tx() as x:
+            if self.dialect.admit_lock:
+                self._x(x, self.dialect.admit_lock)
+            for name, root in keys.roots:  # the deepest folders first
+                head, prefix = root.rstrip("/") + "/", keys.prefix(name)
+                new = "? || substr({c}, ?)"
+                args = (prefix, len(head) + 1)
+                # A row another host already keyed (a shared store) wins over a stale copy.
+                moved += self._x(
+                    x, f"UPDATE jobs SET path={new.format(c='path')} WHERE substr(path, 1, ?)=?"
+                       f" AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.path="
+                       f"{new.format(c='jobs.path')})",
+                    (*args, len(head), head, *args)).rowcount
+                for column in ("output_key", "reused_from"):
+                    self._x(x, f"UPDATE jobs SET {column}={new.format(c=column)} WHERE "
+                               f"substr({column}, 1, ?)=? AND NOT EXISTS (SELECT 1 FROM jobs "
+                               f"AS o WHERE o.{column}={new.format(c='jobs.' + column)})",
+                            (*args, len(head), head, *args))
+        return moved
 
     # --- schema ------------------------------------------------------------------------------
 
@@ -213,84 +268,147 @@ class SqlStore(Store):
                                  ("service_seconds", d.real),
                                  ("defers", "INTEGER NOT NULL DEFAULT 0"),
                                  ("sha256", "TEXT"), ("reused_from", "TEXT"),
-                                 ("timeline", "TEXT")):
+                                 ("timeline", "TEXT"), ("request_key", "TEXT")):
                 if column not in existing_columns:
                     self._x(x, f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
             # Version 1 set the backend at submission; tasks then in flight keep theirs.
             self._x(x, "UPDATE jobs SET backend=CASE WHEN substr(generation_id, 1, 6)="
                        "'local-' THEN 'local' ELSE 'aimlapi' END WHERE backend IS NULL AND "
                        "state IN ('submitting', 'pending')")
+        if existing_columns and (version or 1) < 3:
+            self._migrate_to_3(x)
         for stmt in ddl(d):
             self._x(x, stmt)
         self._x(x, "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT"
                    "(key) DO UPDATE SET value=excluded.value", (str(SCHEMA_VERSION),))
 
+    def _migrate_to_3(self, x: Executor) -> None:
+        """Version 3: output names become unique (a name two rows shared stays with the older
+        row; the newer one finds a free name when it is next admitted), and each row gets the
+        key its result is reused under (``Plan.reuse_key``)."""
+        self._x(x, "DROP INDEX IF EXISTS jobs_output_key")
+        self._x(x, "UPDATE jobs SET output_key=NULL WHERE output_key IS NOT NULL AND id NOT IN "
+                   "(SELECT MIN(id) FROM jobs WHERE output_key IS NOT NULL GROUP BY output_key)")
+        for job_id, raw in self._x(x, "SELECT id, plan FROM jobs WHERE plan IS NOT NULL AND "
+                                      "request_key IS NULL").fetchall():
+            self._x(x, "UPDATE jobs SET request_key=? WHERE id=?",
+                    (Plan.from_json(json.loads(raw)).reuse_key(), job_id))
+
     # --- discovery ---------------------------------------------------------------------------
 
     def get(self, path: str) -> Job | None:
-        found = self._select("path = ?", (path,))
+        found = self._select("path = ?", (self._k(path),))
         return found[0] if found else None
 
     def versions(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}
+        paths = [self._k(p) for p in paths]
         with self._read() as x:
             for i in range(0, len(paths), 500):
                 part = paths[i:i + 500]
                 for path, size, mtime in self._x(
                         x, f"SELECT path, size, mtime_ns FROM jobs WHERE path IN "
                            f"({_marks(len(part))})", part).fetchall():
-                    out[path] = (int(size), int(mtime))
+                    out[self._l(path)] = (int(size), int(mtime))
         return out
 
     def _free_key(self, x: Executor, keys: Sequence[str], path: str,
                   own: str | None) -> str | None:
-        if not keys:
-            return None
-        if own in keys:
+        """The first of ``keys`` no other source holds (``own``, the row's current name, when
+        it is among them); None when every one is held: never a name another source has."""
+        if own is not None and own in keys:
             return own
         for key in keys:
             if self._x(x, "SELECT 1 FROM jobs WHERE output_key=? AND path!=?",
                        (key, path)).fetchone() is None:
                 return key
-        return keys[-1]
+        return None
 
-    def admit(self, batch: Sequence[Admission], now: float) -> list[Job]:
+    def output_holders(self, keys: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        keys = [self._k(k) for k in keys]
+        with self._read() as x:
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                for key, path in self._x(
+                        x, f"SELECT output_key, path FROM jobs WHERE output_key IN "
+                           f"({_marks(len(part))})", part).fetchall():
+                    out[self._l(str(key))] = self._l(str(path))
+        return out
+
+    def known_sha256(self, paths: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        paths = [self._k(p) for p in paths]
+        with self._read() as x:
+            for i in range(0, len(paths), 500):
+                part = paths[i:i + 500]
+                for path, digest in self._x(
+                        x, f"SELECT path, sha256 FROM jobs WHERE sha256 IS NOT NULL AND path "
+                           f"IN ({_marks(len(part))})", part).fetchall():
+                    out[self._l(str(path))] = str(digest)
+        return out
+
+    def admit(self, batch: Sequence[Admission], now: float, owner: str | None = None
+              ) -> list[Job]:
         admitted: list[int] = []
         with self._tx() as x:
             if self.dialect.admit_lock:
                 self._x(x, self.dialect.admit_lock)
-            for a in batch:
-                row = self._x(x, "SELECT id, size, mtime_ns, output_key FROM jobs WHERE path=?",
+            for given in batch:
+                a = replace(given, path=self._k(given.path),
+                            keys=tuple(self._k(k) for k in given.keys))
+                row = self._x(x, "SELECT id, size, mtime_ns, output_key, state, owner, "
+                                 "lease_until, sha256 FROM jobs WHERE path=?",
                               (a.path,)).fetchone()
-                plan = json.dumps(a.plan.to_json())
-                if a.done_note is not None:
-                    if row is None:
-                        self._x(x, "INSERT INTO jobs (path, size, mtime_ns, state, error, "
-                                   "backend, plan, created_at, updated_at, finished_at) VALUES "
-                                   "(?, ?, ?, 'done', ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO "
-                                   "NOTHING", (a.path, a.size, a.mtime_ns, a.done_note,
-                                               a.plan.backend, plan, now, now, now))
-                    continue
+                plan = self._plan_text(a.plan)
+                reuse = a.plan.reuse_key()
                 if row is None:
                     key = self._free_key(x, a.keys, a.path, None)
+                    if a.keys and key is None:
+                        continue  # every name is another's: offered again at the next scan
+                    if a.done_note is not None and (not a.keys or key == a.keys[0]):
+                        self._x(x, "INSERT INTO jobs (path, size, mtime_ns, state, error, "
+                                   "backend, output_key, plan, request_key, created_at, "
+                                   "updated_at, finished_at) VALUES (?, ?, ?, 'done', ?, ?, ?, "
+                                   "?, ?, ?, ?, ?) ON CONFLICT(path) DO NOTHING",
+                                (a.path, a.size, a.mtime_ns, a.done_note, a.plan.backend, key,
+                                 plan, reuse, now, now, now))
+                        continue
+                    # (A done offer whose transcripts are another source's is queued.)
                     got = self._x(x, "INSERT INTO jobs (path, size, mtime_ns, state, next_at, "
-                                     "backend, output_key, plan, created_at, updated_at) VALUES "
-                                     "(?, ?, ?, 'seen', 0, ?, ?, ?, ?, ?) ON CONFLICT(path) DO "
-                                     "NOTHING RETURNING id",
-                                  (a.path, a.size, a.mtime_ns, a.plan.backend, key, plan, now,
-                                   now)).fetchone()
+                                     "backend, output_key, plan, request_key, created_at, "
+                                     "updated_at) VALUES (?, ?, ?, 'seen', 0, ?, ?, ?, ?, ?, ?) "
+                                     "ON CONFLICT(path) DO NOTHING RETURNING id",
+                                  (a.path, a.size, a.mtime_ns, a.plan.backend, key, plan,
+                                   reuse, now, now)).fetchone()
                     if got is not None:
                         admitted.append(int(got[0]))
-                elif (int(row[1]), int(row[2])) != (a.size, a.mtime_ns):
-                    key = self._free_key(x, a.keys, a.path, row[3])
-                    self._x(x, "UPDATE jobs SET size=?, mtime_ns=?, state='seen', "
-                               "generation_id=NULL, attempts=0, polls=0, next_at=0, error=NULL, "
-                               "result=NULL, cost=NULL, service_seconds=NULL, timeline=NULL, "
-                               "submitted_at=NULL,"
-                               " finished_at=NULL, owner=NULL, lease_until=0, defers=0, backend=?, "
-                               "output_key=?, plan=?, updated_at=? WHERE id=?",
-                            (a.size, a.mtime_ns, a.plan.backend, key, plan, now, row[0]))
-                    admitted.append(int(row[0]))
+                    continue
+                job_id, size, mtime, own, state, holder, lease_until, digest = row
+                size, mtime = int(size), int(mtime)
+                if a.done_note is not None or (size, mtime) == (a.size, a.mtime_ns):
+                    continue
+                # Versions move forward only: an older mtime is another host's (or a stale
+                # cache's) view of the version this row already has.
+                if a.mtime_ns < mtime or (a.mtime_ns == mtime and a.size == size):
+                    continue
+                held = state in CLAIMED_STATES and float(lease_until or 0) >= now
+                if held and holder != owner:
+                    continue  # another daemon's job is never reset under it
+                if a.sha256 is not None and a.sha256 == digest:
+                    if not held:  # the same bytes: the row keeps its result and its state
+                        self._x(x, "UPDATE jobs SET size=?, mtime_ns=?, updated_at=? WHERE "
+                                   "id=?", (a.size, a.mtime_ns, now, job_id))
+                    continue
+                key = self._free_key(x, a.keys, a.path, own)
+                self._x(x, "UPDATE jobs SET size=?, mtime_ns=?, state='seen', "
+                           "generation_id=NULL, attempts=0, polls=0, next_at=0, error=NULL, "
+                           "result=NULL, cost=NULL, service_seconds=NULL, timeline=NULL, "
+                           "submitted_at=NULL, sha256=NULL, reused_from=NULL,"
+                           " finished_at=NULL, owner=NULL, lease_until=0, defers=0, backend=?, "
+                           "output_key=?, plan=?, request_key=?, updated_at=? WHERE id=?",
+                        (a.size, a.mtime_ns, a.plan.backend, key, plan, reuse, now, job_id))
+                admitted.append(int(job_id))
         if not admitted:
             return []
         return self._select(f"id IN ({_marks(len(admitted))}) ORDER BY id", admitted)
@@ -304,8 +422,8 @@ class SqlStore(Store):
     def output_holder(self, key: str) -> str | None:
         with self._read() as x:
             row = self._x(x, "SELECT path FROM jobs WHERE output_key=? LIMIT 1",
-                          (key,)).fetchone()
-        return None if row is None else str(row[0])
+                          (self._k(key),)).fetchone()
+        return None if row is None else self._l(str(row[0]))
 
     # --- the lease -----------------------------------------------------------------------------
 
@@ -382,6 +500,12 @@ class SqlStore(Store):
                              (sha256, backend, exclude))
         return found[0] if found else None
 
+    def find_result_for(self, sha256: str, request_key: str, exclude: int) -> Job | None:
+        found = self._select("sha256=? AND request_key=? AND state='done' AND result IS NOT "
+                             "NULL AND id!=? ORDER BY finished_at DESC LIMIT 1",
+                             (sha256, request_key, exclude))
+        return found[0] if found else None
+
     def adopt(self, job: Job, donor: Job, sha256: str, now: float) -> Job | None:
         fence, args = self._fence(job)
         g = self.dialect.greatest
@@ -390,8 +514,9 @@ class SqlStore(Store):
                 x, f"UPDATE jobs SET state='fetched', result=?, generation_id=?, sha256=?, "
                    f"reused_from=?, cost=NULL, attempts={g}(attempts-1, 0), submitted_at=?, "
                    f"timeline=?, next_at=?, updated_at=? WHERE id=?" + fence,
-                (pack_result(donor.result or {}), donor.generation_id, sha256, donor.path, now,
-                 to_text(donor.timeline), now, now, job.id, *args))
+                (pack_result(donor.result or {}), donor.generation_id, sha256,
+                 self._k(donor.path), now, to_text(donor.timeline), now, now, job.id,
+                 *args))
         return got[0] if got else None
 
     def reused(self) -> int:
@@ -519,15 +644,20 @@ class SqlStore(Store):
         return OutboxEvent(str(i), int(job_id), json.loads(body), float(created),
                            int(attempts), err)
 
-    def event_delivered(self, event_id: str) -> bool:
+    def event_delivered(self, event_id: str, owner: str | None = None) -> bool:
+        fence = "" if owner is None else " AND owner=?"
         with self._tx() as x:
-            return self._x(x, "DELETE FROM outbox WHERE id=?", (event_id,)).rowcount == 1
+            return self._x(x, "DELETE FROM outbox WHERE id=?" + fence,
+                           (event_id, *(() if owner is None else (owner,)))).rowcount == 1
 
-    def event_retry(self, event_id: str, next_at: float, error: str) -> bool:
+    def event_retry(self, event_id: str, next_at: float, error: str,
+                    owner: str | None = None) -> bool:
+        fence = "" if owner is None else " AND owner=?"
         with self._tx() as x:
             return self._x(x, "UPDATE outbox SET next_at=?, attempts=attempts+1, owner=NULL, "
-                              "last_error=? WHERE id=?",
-                           (next_at, error, event_id)).rowcount == 1
+                              "last_error=? WHERE id=?" + fence,
+                           (next_at, error, event_id,
+                            *(() if owner is None else (owner,)))).rowcount == 1
 
     def outbox(self) -> dict[str, Any]:
         with self._read() as x:
@@ -542,11 +672,45 @@ class SqlStore(Store):
 
     def add_spend(self, day: str, usd: float, audio_seconds: float, now: float) -> None:
         with self._tx() as x:
-            self._x(x, "INSERT INTO spend_ledger (day, usd, audio_seconds, creates, updated_at) "
-                       "VALUES (?, ?, ?, 1, ?) ON CONFLICT(day) DO UPDATE SET "
-                       "usd=spend_ledger.usd+excluded.usd, audio_seconds=spend_ledger."
-                       "audio_seconds+excluded.audio_seconds, creates=spend_ledger.creates+1, "
-                       "updated_at=excluded.updated_at", (day, usd, audio_seconds, now))
+            self._add_spend(x, day, usd, audio_seconds, 1, now)
+
+    def charge_within(self, day: str, month_start: str, usd: float, audio_seconds: float,
+                      now: float, *, usd_per_day: float | None = None,
+                      usd_per_month: float | None = None,
+                      audio_seconds_per_day: float | None = None) -> str | None:
+        with self._tx() as x:
+            if self.dialect.ledger_lock:
+                self._x(x, self.dialect.ledger_lock)
+            today = self._x(x, "SELECT usd, audio_seconds FROM spend_ledger WHERE day=?",
+                            (day,)).fetchone()
+            month = self._x(x, "SELECT COALESCE(SUM(usd), 0) FROM spend_ledger WHERE day >= ? "
+                               "AND day <= ?", (month_start, day)).fetchone()
+            usd_today, secs_today = (0.0, 0.0) if today is None else (float(today[0]),
+                                                                       float(today[1]))
+            for name, limit, spent, more in (
+                    ("usd_per_day", usd_per_day, usd_today, usd),
+                    ("usd_per_month", usd_per_month, float(month[0]), usd),
+                    ("audio_hours_per_day", audio_seconds_per_day, secs_today, audio_seconds)):
+                # Nothing known to add (a URL's length): held once the cap is reached.
+                if limit is not None and (spent + more > limit or (more <= 0 and
+                                                                   spent >= limit)):
+                    return name
+            self._add_spend(x, day, usd, audio_seconds, 1, now)
+        return None
+
+    def adjust_spend(self, day: str, usd: float, audio_seconds: float, creates: int,
+                     now: float) -> None:
+        with self._tx() as x:
+            self._add_spend(x, day, usd, audio_seconds, creates, now)
+
+    def _add_spend(self, x: Executor, day: str, usd: float, audio_seconds: float,
+                   creates: int, now: float) -> None:
+        self._x(x, "INSERT INTO spend_ledger (day, usd, audio_seconds, creates, updated_at) "
+                   "VALUES (?, ?, ?, ?, ?) ON CONFLICT(day) DO UPDATE SET "
+                   "usd=spend_ledger.usd+excluded.usd, audio_seconds=spend_ledger."
+                   "audio_seconds+excluded.audio_seconds, creates=spend_ledger.creates+"
+                   "excluded.creates, updated_at=excluded.updated_at",
+                (day, usd, audio_seconds, creates, now))
 
     def spend_by_day(self, since: str) -> dict[str, tuple[float, float, int]]:
         with self._read() as x:
@@ -559,10 +723,11 @@ class SqlStore(Store):
         g = self.dialect.greatest
         with self._tx() as x:
             return self._x(
-                x, f"UPDATE jobs SET backend=?, plan=?, state='seen', owner=NULL, lease_until=0,"
-                   f" attempts={g}(attempts-1, 0), next_at=0, updated_at=? WHERE id=? AND "
-                   f"state='submitting'" + fence,
-                (plan.backend, json.dumps(plan.to_json()), now, job.id, *args)).rowcount == 1
+                x, f"UPDATE jobs SET backend=?, plan=?, request_key=?, state='seen', owner=NULL, "
+                   f"lease_until=0, attempts={g}(attempts-1, 0), next_at=0, updated_at=? WHERE "
+                   f"id=? AND state='submitting'" + fence,
+                (plan.backend, self._plan_text(plan), plan.reuse_key(), now, job.id,
+                 *args)).rowcount == 1
 
     # --- operators -----------------------------------------------------------------------------
 
@@ -580,7 +745,7 @@ class SqlStore(Store):
             # task: left alone (retrying it would orphan the task and pay twice).
             return sum(self._x(x, f"UPDATE jobs SET {reset}, result=NULL, sha256=NULL WHERE "
                                   "path=? AND state NOT IN ('submitting', 'pending')",
-                               (now, p)).rowcount for p in paths)
+                               (now, self._k(p))).rowcount for p in paths)
 
     def stranded(self, backends: Sequence[str], limit: int = 100) -> list[Job]:
         return self._select(
@@ -613,11 +778,12 @@ class SqlStore(Store):
         with self._tx() as x:
             if paths is None:
                 return self._x(x, back, (now,)).rowcount
-            return sum(self._x(x, back + " AND path=?", (now, p)).rowcount for p in paths)
+            return sum(self._x(x, back + " AND path=?", (now, self._k(p))).rowcount
+                       for p in paths)
 
     def forget(self, paths: Iterable[str]) -> int:
         with self._tx() as x:
-            return sum(self._x(x, "DELETE FROM jobs WHERE path=?", (p,)).rowcount
+            return sum(self._x(x, "DELETE FROM jobs WHERE path=?", (self._k(p),)).rowcount
                        for p in paths)
 
     def counts(self) -> dict[str, int]:
