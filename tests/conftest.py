@@ -166,3 +166,12 @@ def tmpfs_at(at: Path, size: str) -> Iterator[Path]:
         yield at
     finally:
         subprocess.run(["umount", "-l", str(at)], check=False)
+
+
+@pytest.fixture
+def share(tmp_path: Path) -> Iterator[Any]:
+    """A real SSHFS share (tests/share.py): write in ``share.served``, watch ``share.mount``."""
+    from share import require_share, sshfs_share
+    require_share()
+    with sshfs_share(tmp_path / "share") as s:
+        yield s
