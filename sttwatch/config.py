@@ -40,7 +40,7 @@ class Field:
     ``commented`` shows the key commented out (a default too long to be worth showing).
     """
 
-    kind: str  # str | int | float | bool | path | strlist | map | section | list
+    kind: str  # str | int | float | bool | auto_bool | path | strlist | map | section | list
     default: Any = None
     doc: str = ""
     nullable: bool = False
@@ -72,7 +72,9 @@ WATCH_ITEM: Mapping[str, Field] = {
                     "skipped"),
     "settle_seconds": Field("float", None, "null = daemon.settle_seconds", nullable=True,
                             minimum=0),
-    "polling": Field("bool", False, "true for network shares (NFS, SMB), which send no events"),
+    "polling": Field("auto_bool", "auto", "auto: poll a folder on a network or FUSE "
+                     "filesystem (NFS, SMB, sshfs...), which sends no events for other hosts' "
+                     "changes, and use inotify elsewhere; true or false forces it"),
     "model": Field("str", None, "null = api.model (the AI/ML API only)", nullable=True),
     "options": Field("map", None, "extra create fields over api.options, e.g. "
                      "{language: fr}", nullable=True),
@@ -177,6 +179,9 @@ SCHEMA: Mapping[str, Field] = {
                              "taken", minimum=0),
         rescan_seconds=Field("float", 300.0, "full rescan, for events that were missed",
                              minimum=1),
+        share_rescan_seconds=Field("float", 3600.0, "full rescan of a polled watch (a share), "
+                                   "for files rewritten in place; new files are found by "
+                                   "folder mtimes every 2 s", minimum=10),
         first_poll_seconds=Field("float", 1.0, "first fetch of a job, until recent jobs teach "
                                  "a better time", minimum=0.1),
         poll_cap_seconds=Field("float", 20.0, "longest gap between fetches of one job",
@@ -271,7 +276,7 @@ class WatchConfig:
     patterns: tuple[str, ...]
     ignore: tuple[str, ...]
     settle_seconds: float | None
-    polling: bool
+    polling: bool | str  # True, False or "auto"
     model: str | None
     options: Mapping[str, Any] | None
     formats: tuple[str, ...] | None
@@ -301,6 +306,7 @@ class DaemonConfig:
     host_id: str | None = None
     lease_seconds: float = 60.0
     once_timeout: float = 600.0
+    share_rescan_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -376,6 +382,11 @@ def _check(value: Any, field: Field, key: str, base: Path, errors: list[str]) ->
         errors.append(f"at '{key}': a value is required ({field.doc})")
         return None
     kind = field.kind
+    if kind == "auto_bool":
+        if not isinstance(value, bool) and value != "auto":
+            errors.append(f"at '{key}': expected true, false or auto, got {value!r}")
+            return field.default
+        return value
     if kind == "section":
         return _walk(value, field.children or {}, key, base, errors)
     if kind == "list":

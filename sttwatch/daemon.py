@@ -178,7 +178,8 @@ class Daemon:
                 self._last_activity, self._counted_at = activity, now
             status = self._status
             meta = {"healthy": healthy, "status": status, **self.pipeline.waiting_on(),
-                    "watches": self.watcher.watch_states()}
+                    "watches": self.watcher.watch_states(),
+                    "watch_notes": self.watcher.watch_notes()}  # issue 20: polled/offline
             # Only write when something changed, or often enough for ``status`` to tell a
             # live daemon from a dead one.
             if meta != self._last_meta or now - self._last_meta_at >= STATUS_REFRESH:

@@ -59,6 +59,8 @@ def render(info: dict[str, Any], out: TextIO) -> None:
     for d in info["daemons"]:
         out.write(f"daemon {d['host_id']}: running (pid {d['pid']} on {d['hostname']}), "
                   f"{d['status']}\n")
+        for path, note in sorted(d.get("watch_notes", {}).items()):
+            out.write(f"  watch {path}: {note}\n")
         if d.get("store_unavailable"):
             out.write(f"  waiting on: the store ({d['store_unavailable']})\n")
         broke = any(b.get("out_of_credits") for b in d.get("backends", []))

@@ -40,9 +40,10 @@ from watchdog.observers.inotify_c import (
     WatchCallback,
     WatchDescriptor,
 )
-from watchdog.observers.polling import PollingObserver
 
 from .config import FORMAT_KINDS, WatchConfig, watch_for
+from .dirpoll import POLL_EVERY, DirPoller
+from .mounts import mount_of
 
 log = structlog.get_logger("sttwatch.watcher")
 
@@ -248,6 +249,9 @@ class _Watch:
     mount: Path | None = None
     observer: BaseObserver | None = None
     polling: bool = False  # fell back to polling: the inotify watch limit was reached
+    polled: bool = False  # polled rather than inotify (a share, or the config says so)
+    poll_reason: str = ""
+    poller: DirPoller | None = None
     arm_error: str | None = None  # the observer could not be started; rescans still run
     overflowed: bool = False
 
@@ -275,8 +279,12 @@ class Watcher:
     # Set by the event handler when a hint arrives; the daemon's main loop waits on it.
     wake: threading.Event = field(default_factory=threading.Event)
     monotonic: Callable[[], float] = time.monotonic
+    share_rescan_seconds: float = 3600.0  # full rescan of a polled watch
+    poll_every: float = POLL_EVERY
     batch: int = 2000  # settled files handed on per tick at most: the main loop stays lively
     _candidates: dict[str, _Candidate] = field(default_factory=dict)
+    # Files the pollers found (path, size, mtime_ns, watch root): filled by their threads.
+    _polled: queue.Queue[tuple[str, int, int, str]] = field(default_factory=queue.Queue)
     _scanned: list[tuple[str, int, int, _Watch]] = field(default_factory=list)
     _states: dict[str, _Watch] = field(default_factory=dict)
     _started: bool = False
@@ -306,6 +314,9 @@ class Watcher:
                 obs.join(timeout=5)
         for w in self._states.values():
             w.observer = None
+            if w.poller is not None:
+                w.poller.stop()
+                w.poller = None
         self._started = False
 
     def healthy(self) -> bool:
@@ -322,6 +333,17 @@ class Watcher:
         """Each watch folder and whether it is online, for ``status`` and the heartbeat."""
         self._ensure_states()
         return {key: w.online for key, w in self._states.items()}
+
+    def watch_notes(self) -> dict[str, str]:
+        """How each watch is watched, for ``status``: polled (and why) or offline (and why)."""
+        self._ensure_states()
+        notes = {}
+        for key, w in self._states.items():
+            if not w.online:
+                notes[key] = f"offline: {w.reason}"
+            elif w.polled or w.polling:
+                notes[key] = f"polled: {w.poll_reason or 'the inotify watch limit was reached'}"
+        return notes
 
     def is_online(self, path: Path) -> bool:
         """May files about ``path`` be read or written now? False while the watch holding it
@@ -374,10 +396,30 @@ class Watcher:
             w.mount = mount_point(w.config.path)
         except OSError:
             w.mount = None
+        self._choose_polling(w)
         if self._started:
             self._arm(w)
         files = self.scan([w.config.path]) if rescan else None
         log.info("watch_online", path=str(w.config.path), mount=str(w.mount), rescanned=files)
+
+    def _choose_polling(self, w: _Watch) -> None:
+        """``polling: auto`` polls a folder on a network or FUSE filesystem: other hosts'
+        changes to it send no inotify event. Said once per watch (and again if it changes)."""
+        setting = w.config.polling
+        m = mount_of(w.config.path)
+        fstype = m.fstype if m is not None else "unknown"
+        if setting == "auto":
+            polled = m is not None and m.network
+            reason = (f"on a {fstype} filesystem, which sends no events for other hosts' "
+                      "changes (polling: auto)")
+        else:
+            polled = bool(setting)
+            reason = f"polling: true in the config ({fstype})"
+        if polled and (not w.polled or reason != w.poll_reason):
+            log.info("watch_polled", path=str(w.config.path), fstype=fstype, reason=reason,
+                     every_seconds=self.poll_every,
+                     full_rescan_seconds=self.share_rescan_seconds)
+        w.polled, w.poll_reason = polled, reason if polled else ""
 
     def _went_offline(self, w: _Watch, reason: str) -> None:
         w.online, w.reason, w.ident = False, reason, None
@@ -393,10 +435,12 @@ class Watcher:
         self._disarm(w)
         root = str(w.config.path)
         report: Callable[[str], None] = lambda kind: self.hints.put((kind, root))  # noqa: E731
+        if w.polled or w.polling:
+            self._start_poller(w)
+            return
         obs: BaseObserver
         try:
-            obs = (PollingObserver(timeout=5 if w.polling else 2)
-                   if w.config.polling or w.polling else _Observer(report))
+            obs = _Observer(report)
             obs.schedule(_Hints(self.hints, root, self.wake), root,
                          recursive=w.config.recursive)
             obs.start()
@@ -410,7 +454,36 @@ class Watcher:
             return
         w.observer, w.arm_error = obs, None
 
+    def _start_poller(self, w: _Watch) -> None:
+        root = str(w.config.path)
+        skip = frozenset({str(x) for x in self.exclude} | {k for k in self._states if k != root})
+
+        def found(raw: str, size: int, mtime_ns: int) -> None:
+            self._polled.put((raw, size, mtime_ns, root))
+            self.wake.set()
+
+        def hint(kind: str) -> Callable[[str], None]:
+            def put(raw: str) -> None:
+                self.hints.put((kind, raw))
+                self.wake.set()
+            return put
+
+        def trouble(exc: OSError) -> None:
+            log.debug("poll_unreachable", path=root, error=str(exc))
+            self.hints.put(("gone", root))
+            self.wake.set()
+
+        w.poller = DirPoller(root, w.config.recursive, w.names.wanted, skip, found,
+                             hint("created"), hint("deleted"), trouble,
+                             interval=self.poll_every,
+                             rescan_seconds=self.share_rescan_seconds)
+        w.poller.start()
+        w.arm_error = None
+
     def _disarm(self, w: _Watch) -> None:
+        poller, w.poller = w.poller, None
+        if poller is not None:
+            poller.stop()
         obs, w.observer = w.observer, None
         if obs is not None:
             obs.stop()  # not joined: a thread stuck on a dead share must not stall the loop
@@ -423,6 +496,8 @@ class Watcher:
         self._arm(w)
 
     def _observer_trouble(self, w: _Watch) -> str | None:
+        if w.poller is not None:
+            return None if w.poller.is_alive() else "poller thread died"
         obs = w.observer
         if obs is None:
             return None if w.arm_error is not None else "not armed"
@@ -472,8 +547,8 @@ class Watcher:
         tops = ([(w, w.config.path) for w in self._states.values()] if roots is None else
                 [(w, r) for r in roots if (w := self._watch_of(str(r))) is not None])
         for w, top in tops:
-            if not w.online or not self._dir_wanted(w, top):
-                continue
+            if not w.online or w.poller is not None or not self._dir_wanted(w, top):
+                continue  # a poller walks its own watch, paced
             for raw, size, mtime_ns in self._walk(w, str(top)):
                 self._scanned.append((raw, size, mtime_ns, w))
                 count += 1
@@ -620,6 +695,14 @@ class Watcher:
             self._take_hint(kind, raw, now)
         if self._next_check == 0.0:
             self._supervise()
+        while True:
+            try:
+                raw, size, mtime_ns, root = self._polled.get_nowait()
+            except queue.Empty:
+                break
+            pw = self._states.get(root)
+            if pw is not None and pw.online and pw.poller is not None:
+                self._scanned.append((raw, size, mtime_ns, pw))
         settled: list[Settled] = []
         taken = 0
         # Files events told of first: one dropped in during a large scan is not queued

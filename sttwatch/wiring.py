@@ -188,4 +188,5 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
 
 def watcher(cfg: Config, clock: Callable[[], float]) -> Watcher:
     exclude = tuple(p for p in (cfg.output.dir, cfg.output.done_dir) if p is not None)
-    return Watcher(cfg.watches, cfg.daemon.settle_seconds, clock, exclude=exclude)
+    return Watcher(cfg.watches, cfg.daemon.settle_seconds, clock, exclude=exclude,
+                   share_rescan_seconds=cfg.daemon.share_rescan_seconds)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import wait_for
+from conftest import Daemon, run_cli, transcript, wait_for, write_config
+from fake_service import FakeService, make_fake_audio
 from share import SshfsShare
+
+from sttwatch.mounts import Mount, mount_of, parse_mountinfo
 
 
 def test_the_share_sees_the_servers_files_and_fails_like_a_dead_nas(share: SshfsShare) -> None:
@@ -48,3 +53,39 @@ def test_teardown_clears_a_hung_mount(tmp_path: Path) -> None:
         s.hang()
     assert str(s.mount) not in Path("/proc/self/mountinfo").read_text()
     assert s.sshd is None and s.sshfs is None
+
+
+def _share_config(tmp_path: Path, share: SshfsShare, fake: FakeService, *extra: Path,
+                  **sections: Any) -> Path:
+    watches = [{"path": str(share.mount)}, *({"path": str(p)} for p in extra)]
+    return write_config(tmp_path, fake.base_url, watch=watches, **sections)
+
+
+def test_a_share_is_polled_without_a_setting_and_says_so(
+        tmp_path: Path, share: SshfsShare, fake: FakeService,
+        daemon_factory: Callable[..., Daemon]) -> None:
+    cfg = _share_config(tmp_path, share, fake)
+    d = daemon_factory(cfg).start()
+    d.wait_started()
+    wait_for(lambda: any(e["event"] == "watch_polled" for e in d.events()), 20)
+    files = [share.served / f"rec{i}.mp3" for i in range(5)]
+    for i, f in enumerate(files):
+        make_fake_audio(f, f"share file {i}")  # written on the server, as another host does
+    wait_for(lambda: all(transcript(f) == f"share file {i}" for i, f in enumerate(files)), 60)
+    polled = [e for e in d.events() if e["event"] == "watch_polled"]
+    assert len(polled) == 1 and polled[0]["fstype"] == "fuse.sshfs"
+    r = run_cli("status", "--config", str(cfg))
+    assert r.code == 0 and f"watch {share.mount}: polled" in r.out, r.out
+    assert d.stop() == 0
+    assert len(fake.creates()) == 5
+    assert [line for line in d.log.read_text().splitlines() if not line.startswith("{")] == []
+
+
+def test_the_mount_table_names_a_shares_filesystem(share: SshfsShare) -> None:
+    found = mount_of(share.mount / "sub" / "deeper")
+    assert found is not None and found.point == share.mount and found.network
+    assert found.fstype == "fuse.sshfs"
+    local = mount_of(share.served)
+    assert local is not None and not local.network
+    line = r"36 35 98:0 /x /mnt/my\040nas rw,noatime shared:1 master:2 - nfs4 srv:/x rw"
+    assert parse_mountinfo(line) == [Mount(Path("/mnt/my nas"), "nfs4")]
