@@ -17,7 +17,6 @@ hung share holds that thread only. Its findings go to callbacks that only queue 
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import threading
@@ -27,17 +26,13 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from .offline import UNREACHABLE, ShareUnreachable
+
 log = structlog.get_logger("sttwatch.dirpoll")
 
 POLL_EVERY = 2.0  # seconds between rounds of folder stats
 RECENT = 3.0  # a folder changed this close to its listing is listed again next round
 RESCAN_RATE = 1000.0  # file stats a second at most during a full rescan
-UNREACHABLE = frozenset({errno.ENOTCONN, errno.ESTALE, errno.EIO, errno.EHOSTDOWN,
-                         errno.ETIMEDOUT, errno.ENODEV})
-
-
-class ShareUnreachable(OSError):
-    """A call on the share failed the way a dead server fails (ENOTCONN, ESTALE, EIO...)."""
 
 
 @dataclass

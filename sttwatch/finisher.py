@@ -19,6 +19,7 @@ import structlog
 from .config import OutputConfig
 from .errors import RenderError
 from .hooks import Completions
+from .offline import unreachable
 from .outputs import language_of
 from .plan import Planner
 from .store import Job, Plan, State, Store, durably
@@ -124,6 +125,10 @@ class Finisher:
             return
         except OSError as exc:
             reason = f"cannot write transcript: {exc.strerror or exc}"
+            if unreachable(exc):  # issue 20: its share went away: wait for it, keep the result
+                self.store.defer(job, now + OFFLINE_RETRY, "its folder is offline", now)
+                log.warning("write_offline", job_id=job.id, path=job.path, error=reason)
+                return
             if write_error_is_permanent(exc):
                 self.fail(job, f"{reason} ({exc.filename or paths[0]})")
                 return

@@ -36,6 +36,21 @@ def _redactor(secrets: Iterable[str]) -> Any:
     return redact
 
 
+class _Libraries(logging.Handler):
+    """Libraries' own messages (watchdog's "Cannot take a snapshot of ...", urllib3's
+    retries) as structured events like ours, never bare text lines among them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            structlog.get_logger("sttwatch.library").log(
+                record.levelno, "library_message", logger=record.name,
+                message=record.getMessage(),
+                **({"error": logging.Formatter().formatException(record.exc_info)}
+                   if record.exc_info else {}))
+        except Exception:  # a log line must never take the caller down
+            self.handleError(record)
+
+
 def setup(level: str = "info", fmt: str = "auto", stream: TextIO | None = None,
           secrets: Iterable[str] = ()) -> None:
     out = stream or sys.stderr
@@ -55,3 +70,8 @@ def setup(level: str = "info", fmt: str = "auto", stream: TextIO | None = None,
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, _Libraries)]:
+        root.removeHandler(h)
+    root.addHandler(_Libraries())
+    root.setLevel(max(LEVELS[level], logging.INFO))

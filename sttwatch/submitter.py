@@ -27,6 +27,7 @@ from .errors import (
 )
 from .finisher import Finisher
 from .identity import sha256_of
+from .offline import OFFLINE_RETRY, unreachable
 from .plan import is_url
 from .schedule import PollSchedule
 from .settings import PipelineSettings
@@ -154,9 +155,15 @@ class Submitter:
             else:
                 self.store.forget([job.path])
                 bound.info("source_gone")
-        except (PermanentError, OSError) as exc:
-            self.finisher.fail(job, str(exc) if isinstance(exc, PermanentError)
-                               else f"cannot read source: {exc.strerror}")
+        except OSError as exc:  # issue 20: a share that fails makes the job wait, not fail
+            if unreachable(exc) or not self._is_online(path):
+                self._requeue(job, f"its folder is offline ({exc.strerror})",
+                              self.clock() + OFFLINE_RETRY)
+                bound.warning("source_offline", error=exc.strerror)
+            else:
+                self.finisher.fail(job, f"cannot read source: {exc.strerror}")
+        except PermanentError as exc:
+            self.finisher.fail(job, str(exc))
         except Exception as exc:  # a bug or an odd library error must not strand the job
             bound.exception("create_crashed", error=f"{type(exc).__name__}: {exc}")
             self.requeue_or_fail(job, f"unexpected error: {type(exc).__name__}",

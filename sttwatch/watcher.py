@@ -44,6 +44,7 @@ from watchdog.observers.inotify_c import (
 from .config import FORMAT_KINDS, WatchConfig, watch_for
 from .dirpoll import POLL_EVERY, DirPoller
 from .mounts import mount_of
+from .offline import UNREACHABLE
 
 log = structlog.get_logger("sttwatch.watcher")
 
@@ -56,8 +57,6 @@ OUTPUT_SUFFIXES = tuple(f".{k}" for k in FORMAT_KINDS)
 # Names our own transcript writes produce (temp file, rename, sidecar): dropped in the event
 # handler so they never cost a stat or a settle judgement.
 OWN_SUFFIXES = (*OUTPUT_SUFFIXES, ".tmp", ERROR_SUFFIX)
-UNREACHABLE = frozenset({errno.ENOTCONN, errno.ESTALE, errno.EIO, errno.EHOSTDOWN,
-                         errno.ETIMEDOUT, errno.ENODEV})
 LIMIT_FIX = ("raise it: sysctl -w fs.inotify.max_user_watches=524288, and keep it in a file "
              "under /etc/sysctl.d/; polling this folder meanwhile")
 OVERFLOW_FIX = ("events were lost and a rescan finds the files; if it recurs raise "
