@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -10,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, run_cli, transcript, wait_for, write_config
-from fake_service import FakeService, make_fake_audio
+from conftest import KEY, Daemon, run_cli, transcript, wait_for, write_config
+from fake_service import FakeConfig, FakeService, make_fake_audio
 from share import SshfsShare
 
 from sttwatch.mounts import Mount, mount_of, parse_mountinfo
@@ -89,3 +90,44 @@ def test_the_mount_table_names_a_shares_filesystem(share: SshfsShare) -> None:
     assert local is not None and not local.network
     line = r"36 35 98:0 /x /mnt/my\040nas rw,noatime shared:1 master:2 - nfs4 srv:/x rw"
     assert parse_mountinfo(line) == [Mount(Path("/mnt/my nas"), "nfs4")]
+
+
+def _counts(cfg: Path) -> dict[str, int]:
+    r = run_cli("status", "--config", str(cfg), "--json")
+    assert r.code == 0, r.err
+    return dict(json.loads(r.out)["counts"])
+
+
+def test_a_dead_share_makes_jobs_wait_and_they_finish_when_it_is_back(
+        tmp_path: Path, share: SshfsShare, daemon_factory: Callable[..., Daemon]) -> None:
+    with FakeService(FakeConfig(key=KEY, task_seconds=2.0)) as fake:
+        cfg = _share_config(tmp_path, share, fake, api={
+            "base_url": fake.base_url, "api_key_env": "STTWATCH_TEST_KEY", "retries": 3,
+            "connect_timeout": 2, "read_timeout": 10, "max_in_flight": 2})
+        d = daemon_factory(cfg).start()
+        d.wait_started()
+        wait_for(lambda: any(e["event"] == "watch_polled" for e in d.events()), 20)
+        files = [share.served / f"rec{i}.mp3" for i in range(8)]
+        for i, f in enumerate(files):
+            make_fake_audio(f, f"dead share file {i}")
+        wait_for(lambda: len(fake.creates()) >= 2, 60)  # two in flight, the rest queued
+        share.kill()  # the connection dies; the mount stays (ENOTCONN)
+        wait_for(lambda: any(e["event"] == "watch_offline" for e in d.events()), 20)
+        # The two in flight finish at the service and are fetched; their transcripts wait.
+        wait_for(lambda: _counts(cfg).get("fetched", 0) >= 1, 60)
+        counts = _counts(cfg)
+        assert counts.get("failed", 0) == 0 and counts.get("seen", 0) >= 1, counts
+        share.connect()
+        wait_for(lambda: all(transcript(f) == f"dead share file {i}"
+                             for i, f in enumerate(files)), 90)
+        assert d.stop() == 0
+    events = d.events()
+    assert [e for e in events if e["event"] == "failed"] == []
+    assert _counts(cfg).get("failed", 0) == 0
+    texts = fake.creates_by_text()
+    assert sorted(texts) == sorted(f"dead share file {i}" for i in range(8))
+    # A create cut off by the failure may be the one duplicate we accept; no more.
+    assert sum(texts.values()) <= 9, texts
+    assert any(e["event"] == "watch_online" for e in events[events.index(
+        next(e for e in events if e["event"] == "watch_offline")):])
+    assert [line for line in d.log.read_text().splitlines() if not line.startswith("{")] == []
