@@ -10,6 +10,7 @@ All problems are collected before raising, so a user fixes a broken file in one 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +183,9 @@ SCHEMA: Mapping[str, Field] = {
         share_rescan_seconds=Field("float", 3600.0, "full rescan of a polled watch (a share), "
                                    "for files rewritten in place; new files are found by "
                                    "folder mtimes every 2 s", minimum=10),
+        share_deadline_seconds=Field("float", 5.0, "a call on a watched folder that takes "
+                                     "longer marks its share hung (offline) until it "
+                                     "answers; the daemon never waits longer", minimum=0.5),
         first_poll_seconds=Field("float", 1.0, "first fetch of a job, until recent jobs teach "
                                  "a better time", minimum=0.1),
         poll_cap_seconds=Field("float", 20.0, "longest gap between fetches of one job",
@@ -307,6 +311,7 @@ class DaemonConfig:
     lease_seconds: float = 60.0
     once_timeout: float = 600.0
     share_rescan_seconds: float = 3600.0
+    share_deadline_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -372,6 +377,20 @@ _TYPES: Mapping[str, tuple[type, ...]] = {
 }
 
 
+RESOLVE_DEADLINE = 2.0  # seconds; see _resolve
+
+
+def _resolve(path: Path) -> Path:
+    """``Path.resolve()``, which looks at each part of the path: on a hung share (a watch
+    folder's mount) that blocks for as long as the hang. Past a short deadline the path is
+    taken as written, made absolute, so that ``status`` and start-up still answer."""
+    out: list[Path] = []
+    looker = threading.Thread(target=lambda: out.append(path.resolve()), daemon=True)
+    looker.start()
+    looker.join(RESOLVE_DEADLINE)
+    return out[0] if out else Path(os.path.abspath(path))
+
+
 def _check(value: Any, field: Field, key: str, base: Path, errors: list[str]) -> Any:
     """Validate one value against its field; returns the cleaned value (paths resolved)."""
     if value is None and field.kind == "section":
@@ -417,7 +436,7 @@ def _check(value: Any, field: Field, key: str, base: Path, errors: list[str]) ->
     if field.minimum is not None and value < field.minimum:
         errors.append(f"at '{key}': must be at least {field.minimum:g}, got {value!r}")
     if kind == "path":
-        return (base / os.path.expanduser(os.path.expandvars(value))).resolve()
+        return _resolve(base / os.path.expanduser(os.path.expandvars(value)))
     if kind == "float":
         return float(value)
     return value

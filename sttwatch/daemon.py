@@ -7,6 +7,7 @@ Signal handlers never do more than set a flag; everything happens here, in one t
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -260,7 +261,9 @@ class Daemon:
                                        self.admitter.planner.default_backend)
         self._announce(once, recovered)
         for root in {self.cfg.output.dir or w.path for w in self.cfg.watches}:
-            for path in sweep_leftovers(root, 60.0, self.clock()):
+            # issue 20: on the mount's worker, with a deadline: a hung share never stops start-up
+            for path in self.watcher.guarded(root, functools.partial(
+                    sweep_leftovers, root, 60.0, self.clock())):
                 log.info("leftover_removed", path=str(path))
         if once:
             self.watcher.scan()

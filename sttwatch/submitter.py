@@ -8,6 +8,7 @@ the local engine and mixed backends don't share one limit.
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,7 +28,7 @@ from .errors import (
 )
 from .finisher import Finisher
 from .identity import sha256_of
-from .offline import OFFLINE_RETRY, unreachable
+from .offline import OFFLINE_RETRY, ShareUnreachable, unreachable
 from .plan import is_url
 from .schedule import PollSchedule
 from .settings import PipelineSettings
@@ -113,6 +114,8 @@ class Submitter:
             if is_url(job.path):
                 request = Request(job.id, plan.model, url=job.path, options=plan.options)
             else:
+                if not self._is_online(path):  # issue 20: away or hung: no call that may hang
+                    raise ShareUnreachable(errno.EHOSTDOWN, "its folder is offline", job.path)
                 if path.stat().st_size == 0:
                     raise PermanentError("empty file (0 bytes): nothing to transcribe")
                 digest = sha256_of(path)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -43,10 +44,12 @@ from watchdog.observers.inotify_c import (
 
 from .config import FORMAT_KINDS, WatchConfig, watch_for
 from .dirpoll import POLL_EVERY, DirPoller
+from .fsgate import FsGate, ShareHung
 from .mounts import mount_of
 from .offline import UNREACHABLE
 
 log = structlog.get_logger("sttwatch.watcher")
+T = TypeVar("T")
 
 ERROR_SUFFIX = ".sttwatch-error.json"
 TEMP_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", "~",
@@ -223,6 +226,13 @@ def probe(path: Path, mount: Path | None) -> Probe:
     return Probe(True, "", (st.st_dev, st.st_ino))
 
 
+def _gate_key(path: Path) -> str:
+    """The mount point (from the mount table, without touching the folder) whose worker
+    makes calls about ``path``."""
+    m = mount_of(path)
+    return str(m.point) if m is not None else str(path)
+
+
 def mount_point(path: Path) -> Path:
     """The mount point of the filesystem ``path`` lives on (``/`` when nothing is between)."""
     dev = os.stat(path).st_dev
@@ -251,6 +261,7 @@ class _Watch:
     polled: bool = False  # polled rather than inotify (a share, or the config says so)
     poll_reason: str = ""
     poller: DirPoller | None = None
+    gate_key: str = ""  # the mount whose worker makes this watch's calls (fsgate.py)
     arm_error: str | None = None  # the observer could not be started; rescans still run
     overflowed: bool = False
 
@@ -280,6 +291,9 @@ class Watcher:
     monotonic: Callable[[], float] = time.monotonic
     share_rescan_seconds: float = 3600.0  # full rescan of a polled watch
     poll_every: float = POLL_EVERY
+    # Calls on watch folders go through each mount's worker, with a deadline: a hung share
+    # never blocks the main loop (or a stage asking whether a folder is online) for longer.
+    gate: FsGate = field(default_factory=FsGate)
     batch: int = 2000  # settled files handed on per tick at most: the main loop stays lively
     _candidates: dict[str, _Candidate] = field(default_factory=dict)
     # Files the pollers found (path, size, mtime_ns, watch root): filled by their threads.
@@ -353,11 +367,27 @@ class Watcher:
             return True
         w = self._states.get(str(cfg.path))
         if w is None:
-            return probe(cfg.path, None).online
+            return self._probe(cfg, _gate_key(cfg.path), None).online
         if not w.online:
             return False
-        now = probe(cfg.path, w.mount)
+        now = self._probe(cfg, w.gate_key, w.mount)
         return now.online and now.ident == w.ident
+
+    def _probe(self, cfg: WatchConfig, key: str, mount: Path | None) -> Probe:
+        """``probe`` on the mount's worker: a share that does not answer is hung."""
+        try:
+            return self.gate.call(key, lambda: probe(cfg.path, mount), str(cfg.path))
+        except ShareHung as exc:
+            return Probe(False, f"hung: {exc.strerror}")
+
+    def guarded(self, path: Path, fn: Callable[[], list[T]]) -> list[T]:
+        """``fn()`` (a call about ``path`` that lists things) on its mount's worker; nothing
+        when that share is hung."""
+        try:
+            return self.gate.call(_gate_key(path), fn, str(path))
+        except ShareHung as exc:
+            log.warning("share_call_skipped", path=str(path), error=exc.strerror)
+            return []
 
     def waiting(self) -> int:
         return len(self._candidates) + len(self._scanned)
@@ -375,14 +405,15 @@ class Watcher:
             key = str(cfg.path)
             if key in self._states:
                 continue
-            found = probe(cfg.path, None)
+            key = _gate_key(cfg.path)
+            found = self._probe(cfg, key, None)
             if found.blocked:
                 raise NotADirectoryError(errno.ENOTDIR, f"cannot watch: {found.reason}", key)
-            w = self._states[key] = _Watch(cfg, _Names(cfg))
+            w = self._states[str(cfg.path)] = _Watch(cfg, _Names(cfg), gate_key=key)
             if not found.online and found.reason == "folder missing" and cfg.create:
                 cfg.path.mkdir(parents=True, exist_ok=True)
-                log.info("watch_folder_created", path=key)
-                found = probe(cfg.path, None)
+                log.info("watch_folder_created", path=str(cfg.path))
+                found = self._probe(cfg, key, None)
             if found.online:
                 self._went_online(w, found, rescan=False)
             else:
@@ -392,7 +423,7 @@ class Watcher:
     def _went_online(self, w: _Watch, found: Probe, *, rescan: bool) -> None:
         w.online, w.reason, w.ident = True, "", found.ident
         try:
-            w.mount = mount_point(w.config.path)
+            w.mount = self.gate.call(w.gate_key, lambda: mount_point(w.config.path))
         except OSError:
             w.mount = None
         self._choose_polling(w)
@@ -513,7 +544,7 @@ class Watcher:
         for w in self._states.values():
             # An offline watch keeps the mount point it had: the folder showing up again on
             # the bare mount point is not the share coming back.
-            found = probe(w.config.path, w.mount)
+            found = self._probe(w.config, w.gate_key, w.mount)
             if not found.online:
                 if w.online or w.reason != found.reason:
                     if w.online:
@@ -709,7 +740,15 @@ class Watcher:
         for raw, cand in list(self._candidates.items()):
             if len(settled) >= self.batch:
                 break
-            sig = self._sig(cand.watch, raw) if cand.watch.online else None
+            if raw not in self._candidates:  # dropped with its watch, which went offline
+                continue
+            try:
+                sig = self.gate.call(cand.watch.gate_key,
+                                     lambda w=cand.watch, r=raw: self._sig(w, r),  # type: ignore[misc]
+                                     raw) if cand.watch.online else None
+            except ShareHung as exc:
+                self._went_offline(cand.watch, f"hung: {exc.strerror}")
+                continue
             if sig is None:
                 del self._candidates[raw]
                 continue

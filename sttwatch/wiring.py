@@ -23,6 +23,7 @@ from .budget import Budget, local_plan
 from .config import Config
 from .daemon import Daemon, Rebuilt
 from .errors import BackendUnavailable, ConfigError
+from .fsgate import FsGate
 from .hooks import Completions, Deliverer
 from .metrics import Metrics
 from .notify import Notifier
@@ -189,4 +190,5 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
 def watcher(cfg: Config, clock: Callable[[], float]) -> Watcher:
     exclude = tuple(p for p in (cfg.output.dir, cfg.output.done_dir) if p is not None)
     return Watcher(cfg.watches, cfg.daemon.settle_seconds, clock, exclude=exclude,
-                   share_rescan_seconds=cfg.daemon.share_rescan_seconds)
+                   share_rescan_seconds=cfg.daemon.share_rescan_seconds,
+                   gate=FsGate(cfg.daemon.share_deadline_seconds))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
+import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -131,3 +134,102 @@ def test_a_dead_share_makes_jobs_wait_and_they_finish_when_it_is_back(
     assert any(e["event"] == "watch_online" for e in events[events.index(
         next(e for e in events if e["event"] == "watch_offline")):])
     assert [line for line in d.log.read_text().splitlines() if not line.startswith("{")] == []
+
+
+class Pings:
+    """A stand-in for systemd's notify socket: records when each WATCHDOG=1 arrives."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.times: list[float] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self.path)
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self._sock.recv(4096)
+            except TimeoutError:
+                continue
+            if b"WATCHDOG=1" in msg:
+                self.times.append(time.monotonic())
+
+    def longest_gap(self, since: float) -> float:
+        stamps = [since] + [t for t in self.times if t >= since] + [time.monotonic()]
+        return max(b - a for a, b in itertools.pairwise(stamps))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
+def _hung(d: Daemon) -> bool:
+    return any(e["event"] == "watch_offline" and "hung" in e.get("reason", "")
+               for e in d.events())
+
+
+def test_a_hung_share_never_stops_the_daemon(
+        tmp_path: Path, share: SshfsShare, fake: FakeService,
+        daemon_factory: Callable[..., Daemon]) -> None:
+    inbox = tmp_path / "inbox"
+    cfg = _share_config(tmp_path, share, fake, inbox,
+                        daemon={"settle_seconds": 0.5, "rescan_seconds": 30,
+                                "first_poll_seconds": 0.2, "poll_cap_seconds": 2,
+                                "share_deadline_seconds": 2})
+    pings = Pings(tmp_path / "n.sock")
+    try:
+        d = daemon_factory(cfg, env={"NOTIFY_SOCKET": pings.path,
+                                     "WATCHDOG_USEC": "10000000"}).start()
+        d.wait_started()
+        before = make_fake_audio(share.served / "before.mp3", "before the hang")
+        wait_for(lambda: transcript(before) == "before the hang", 60)
+        share.hang()
+        hung_at = time.monotonic()
+        wait_for(lambda: _hung(d), 30)
+        # A local folder keeps working while the share hangs.
+        local = [make_fake_audio(inbox / f"local{i}.mp3", f"local file {i}") for i in range(2)]
+        during = make_fake_audio(share.served / "during.mp3", "written during the hang")
+        wait_for(lambda: all(transcript(p) == f"local file {i}" for i, p in enumerate(local)),
+                 60)
+        # status answers from the store, and says the share is hung.
+        answer: list[Any] = []
+        asker = threading.Thread(target=lambda: answer.append(
+            run_cli("status", "--config", str(cfg))), daemon=True)
+        asker.start()
+        asker.join(10)
+        assert answer, "status did not answer within 10 s during the hang"
+        assert answer[0].code == 0 and "hung" in answer[0].out, answer[0].out
+        # systemd's watchdog (WatchdogSec=10 s here) would not have killed it.
+        assert pings.longest_gap(hung_at) < 10.0, pings.times
+        assert len([e for e in d.events() if e["event"] == "watch_offline"]) == 1
+        share.resume()
+        wait_for(lambda: transcript(during) == "written during the hang", 60)
+        assert d.stop() == 0
+    finally:
+        share.resume()
+        pings.close()
+    assert [e for e in d.events() if e["event"] == "failed"] == []
+    assert sorted(fake.creates_by_text()) == sorted(
+        ["before the hang", "local file 0", "local file 1", "written during the hang"])
+
+
+def test_sigterm_during_a_hang_exits_in_time(
+        tmp_path: Path, share: SshfsShare, fake: FakeService,
+        daemon_factory: Callable[..., Daemon]) -> None:
+    cfg = _share_config(tmp_path, share, fake,
+                        daemon={"settle_seconds": 0.5, "share_deadline_seconds": 2})
+    d = daemon_factory(cfg).start()
+    d.wait_started()
+    queued = make_fake_audio(share.served / "queued.mp3", "queued")
+    wait_for(lambda: transcript(queued) == "queued", 60)
+    share.hang()
+    try:
+        wait_for(lambda: _hung(d), 30)
+        assert d.stop(timeout=30) == 0  # the unit's TimeoutStopSec is larger
+    finally:
+        share.resume()
