@@ -24,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from fake_service import FakeConfig, FakeService  # noqa: E402
+from fake_service import FakeConfig, FakeService, make_fake_audio  # noqa: E402
 from share import share_unavailable, sshfs_share  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -101,12 +101,14 @@ def main() -> None:
                     before = len(svc.creates())
                     path = share.served / f"new{n}.mp3"
                     t = time.monotonic()
-                    path.write_bytes(b"ID3 new %d" % n)
+                    make_fake_audio(path, f"new file {n}")
                     while len(svc.creates()) == before and time.monotonic() - t < 120:
                         time.sleep(0.05)
                     pickups.append(time.monotonic() - t)
                     time.sleep(3)  # the next one lands at another point of the poll cycle
                 sent = len(svc.creates())
+                time.sleep(2)
+                failed = (root / "daemon.log").read_text().count('"event": "failed"')
             finally:
                 proc.terminate()
                 proc.wait(60)
@@ -122,7 +124,7 @@ def main() -> None:
     worst = f"new file to create (worst of {len(pickups)})"
     print(f"{worst:44} {max(pickups):12.1f} s "
           f"{'< 10 s':>14}")
-    print(f"creates sent: {sent} (the new files only; goal {args.pickups}); "
+    print(f"creates sent: {sent} (the new files only; goal {args.pickups}); failed: {failed}; "
           f"bare text lines in the log: {len(bare)}; sshfs dir_cache "
           f"{'yes (20 s)' if args.dir_cache else 'no'}")
 

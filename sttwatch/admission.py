@@ -8,6 +8,7 @@ already exist and are newer than it is recorded as done, never sent.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import structlog
 
 from .config import OutputConfig
+from .offline import ShareUnreachable
 from .plan import Planner
 from .store import Admission, Store
 from .transcripts import Placement, up_to_date
@@ -23,6 +25,7 @@ from .watcher import Settled
 log = structlog.get_logger("sttwatch.admission")
 
 BATCH = 500
+Guard = Callable[[Path, Callable[[], Admission]], Admission]
 
 
 def batches(items: Sequence[Settled], size: int = BATCH) -> Iterator[Sequence[Settled]]:
@@ -32,8 +35,12 @@ def batches(items: Sequence[Settled], size: int = BATCH) -> Iterator[Sequence[Se
 
 class Admitter:
     def __init__(self, store: Store, planner: Planner, output: OutputConfig,
-                 clock: Callable[[], float], wake_submit: threading.Event) -> None:
+                 clock: Callable[[], float], wake_submit: threading.Event,
+                 guard: Guard | None = None) -> None:
         self.store = store
+        # Runs the look at a file's transcripts on its mount's worker, with a deadline, so a
+        # hung share never holds the main loop (fsgate.py).
+        self.guard = guard
         self.planner = planner
         self.output = output
         self.clock = clock
@@ -57,7 +64,11 @@ class Admitter:
             if known.get(path) == (s.size, s.mtime_ns):
                 continue
             try:
-                offers.append(self._offer(s, path, path in known))
+                offers.append(self._offer(s, path, path in known) if self.guard is None
+                              else self.guard(s.path, functools.partial(
+                                  self._offer, s, path, path in known)))
+            except ShareUnreachable as exc:  # its watch is offline: the rescan brings it back
+                log.debug("admit_deferred", path=path, error=exc.strerror)
             except Exception as exc:  # one file's trouble never stops the batch
                 log.exception("admit_failed", path=path, error=str(exc))
         if not offers:

@@ -380,6 +380,14 @@ class Watcher:
         except ShareHung as exc:
             return Probe(False, f"hung: {exc.strerror}")
 
+    def call(self, path: Path, fn: Callable[[], T]) -> T:
+        """``fn()`` (a call about ``path``) on its mount's worker, with the deadline; raises
+        ``ShareHung`` when that share does not answer."""
+        cfg = watch_for(self.watches, path)
+        w = None if cfg is None else self._states.get(str(cfg.path))
+        key = w.gate_key if w is not None else _gate_key(path)
+        return self.gate.call(key, fn, str(path))
+
     def guarded(self, path: Path, fn: Callable[[], list[T]]) -> list[T]:
         """``fn()`` (a call about ``path`` that lists things) on its mount's worker; nothing
         when that share is hung."""

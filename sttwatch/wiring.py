@@ -30,7 +30,7 @@ from .notify import Notifier
 from .pipeline import Pipeline
 from .plan import Planner
 from .settings import PipelineSettings
-from .store import Store, StoreLocked, open_store
+from .store import Admission, Store, StoreLocked, open_store
 from .watcher import Watcher
 
 __all__ = ["build", "choose_backend", "host_id", "open_for_command", "read_api_key"]
@@ -113,6 +113,8 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
     except BaseException:
         store.close()
         raise
+    gate = FsGate(cfg.daemon.share_deadline_seconds)  # one per daemon, across reloads
+
     def rebuild(new: Config) -> Rebuilt:
         """Parts for a reloaded config; refused when it needs other backends."""
         if not new.watches:
@@ -123,7 +125,7 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
                                            "restart, not a reload"])
         return Rebuilt(pipeline_settings(new, owner), Planner(new, backends, kind),
                        {k: b.in_flight_limit(new) for k, b in backends.items()},
-                       watcher(new, clock))
+                       watcher(new, clock, gate))
 
     first = rebuild(cfg)
     built: list[Daemon] = []  # the watcher is replaced on reload: ask the daemon's current one
@@ -134,7 +136,11 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
     pipeline = Pipeline(store, backends, first.settings, first.planner, cfg.output,
                         first.limits, clock, is_online)
     from .admission import Admitter
-    admitter = Admitter(store, first.planner, cfg.output, clock, pipeline.wake_submit)
+
+    def guard(path: Path, fn: Callable[[], Admission]) -> Admission:
+        return built[0].watcher.call(path, fn) if built else fn()
+
+    admitter = Admitter(store, first.planner, cfg.output, clock, pipeline.wake_submit, guard)
     def watch_states() -> dict[str, bool]:
         return built[0].watcher.watch_states() if built else {}
 
@@ -187,8 +193,9 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
     return extras
 
 
-def watcher(cfg: Config, clock: Callable[[], float]) -> Watcher:
+def watcher(cfg: Config, clock: Callable[[], float], gate: FsGate | None = None) -> Watcher:
+    """``gate`` outlives a reload: a mount's worker stuck on a hung share is not made again."""
     exclude = tuple(p for p in (cfg.output.dir, cfg.output.done_dir) if p is not None)
     return Watcher(cfg.watches, cfg.daemon.settle_seconds, clock, exclude=exclude,
                    share_rescan_seconds=cfg.daemon.share_rescan_seconds,
-                   gate=FsGate(cfg.daemon.share_deadline_seconds))
+                   gate=gate or FsGate(cfg.daemon.share_deadline_seconds))
