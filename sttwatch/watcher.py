@@ -413,15 +413,15 @@ class Watcher:
             key = str(cfg.path)
             if key in self._states:
                 continue
-            key = _gate_key(cfg.path)
-            found = self._probe(cfg, key, None)
+            gate_key = _gate_key(cfg.path)
+            found = self._probe(cfg, gate_key, None)
             if found.blocked:
                 raise NotADirectoryError(errno.ENOTDIR, f"cannot watch: {found.reason}", key)
-            w = self._states[str(cfg.path)] = _Watch(cfg, _Names(cfg), gate_key=key)
+            w = self._states[key] = _Watch(cfg, _Names(cfg), gate_key=gate_key)
             if not found.online and found.reason == "folder missing" and cfg.create:
                 cfg.path.mkdir(parents=True, exist_ok=True)
-                log.info("watch_folder_created", path=str(cfg.path))
-                found = self._probe(cfg, key, None)
+                log.info("watch_folder_created", path=key)
+                found = self._probe(cfg, gate_key, None)
             if found.online:
                 self._went_online(w, found, rescan=False)
             else:
