@@ -9,7 +9,7 @@
 # Usage: bash scripts/test.sh [extra pytest args]    (VENV=path picks the virtualenv)
 set -euo pipefail
 
-DEBS=(espeak-ng alsa-utils sox ffmpeg systemd)
+DEBS=(espeak-ng alsa-utils sox ffmpeg systemd sshfs openssh-server)
 PG_DEFAULT_URL="postgresql://postgres@127.0.0.1:5432/test"
 
 say() { echo "test.sh: $*" >&2; }

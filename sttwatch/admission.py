@@ -8,6 +8,7 @@ already exist and are newer than it is recorded as done, never sent.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ import structlog
 
 from .config import OutputConfig
 from .identity import sha256_of
+from .offline import ShareUnreachable
 from .plan import Planner
 from .store import Admission, Plan, Store
 from .transcripts import Placement, up_to_date
@@ -41,6 +43,7 @@ class Settled(Protocol):
     def path(self) -> Path: ...
 
 BATCH = 500
+Guard = Callable[[Path, Callable[[], Admission]], Admission]
 
 
 def batches(items: Sequence[Settled], size: int = BATCH) -> Iterator[Sequence[Settled]]:
@@ -51,9 +54,12 @@ def batches(items: Sequence[Settled], size: int = BATCH) -> Iterator[Sequence[Se
 class Admitter:
     def __init__(self, store: Store, planner: Planner, output: OutputConfig,
                  clock: Callable[[], float], wake_submit: threading.Event,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, guard: Guard | None = None) -> None:
         self.store = store
         self.owner = owner
+        # Runs the look at a file (its hash, its transcripts) on its mount's worker, with a
+        # deadline, so a hung share never holds the main loop (fsgate.py).
+        self.guard = guard
         self.planner = planner
         self.output = output
         self.clock = clock
@@ -88,11 +94,12 @@ class Admitter:
         offers: list[Admission] = []
         for s, path in fresh:
             try:
-                digest = sha256_of(s.path) if path in digests else None
-                # A known file that holds no name is a row from before names were kept.
-                legacy = path in known and path not in holding
-                offers.append(self._offer(s, path, path in known, places[path], holders,
-                                          digest, legacy))
+                offer = functools.partial(
+                    self._offer_hashed, s, path, path in known, places[path], holders,
+                    path in digests, path in known and path not in holding)
+                offers.append(offer() if self.guard is None else self.guard(s.path, offer))
+            except ShareUnreachable as exc:  # its watch is offline: the rescan brings it back
+                log.debug("admit_deferred", path=path, error=exc.strerror)
             except Exception as exc:  # one file's trouble never stops the batch
                 log.exception("admit_failed", path=path, error=str(exc))
         if not offers:
@@ -117,6 +124,14 @@ class Admitter:
     def _place(self, s: Settled) -> tuple[Placement, Plan]:
         plan = self.planner.plan_for(s.path)
         return Placement(s.path, Path(plan.root), plan.formats, self.output), plan
+
+    def _offer_hashed(self, s: Settled, path: str, known: bool,
+                      placed: tuple[Placement, Plan], holders: Mapping[str, str],
+                      hash_it: bool, legacy: bool) -> Admission:
+        """``_offer``, with the file's digest where a newer mtime may hide the same bytes:
+        both read the file, so both run on its mount's worker."""
+        return self._offer(s, path, known, placed, holders,
+                           sha256_of(s.path) if hash_it else None, legacy)
 
     def _offer(self, s: Settled, path: str, known: bool, placed: tuple[Placement, Plan],
                holders: Mapping[str, str], digest: str | None,

@@ -19,13 +19,11 @@ from .backends import backend_class
 from .config import Config, WatchConfig
 from .errors import ConfigError
 from .exitcodes import ExitCode
+from .mounts import is_network
 from .plan import language_conflict
 from .store import State, StoreError, StoreMissing, StoreUnavailable
 from .store.postgres import safe_url
 from .wiring import auto_kind, open_for_command
-
-NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs",
-              "fuse.sshfs", "fuse.rclone", "fuse.s3fs", "davfs", "fuse.gvfsd-fuse")
 
 
 def mount_fstype(path: Path, mounts: str) -> str:
@@ -88,6 +86,11 @@ class Report:
         self.out.write(f"problem: {text}; fix: {fix}\n")
 
 
+def _polled(w: WatchConfig, mounts: str) -> bool:
+    """As the watcher decides it: ``auto`` polls network and FUSE filesystems."""
+    return w.polling is True or (w.polling == "auto" and is_network(mount_fstype(w.path, mounts)))
+
+
 def _check_watch(r: Report, w: WatchConfig, mounts: str) -> None:
     if not w.path.is_dir():
         r.problem(f"watch folder {w.path} does not exist", f"mkdir -p '{w.path}'")
@@ -101,11 +104,14 @@ def _check_watch(r: Report, w: WatchConfig, mounts: str) -> None:
                   "ReadWritePaths= in the unit)")
         return
     fstype = mount_fstype(w.path, mounts)
-    if (fstype in NETWORK_FS or fstype.startswith("fuse.")) and not w.polling:
+    network = is_network(fstype)
+    if network and w.polling is False:
         r.problem(f"watch folder {w.path} is on a network filesystem ({fstype}), which sends "
-                  "no events for changes made elsewhere", "set 'polling: true' on this watch")
+                  "no events for changes made elsewhere, and polling is false",
+                  "remove 'polling: false' from this watch (auto polls shares)")
     else:
-        r.ok(f"watch folder {w.path} ({fstype}{', polling' if w.polling else ''})")
+        polled = _polled(w, mounts)
+        r.ok(f"watch folder {w.path} ({fstype}{', polled' if polled else ''})")
 
 
 def check(cfg: Config, environ: Mapping[str, str], out: TextIO,
@@ -141,7 +147,8 @@ def check(cfg: Config, environ: Mapping[str, str], out: TextIO,
     limit_file = Path("/proc/sys/fs/inotify/max_user_watches")
     if limit_file.exists():
         limit = int(limit_file.read_text())
-        needed = sum(_folders(w) for w in cfg.watches if w.path.is_dir() and not w.polling)
+        needed = sum(_folders(w) for w in cfg.watches if w.path.is_dir()
+                     and not _polled(w, mounts))
         if needed * 2 > limit:
             r.problem(f"{needed} folders to watch against an inotify limit of {limit}",
                       f"sysctl fs.inotify.max_user_watches={max(needed * 4, 65536)}")

@@ -10,6 +10,7 @@ All problems are collected before raising, so a user fixes a broken file in one 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ class Field:
     ``commented`` shows the key commented out (a default too long to be worth showing).
     """
 
-    kind: str  # str | int | float | bool | path | strlist | map | section | list
+    kind: str  # str | int | float | bool | auto_bool | path | strlist | map | section | list
     default: Any = None
     doc: str = ""
     nullable: bool = False
@@ -75,7 +76,9 @@ WATCH_ITEM: Mapping[str, Field] = {
                     "skipped"),
     "settle_seconds": Field("float", None, "null = daemon.settle_seconds", nullable=True,
                             minimum=0),
-    "polling": Field("bool", False, "true for network shares (NFS, SMB), which send no events"),
+    "polling": Field("auto_bool", "auto", "auto: poll a folder on a network or FUSE "
+                     "filesystem (NFS, SMB, sshfs...), which sends no events for other hosts' "
+                     "changes, and use inotify elsewhere; true or false forces it"),
     "model": Field("str", None, "null = api.model (the AI/ML API only)", nullable=True),
     "options": Field("map", None, "extra create fields over api.options, e.g. "
                      "{language: fr}", nullable=True),
@@ -182,6 +185,12 @@ SCHEMA: Mapping[str, Field] = {
                              "taken", minimum=0),
         rescan_seconds=Field("float", 300.0, "full rescan, for events that were missed",
                              minimum=1),
+        share_rescan_seconds=Field("float", 3600.0, "full rescan of a polled watch (a share), "
+                                   "for files rewritten in place; new files are found by "
+                                   "folder mtimes every 2 s", minimum=10),
+        share_deadline_seconds=Field("float", 5.0, "a call on a watched folder that takes "
+                                     "longer marks its share hung (offline) until it "
+                                     "answers; the daemon never waits longer", minimum=0.5),
         first_poll_seconds=Field("float", 1.0, "first fetch of a job, until recent jobs teach "
                                  "a better time", minimum=0.1),
         poll_cap_seconds=Field("float", 20.0, "longest gap between fetches of one job",
@@ -282,7 +291,7 @@ class WatchConfig:
     patterns: tuple[str, ...]
     ignore: tuple[str, ...]
     settle_seconds: float | None
-    polling: bool
+    polling: bool | str  # True, False or "auto"
     model: str | None
     options: Mapping[str, Any] | None
     formats: tuple[str, ...] | None
@@ -318,6 +327,8 @@ class DaemonConfig:
     host_id: str | None = None
     lease_seconds: float = 60.0
     once_timeout: float = 600.0
+    share_rescan_seconds: float = 3600.0
+    share_deadline_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -384,6 +395,20 @@ _TYPES: Mapping[str, tuple[type, ...]] = {
 }
 
 
+RESOLVE_DEADLINE = 2.0  # seconds; see _resolve
+
+
+def _resolve(path: Path) -> Path:
+    """``Path.resolve()``, which looks at each part of the path: on a hung share (a watch
+    folder's mount) that blocks for as long as the hang. Past a short deadline the path is
+    taken as written, made absolute, so that ``status`` and start-up still answer."""
+    out: list[Path] = []
+    looker = threading.Thread(target=lambda: out.append(path.resolve()), daemon=True)
+    looker.start()
+    looker.join(RESOLVE_DEADLINE)
+    return out[0] if out else Path(os.path.abspath(path))
+
+
 def _check(value: Any, field: Field, key: str, base: Path, errors: list[str]) -> Any:
     """Validate one value against its field; returns the cleaned value (paths resolved)."""
     if value is None and field.kind == "section":
@@ -394,6 +419,11 @@ def _check(value: Any, field: Field, key: str, base: Path, errors: list[str]) ->
         errors.append(f"at '{key}': a value is required ({field.doc})")
         return None
     kind = field.kind
+    if kind == "auto_bool":
+        if not isinstance(value, bool) and value != "auto":
+            errors.append(f"at '{key}': expected true, false or auto, got {value!r}")
+            return field.default
+        return value
     if kind == "section":
         return _walk(value, field.children or {}, key, base, errors)
     if kind == "list":
@@ -424,7 +454,7 @@ def _check(value: Any, field: Field, key: str, base: Path, errors: list[str]) ->
     if field.minimum is not None and value < field.minimum:
         errors.append(f"at '{key}': must be at least {field.minimum:g}, got {value!r}")
     if kind == "path":
-        return (base / os.path.expanduser(os.path.expandvars(value))).resolve()
+        return _resolve(base / os.path.expanduser(os.path.expandvars(value)))
     if kind == "float":
         return float(value)
     return value

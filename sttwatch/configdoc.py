@@ -36,6 +36,7 @@ HEADER = f"""\
 """
 
 KIND_NAMES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
+              "auto_bool": "true, false or auto",
               "path": "path", "strlist": "list of strings", "map": "mapping",
               "section": "section", "list": "list of entries"}
 

@@ -11,6 +11,7 @@ daemon is still restarted.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -79,6 +80,7 @@ class Daemon:
     # workers' health, each watch online or not, and when the loop last turned.
     _health: bool = True
     _watches: dict[str, bool] = field(default_factory=dict)
+    _watch_notes: dict[str, str] = field(default_factory=dict)
     _turned_at: float = 0.0
     _keeper: threading.Thread | None = None
     _keeper_stop: threading.Event = field(default_factory=threading.Event)
@@ -190,6 +192,7 @@ class Daemon:
             self._next_beat = now + self._beat()
             self._health = self._healthy()
             self._watches = self.watcher.watch_states()
+            self._watch_notes = self.watcher.watch_notes()
 
     def _beat(self) -> float:
         return min(BEAT, self.notifier.watchdog_interval or BEAT,
@@ -225,7 +228,8 @@ class Daemon:
             status = self._status
             meta = {"healthy": healthy, "status": status, **self.pipeline.waiting_on(),
                     "watches": self._watches,
-                    "watch_names": {w.key_name: str(w.path) for w in self.cfg.watches}}
+                    "watch_names": {w.key_name: str(w.path) for w in self.cfg.watches},
+                    "watch_notes": self._watch_notes}  # polled, offline, hung
             # Only write when something changed, or often enough for ``status`` to tell a
             # live daemon from a dead one.
             if meta != self._last_meta or now - self._last_meta_at >= STATUS_REFRESH:
@@ -342,7 +346,9 @@ class Daemon:
         self._replan(now)
         self._start_keeper()
         for root in {self.cfg.output.dir or w.path for w in self.cfg.watches}:
-            for path in sweep_leftovers(root, 60.0, self.clock()):
+            # issue 20: on the mount's worker, with a deadline: a hung share never stops start-up
+            for path in self.watcher.guarded(root, functools.partial(
+                    sweep_leftovers, root, 60.0, self.clock())):
                 log.info("leftover_removed", path=str(path))
         if once:
             self.watcher.scan()

@@ -19,6 +19,7 @@ import structlog
 
 from .config import OutputConfig
 from .errors import RenderError
+from .offline import OFFLINE_RETRY, unreachable
 from .outcomes import Outcomes
 from .outputs import language_of
 from .pacing import backoff, sleep_for
@@ -34,7 +35,6 @@ from .transcripts import (
 
 log = structlog.get_logger("sttwatch.finisher")
 
-OFFLINE_RETRY = 10.0  # seconds between looks at a job whose watched folder is offline
 
 
 def clear_leftovers(paths: Sequence[Path]) -> None:
@@ -105,6 +105,10 @@ class Finisher:
             return
         except OSError as exc:
             reason = f"cannot write transcript: {exc.strerror or exc}"
+            if unreachable(exc):  # issue 20: its share went away: wait for it, keep the result
+                self.outcomes.defer(job, now + OFFLINE_RETRY, "its folder is offline")
+                log.warning("write_offline", job_id=job.id, path=job.path, error=reason)
+                return
             if write_error_is_permanent(exc):
                 self.outcomes.fail(job, f"{reason} ({exc.filename or paths[0]})")
                 return

@@ -36,17 +36,18 @@ def _redactor(secrets: Iterable[str]) -> Any:
     return redact
 
 
-class _Library(logging.Handler):
-    """Libraries' own log records (psycopg's pool, urllib3) as events on our stream, through
-    the same writer: a second writer on stderr would land inside a JSON line (structlog
-    writes the line and its newline in two calls), and the line would no longer parse."""
+class _Libraries(logging.Handler):
+    """Libraries' own messages (watchdog's "Cannot take a snapshot of ...", urllib3's
+    retries) as structured events like ours, never bare text lines among them."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            structlog.get_logger(record.name).log(record.levelno, "library_log",
-                                                  logger=record.name,
-                                                  message=record.getMessage())
-        except Exception:
+            structlog.get_logger("sttwatch.library").log(
+                record.levelno, "library_message", logger=record.name,
+                message=record.getMessage(),
+                **({"error": logging.Formatter().formatException(record.exc_info)}
+                   if record.exc_info else {}))
+        except Exception:  # a log line must never take the caller down
             self.handleError(record)
 
 
@@ -70,6 +71,6 @@ def setup(level: str = "info", fmt: str = "auto", stream: TextIO | None = None,
         cache_logger_on_first_use=False,
     )
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _Library)]:
+    for old in [h for h in root.handlers if isinstance(h, _Libraries)]:
         root.removeHandler(old)
-    root.addHandler(_Library(logging.WARNING))
+    root.addHandler(_Libraries(logging.WARNING))

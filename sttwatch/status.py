@@ -64,6 +64,8 @@ def render(info: dict[str, Any], out: TextIO, probe_seconds: float = 30.0) -> No
                   f"{d.get('status', 'starting')}\n")
         for name, path in (d.get("watch_names") or {}).items():
             out.write(f"  watch {name}: {path}\n")  # hosts may mount one share differently
+        for path, note in sorted(d.get("watch_notes", {}).items()):
+            out.write(f"  watch {path}: {note}\n")
         if d.get("store_unavailable"):
             out.write(f"  waiting on: the store ({d['store_unavailable']})\n")
         broke = any(b.get("out_of_credits") for b in d.get("backends", []))

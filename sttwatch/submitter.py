@@ -8,6 +8,7 @@ the local engine and mixed backends don't share one limit.
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,6 +28,7 @@ from .errors import (
     TransientError,
 )
 from .identity import sha256_of
+from .offline import OFFLINE_RETRY, ShareUnreachable, unreachable
 from .outcomes import Outcomes
 from .pacing import sleep_for
 from .plan import is_url
@@ -125,6 +127,8 @@ class Submitter:
                     return
                 request = Request(job.id, plan.model, url=job.path, options=plan.options)
             else:
+                if not self._is_online(path):  # issue 20: away or hung: no call that may hang
+                    raise ShareUnreachable(errno.EHOSTDOWN, "its folder is offline", job.path)
                 if path.stat().st_size == 0:
                     raise PermanentError("empty file (0 bytes): nothing to transcribe")
                 digest = sha256_of(path)
@@ -177,9 +181,15 @@ class Submitter:
             else:
                 self.store.forget([job.path])
                 bound.info("source_gone")
-        except (PermanentError, OSError) as exc:
-            self.outcomes.fail(job, str(exc) if isinstance(exc, PermanentError)
-                               else f"cannot read source: {exc.strerror}")
+        except OSError as exc:  # issue 20: a share that fails makes the job wait, not fail
+            if unreachable(exc) or not self._is_online(path):
+                self._requeue(job, f"its folder is offline ({exc.strerror})",
+                              self.clock() + OFFLINE_RETRY)
+                bound.warning("source_offline", error=exc.strerror)
+            else:
+                self.outcomes.fail(job, f"cannot read source: {exc.strerror}")
+        except PermanentError as exc:
+            self.outcomes.fail(job, str(exc))
         except Exception as exc:  # a bug or an odd library error must not strand the job
             made = True  # it may have come after the task was made: the booking stays
             bound.exception("create_crashed", error=f"{type(exc).__name__}: {exc}")

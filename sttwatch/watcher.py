@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -40,11 +41,15 @@ from watchdog.observers.inotify_c import (
     WatchCallback,
     WatchDescriptor,
 )
-from watchdog.observers.polling import PollingObserver
 
 from .config import FORMAT_KINDS, WatchConfig, watch_for
+from .dirpoll import POLL_EVERY, DirPoller
+from .fsgate import FsGate, ShareHung
+from .mounts import mount_of
+from .offline import UNREACHABLE
 
 log = structlog.get_logger("sttwatch.watcher")
+T = TypeVar("T")
 
 ERROR_SUFFIX = ".sttwatch-error.json"
 TEMP_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", "~",
@@ -55,8 +60,6 @@ OUTPUT_SUFFIXES = tuple(f".{k}" for k in FORMAT_KINDS)
 # Names our own transcript writes produce (temp file, rename, sidecar): dropped in the event
 # handler so they never cost a stat or a settle judgement.
 OWN_SUFFIXES = (*OUTPUT_SUFFIXES, ".tmp", ERROR_SUFFIX)
-UNREACHABLE = frozenset({errno.ENOTCONN, errno.ESTALE, errno.EIO, errno.EHOSTDOWN,
-                         errno.ETIMEDOUT, errno.ENODEV})
 LIMIT_FIX = ("raise it: sysctl -w fs.inotify.max_user_watches=524288, and keep it in a file "
              "under /etc/sysctl.d/; polling this folder meanwhile")
 OVERFLOW_FIX = ("events were lost and a rescan finds the files; if it recurs raise "
@@ -223,6 +226,13 @@ def probe(path: Path, mount: Path | None) -> Probe:
     return Probe(True, "", (st.st_dev, st.st_ino))
 
 
+def _gate_key(path: Path) -> str:
+    """The mount point (from the mount table, without touching the folder) whose worker
+    makes calls about ``path``."""
+    m = mount_of(path)
+    return str(m.point) if m is not None else str(path)
+
+
 def mount_point(path: Path) -> Path:
     """The mount point of the filesystem ``path`` lives on (``/`` when nothing is between)."""
     dev = os.stat(path).st_dev
@@ -248,6 +258,10 @@ class _Watch:
     mount: Path | None = None
     observer: BaseObserver | None = None
     polling: bool = False  # fell back to polling: the inotify watch limit was reached
+    polled: bool = False  # polled rather than inotify (a share, or the config says so)
+    poll_reason: str = ""
+    poller: DirPoller | None = None
+    gate_key: str = ""  # the mount whose worker makes this watch's calls (fsgate.py)
     arm_error: str | None = None  # the observer could not be started; rescans still run
     overflowed: bool = False
 
@@ -275,8 +289,15 @@ class Watcher:
     # Set by the event handler when a hint arrives; the daemon's main loop waits on it.
     wake: threading.Event = field(default_factory=threading.Event)
     monotonic: Callable[[], float] = time.monotonic
+    share_rescan_seconds: float = 3600.0  # full rescan of a polled watch
+    poll_every: float = POLL_EVERY
+    # Calls on watch folders go through each mount's worker, with a deadline: a hung share
+    # never blocks the main loop (or a stage asking whether a folder is online) for longer.
+    gate: FsGate = field(default_factory=FsGate)
     batch: int = 2000  # settled files handed on per tick at most: the main loop stays lively
     _candidates: dict[str, _Candidate] = field(default_factory=dict)
+    # Files the pollers found (path, size, mtime_ns, watch root): filled by their threads.
+    _polled: queue.Queue[tuple[str, int, int, str]] = field(default_factory=queue.Queue)
     _scanned: list[tuple[str, int, int, _Watch]] = field(default_factory=list)
     _states: dict[str, _Watch] = field(default_factory=dict)
     _started: bool = False
@@ -306,6 +327,9 @@ class Watcher:
                 obs.join(timeout=5)
         for w in self._states.values():
             w.observer = None
+            if w.poller is not None:
+                w.poller.stop()
+                w.poller = None
         self._started = False
 
     def healthy(self) -> bool:
@@ -323,6 +347,17 @@ class Watcher:
         self._ensure_states()
         return {key: w.online for key, w in self._states.items()}
 
+    def watch_notes(self) -> dict[str, str]:
+        """How each watch is watched, for ``status``: polled (and why) or offline (and why)."""
+        self._ensure_states()
+        notes = {}
+        for key, w in self._states.items():
+            if not w.online:
+                notes[key] = f"offline: {w.reason}"
+            elif w.polled or w.polling:
+                notes[key] = f"polled: {w.poll_reason or 'the inotify watch limit was reached'}"
+        return notes
+
     def is_online(self, path: Path) -> bool:
         """May files about ``path`` be read or written now? False while the watch holding it
         is offline; looks at the folder again, so a share that went away a moment ago is
@@ -332,11 +367,35 @@ class Watcher:
             return True
         w = self._states.get(str(cfg.path))
         if w is None:
-            return probe(cfg.path, None).online
+            return self._probe(cfg, _gate_key(cfg.path), None).online
         if not w.online:
             return False
-        now = probe(cfg.path, w.mount)
+        now = self._probe(cfg, w.gate_key, w.mount)
         return now.online and now.ident == w.ident
+
+    def _probe(self, cfg: WatchConfig, key: str, mount: Path | None) -> Probe:
+        """``probe`` on the mount's worker: a share that does not answer is hung."""
+        try:
+            return self.gate.call(key, lambda: probe(cfg.path, mount), str(cfg.path))
+        except ShareHung as exc:
+            return Probe(False, f"hung: {exc.strerror}")
+
+    def call(self, path: Path, fn: Callable[[], T]) -> T:
+        """``fn()`` (a call about ``path``) on its mount's worker, with the deadline; raises
+        ``ShareHung`` when that share does not answer."""
+        cfg = watch_for(self.watches, path)
+        w = None if cfg is None else self._states.get(str(cfg.path))
+        key = w.gate_key if w is not None else _gate_key(path)
+        return self.gate.call(key, fn, str(path))
+
+    def guarded(self, path: Path, fn: Callable[[], list[T]]) -> list[T]:
+        """``fn()`` (a call about ``path`` that lists things) on its mount's worker; nothing
+        when that share is hung."""
+        try:
+            return self.gate.call(_gate_key(path), fn, str(path))
+        except ShareHung as exc:
+            log.warning("share_call_skipped", path=str(path), error=exc.strerror)
+            return []
 
     def waiting(self) -> int:
         return len(self._candidates) + len(self._scanned)
@@ -354,14 +413,15 @@ class Watcher:
             key = str(cfg.path)
             if key in self._states:
                 continue
-            found = probe(cfg.path, None)
+            gate_key = _gate_key(cfg.path)
+            found = self._probe(cfg, gate_key, None)
             if found.blocked:
                 raise NotADirectoryError(errno.ENOTDIR, f"cannot watch: {found.reason}", key)
-            w = self._states[key] = _Watch(cfg, _Names(cfg))
+            w = self._states[key] = _Watch(cfg, _Names(cfg), gate_key=gate_key)
             if not found.online and found.reason == "folder missing" and cfg.create:
                 cfg.path.mkdir(parents=True, exist_ok=True)
                 log.info("watch_folder_created", path=key)
-                found = probe(cfg.path, None)
+                found = self._probe(cfg, gate_key, None)
             if found.online:
                 self._went_online(w, found, rescan=False)
             else:
@@ -371,13 +431,33 @@ class Watcher:
     def _went_online(self, w: _Watch, found: Probe, *, rescan: bool) -> None:
         w.online, w.reason, w.ident = True, "", found.ident
         try:
-            w.mount = mount_point(w.config.path)
+            w.mount = self.gate.call(w.gate_key, lambda: mount_point(w.config.path))
         except OSError:
             w.mount = None
+        self._choose_polling(w)
         if self._started:
             self._arm(w)
         files = self.scan([w.config.path]) if rescan else None
         log.info("watch_online", path=str(w.config.path), mount=str(w.mount), rescanned=files)
+
+    def _choose_polling(self, w: _Watch) -> None:
+        """``polling: auto`` polls a folder on a network or FUSE filesystem: other hosts'
+        changes to it send no inotify event. Said once per watch (and again if it changes)."""
+        setting = w.config.polling
+        m = mount_of(w.config.path)
+        fstype = m.fstype if m is not None else "unknown"
+        if setting == "auto":
+            polled = m is not None and m.network
+            reason = (f"on a {fstype} filesystem, which sends no events for other hosts' "
+                      "changes (polling: auto)")
+        else:
+            polled = bool(setting)
+            reason = f"polling: true in the config ({fstype})"
+        if polled and (not w.polled or reason != w.poll_reason):
+            log.info("watch_polled", path=str(w.config.path), fstype=fstype, reason=reason,
+                     every_seconds=self.poll_every,
+                     full_rescan_seconds=self.share_rescan_seconds)
+        w.polled, w.poll_reason = polled, reason if polled else ""
 
     def _went_offline(self, w: _Watch, reason: str) -> None:
         w.online, w.reason, w.ident = False, reason, None
@@ -393,10 +473,12 @@ class Watcher:
         self._disarm(w)
         root = str(w.config.path)
         report: Callable[[str], None] = lambda kind: self.hints.put((kind, root))  # noqa: E731
+        if w.polled or w.polling:
+            self._start_poller(w)
+            return
         obs: BaseObserver
         try:
-            obs = (PollingObserver(timeout=5 if w.polling else 2)
-                   if w.config.polling or w.polling else _Observer(report))
+            obs = _Observer(report)
             obs.schedule(_Hints(self.hints, root, self.wake), root,
                          recursive=w.config.recursive)
             obs.start()
@@ -410,7 +492,36 @@ class Watcher:
             return
         w.observer, w.arm_error = obs, None
 
+    def _start_poller(self, w: _Watch) -> None:
+        root = str(w.config.path)
+        skip = frozenset({str(x) for x in self.exclude} | {k for k in self._states if k != root})
+
+        def found(raw: str, size: int, mtime_ns: int) -> None:
+            self._polled.put((raw, size, mtime_ns, root))
+            self.wake.set()
+
+        def hint(kind: str) -> Callable[[str], None]:
+            def put(raw: str) -> None:
+                self.hints.put((kind, raw))
+                self.wake.set()
+            return put
+
+        def trouble(exc: OSError) -> None:
+            log.debug("poll_unreachable", path=root, error=str(exc))
+            self.hints.put(("gone", root))
+            self.wake.set()
+
+        w.poller = DirPoller(root, w.config.recursive, w.names.wanted, skip, found,
+                             hint("created"), hint("deleted"), trouble,
+                             interval=self.poll_every,
+                             rescan_seconds=self.share_rescan_seconds)
+        w.poller.start()
+        w.arm_error = None
+
     def _disarm(self, w: _Watch) -> None:
+        poller, w.poller = w.poller, None
+        if poller is not None:
+            poller.stop()
         obs, w.observer = w.observer, None
         if obs is not None:
             obs.stop()  # not joined: a thread stuck on a dead share must not stall the loop
@@ -423,6 +534,8 @@ class Watcher:
         self._arm(w)
 
     def _observer_trouble(self, w: _Watch) -> str | None:
+        if w.poller is not None:
+            return None if w.poller.is_alive() else "poller thread died"
         obs = w.observer
         if obs is None:
             return None if w.arm_error is not None else "not armed"
@@ -439,7 +552,7 @@ class Watcher:
         for w in self._states.values():
             # An offline watch keeps the mount point it had: the folder showing up again on
             # the bare mount point is not the share coming back.
-            found = probe(w.config.path, w.mount)
+            found = self._probe(w.config, w.gate_key, w.mount)
             if not found.online:
                 if w.online or w.reason != found.reason:
                     if w.online:
@@ -472,8 +585,8 @@ class Watcher:
         tops = ([(w, w.config.path) for w in self._states.values()] if roots is None else
                 [(w, r) for r in roots if (w := self._watch_of(str(r))) is not None])
         for w, top in tops:
-            if not w.online or not self._dir_wanted(w, top):
-                continue
+            if not w.online or w.poller is not None or not self._dir_wanted(w, top):
+                continue  # a poller walks its own watch, paced
             for raw, size, mtime_ns in self._walk(w, str(top)):
                 self._scanned.append((raw, size, mtime_ns, w))
                 count += 1
@@ -620,6 +733,14 @@ class Watcher:
             self._take_hint(kind, raw, now)
         if self._next_check == 0.0:
             self._supervise()
+        while True:
+            try:
+                raw, size, mtime_ns, root = self._polled.get_nowait()
+            except queue.Empty:
+                break
+            pw = self._states.get(root)
+            if pw is not None and pw.online and pw.poller is not None:
+                self._scanned.append((raw, size, mtime_ns, pw))
         settled: list[Settled] = []
         taken = 0
         # Files events told of first: one dropped in during a large scan is not queued
@@ -627,7 +748,15 @@ class Watcher:
         for raw, cand in list(self._candidates.items()):
             if len(settled) >= self.batch:
                 break
-            sig = self._sig(cand.watch, raw) if cand.watch.online else None
+            if raw not in self._candidates:  # dropped with its watch, which went offline
+                continue
+            try:
+                sig = self.gate.call(cand.watch.gate_key,
+                                     lambda w=cand.watch, r=raw: self._sig(w, r),  # type: ignore[misc]
+                                     raw) if cand.watch.online else None
+            except ShareHung as exc:
+                self._went_offline(cand.watch, f"hung: {exc.strerror}")
+                continue
             if sig is None:
                 del self._candidates[raw]
                 continue

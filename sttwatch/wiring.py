@@ -26,13 +26,14 @@ from .budget import Budget, local_plan
 from .config import Config
 from .daemon import Daemon, Rebuilt
 from .errors import BackendUnavailable, ConfigError
+from .fsgate import FsGate
 from .hooks import Completions, Deliverer
 from .metrics import Metrics
 from .notify import Notifier
 from .pipeline import Pipeline
 from .plan import Planner
 from .settings import PipelineSettings
-from .store import Store, StoreError, StoreLocked, StoreUnavailable, open_store
+from .store import Admission, Store, StoreError, StoreLocked, StoreUnavailable, open_store
 from .store.keys import WatchKeys
 from .watcher import Watcher
 
@@ -139,6 +140,8 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
     except BaseException:
         _give_up(store, owner, claimed)
         raise
+    gate = FsGate(cfg.daemon.share_deadline_seconds)  # one per daemon, across reloads
+
     def rebuild(new: Config) -> Rebuilt:
         """Parts for a reloaded config; refused when it needs other backends."""
         if not new.watches:
@@ -149,7 +152,7 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
                                            "restart, not a reload"])
         parts = Rebuilt(pipeline_settings(new, owner), Planner(new, backends, kind),
                         {k: b.in_flight_limit(new) for k, b in backends.items()},
-                        watcher(new, clock))
+                        watcher(new, clock, gate))
         keys = watch_keys(new)
         if keys is not None:
             moved = store.key_by_watch(keys, migrate=True)
@@ -167,7 +170,12 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
     pipeline = Pipeline(store, backends, first.settings, first.planner, cfg.output,
                         first.limits, clock, is_online)
     from .admission import Admitter
-    admitter = Admitter(store, first.planner, cfg.output, clock, pipeline.wake_submit, owner)
+
+    def guard(path: Path, fn: Callable[[], Admission]) -> Admission:
+        return built[0].watcher.call(path, fn) if built else fn()
+
+    admitter = Admitter(store, first.planner, cfg.output, clock, pipeline.wake_submit, owner,
+                        guard)
     def watch_states() -> dict[str, bool]:
         return built[0].watcher.watch_states() if built else {}
 
@@ -223,6 +231,9 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
     return extras
 
 
-def watcher(cfg: Config, clock: Callable[[], float]) -> Watcher:
+def watcher(cfg: Config, clock: Callable[[], float], gate: FsGate | None = None) -> Watcher:
+    """``gate`` outlives a reload: a mount's worker stuck on a hung share is not made again."""
     exclude = tuple(p for p in (cfg.output.dir, cfg.output.done_dir) if p is not None)
-    return Watcher(cfg.watches, cfg.daemon.settle_seconds, clock, exclude=exclude)
+    return Watcher(cfg.watches, cfg.daemon.settle_seconds, clock, exclude=exclude,
+                   share_rescan_seconds=cfg.daemon.share_rescan_seconds,
+                   gate=gate or FsGate(cfg.daemon.share_deadline_seconds))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 from fake_service import FakeConfig, FakeService
 
@@ -183,3 +184,25 @@ def bind_mounted(source: Path, at: Path) -> tuple[str, ...]:
     at.mkdir(parents=True, exist_ok=True)
     return ("unshare", "--mount", "--propagation", "private", "sh", "-c",
             'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", str(source), str(at))
+
+
+@pytest.fixture
+def share(tmp_path: Path) -> Iterator[Any]:
+    """A real SSHFS share (tests/share.py): write in ``share.served``, watch ``share.mount``."""
+    from share import require_share, sshfs_share
+    require_share()
+    with sshfs_share(tmp_path / "share") as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """A command run in-process (``main([...])``) configures structlog for the whole
+    process, e.g. at level warning for ``transcribe``: put the defaults back after each test,
+    so a later test that captures info events sees them whatever ran before it."""
+    yield
+    structlog.reset_defaults()
+    import logging
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if type(h).__module__ == "sttwatch.log"]:
+        root.removeHandler(handler)

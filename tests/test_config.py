@@ -78,7 +78,7 @@ WATCH_INBOX = {"recursive": False, "patterns": ("*.wav",), "ignore": ("*.tmp",),
                "settle_seconds": 0.5, "polling": True, "model": "#g1_whisper-small",
                "options": {"language": "de"}, "formats": ("srt", "vtt")}
 WATCH_DEFAULTS = {"recursive": True, "patterns": AUDIO_PATTERNS, "ignore": (),
-                  "settle_seconds": None, "polling": False, "model": None, "options": None,
+                  "settle_seconds": None, "polling": "auto", "model": None, "options": None,
                   "formats": None}
 
 
@@ -167,6 +167,8 @@ ERRORS = {
                          ["at 'watch[0].formats[1]'", "'docx'"]),
     "bad watch backend": ("watch:\n  - path: in\n    backend: cloud\n",
                           ["at 'watch[0].backend'", "'cloud' is not one of"]),
+    "bad watch polling": ("watch:\n  - path: in\n    polling: sometimes\n",
+                          ["at 'watch[0].polling'", "expected true, false or auto"]),
     "watch without path": ("watch:\n  - recursive: true\n",
                            ["at 'watch[0].path'", "missing required key"]),
     "below minimum": ("daemon:\n  poll_cap_seconds: 0\n",

@@ -237,6 +237,15 @@ class SourceChanged(Exception):
     would take for a connection failure)."""
 
 
+class SourceUnreadable(Exception):
+    """Reading the file failed mid-upload (its share went away, say): carried through
+    requests as a non-``OSError`` and raised again as the ``OSError`` it was."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Capped:
     """The file as the upload sees it: exactly the size it had when opened. A file that
     grows is cut there, so the body matches its Content-Length; one that shrinks raises
@@ -253,7 +262,10 @@ class _Capped:
 
     def read(self, size: int = -1) -> bytes:
         want = self._left if size is None or size < 0 else min(size, self._left)
-        data: bytes = self._fh.read(want)
+        try:
+            data: bytes = self._fh.read(want)
+        except OSError as exc:  # not as an OSError: requests would call it a network error
+            raise SourceUnreadable(exc) from exc
         if len(data) < want:
             raise SourceChanged("the file got shorter while it was being uploaded")
         self._left -= len(data)
@@ -491,6 +503,8 @@ class AimlApiBackend(Backend, kind="aimlapi"):
             except SourceChanged as exc:
                 # The body was cut short of its Content-Length: no task can have been made.
                 raise TransientError(str(exc)) from None
+            except SourceUnreadable as exc:  # cut short too: the caller sees the read error
+                raise exc.error from None
 
     def fetch(self, generation_id: str) -> Status:
         url = f"{self._base}/stt/{quote(generation_id, safe='')}"
