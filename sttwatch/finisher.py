@@ -21,6 +21,7 @@ from .errors import RenderError
 from .hooks import Completions
 from .outputs import language_of
 from .plan import Planner
+from .screen import audio_track_of, skip_of
 from .store import Job, Plan, State, Store, durably
 from .throttle import backoff
 from .transcripts import (
@@ -112,7 +113,12 @@ class Finisher:
             self.store.defer(job, now + OFFLINE_RETRY, "its folder is offline", now)
             return
         place = Placement(source, Path(plan.root), plan.formats, self.output)
-        hdr = header(job, plan.backend, plan.model, now)
+        skipped = skip_of(job.result)  # not sent (screen.py): its note, and whether to write
+        if skipped is not None and not skipped[1]:
+            self._end_unsent(job, plan, skipped[0])
+            return
+        hdr = {**header(job, plan.backend, plan.model, now),
+               **audio_track_of(source, plan.options.get("language"))}
         paths = place.paths(job.output_key,
                             language_of(job.result, hdr, plan.options.get("language")))
         if after_trouble:
@@ -135,7 +141,8 @@ class Finisher:
                       retry_in=round(delay))
             return
         event = self._event(job, plan, "done", None, paths)
-        if not self.store.mark_done(job, self.clock(), event=event):
+        if not self.store.mark_done(job, self.clock(), skipped[0] if skipped else None,
+                                    event=event):
             log.warning("lease_lost", job_id=job.id, path=job.path, stage="finish")
             return
         self.ended += 1
@@ -149,6 +156,14 @@ class Finisher:
             return
         if outcome is not None:
             log.info(outcome.pop("event"), job_id=job.id, path=job.path, **outcome)
+
+    def _end_unsent(self, job: Job, plan: Plan, note: str) -> None:
+        """Done without a transcript (a film already subtitled): the note says why."""
+        event = self._event(job, plan, "done", note, [])
+        if durably(lambda: self.store.mark_done(job, self.clock(), note, event=event)):
+            self.ended += 1
+            self._on_left(job)
+            log.info("done", job_id=job.id, path=job.path, note=note, outputs=[])
 
     def retire(self, donor: Job) -> None:
         """After its result went to a recording with the same bytes: a donor whose source is

@@ -29,6 +29,7 @@ from .finisher import Finisher
 from .identity import sha256_of
 from .plan import is_url
 from .schedule import PollSchedule
+from .screen import Skipped
 from .settings import PipelineSettings
 from .store import Job, Plan, State, Store, durably
 from .throttle import Throttle
@@ -59,6 +60,8 @@ class Submitter:
         self._is_online = is_online
         self.submitted = 0
         self.budget = budget  # spend caps and the fallback to the local engine (budget.py)
+        # Recordings not worth sending (already subtitled, no speech): screen.py; set by wiring.
+        self.screen: Callable[[int, Path, Plan], Skipped | None] | None = None
 
     def run_once(self) -> float | None:
         """Create at most one task. Returns how long to sleep, or None to go on at once."""
@@ -116,6 +119,10 @@ class Submitter:
                     raise PermanentError("empty file (0 bytes): nothing to transcribe")
                 digest = sha256_of(path)
                 if self._reuse(job, digest, plan.backend, bound):
+                    return
+                skipped = None if self.screen is None else self.screen(job.id, path, plan)
+                if skipped is not None:
+                    self._not_sent(job, skipped, digest)
                     return
                 decision = None if self.budget is None else self.budget.decide(
                     job, plan, path, throttle.refused if diverting else None)
@@ -191,6 +198,16 @@ class Submitter:
         self.finisher.finish(adopted)
         self.finisher.retire(donor)
         return True
+
+    def _not_sent(self, job: Job, skipped: Skipped, digest: str) -> None:
+        """Stored as the job's result without a create, then finished like any other."""
+        now = self.clock()
+        pending = durably(lambda: self.store.set_pending(job, f"not-sent-{job.id}", now, now,
+                                                         None, digest))
+        fetched = None if pending is None else durably(
+            lambda: self.store.set_fetched(pending, skipped.result, now, 0.0))
+        if fetched is not None:
+            self.finisher.finish(fetched)
 
     def budget_charged(self, job: Job, plan: Plan, est: Estimate,
                        cost: Mapping[str, str] | None) -> None:

@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .notify import Notifier
 from .pipeline import Pipeline
 from .plan import Planner
+from .screen import Screener
 from .settings import PipelineSettings
 from .store import Store, StoreLocked, open_store
 from .watcher import Watcher
@@ -166,6 +167,7 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
         cfg.budget, cfg.api, store, clock,
         frozenset(k for k in backends if backend_class(k).needs_key()),
         None if local is None else local_plan(local.model_name, cfg.local.language), metrics)
+    pipeline.submitter.screen = Screener(cfg)
     pipeline.finisher.completions = Completions(cfg.hooks, cfg.api.credits_per_usd,
                                                 None if metrics is None else metrics.task_time)
     extras: dict[str, Callable[[threading.Event], None]] = {}
