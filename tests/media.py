@@ -92,14 +92,35 @@ def duration(path: Path) -> float:
     return float(out)
 
 
-def audio_bytes(path: Path) -> int:
-    """Bytes of the first audio stream's packets: the speech's own share of a film."""
+def packet_sizes(path: Path, stream: str = "a:0") -> list[int]:
+    """The sizes of one stream's packets, in order: a track's fingerprint, kept by a copy."""
     assert FFPROBE is not None
-    out = subprocess.run([FFPROBE, "-v", "error", "-select_streams", "a:0", "-show_entries",
+    out = subprocess.run([FFPROBE, "-v", "error", "-select_streams", stream, "-show_entries",
                           "packet=size", "-of", "csv=p=0", str(path)], check=True,
                          capture_output=True).stdout.decode()
-    return sum(int(line) for line in out.split() if line.strip().isdigit())
+    return [int(line) for line in out.split() if line.strip().isdigit()]
 
 
-__all__ = ["audio_bytes", "duration", "faint_noise", "film", "quieter", "speak", "speak_fr",
-           "srt_file", "streams"]
+def audio_bytes(path: Path) -> int:
+    """Bytes of the first audio stream's packets: the speech's own share of a film."""
+    return sum(packet_sizes(path))
+
+
+def long_quiet_film(path: Path, minutes: float) -> Path:
+    """``minutes`` of a film-like file without speech (a tiny 1 fps picture, 44.1 kHz
+    stereo AAC of faint noise), made by looping a 10 s piece without re-encoding: cheap."""
+    assert FFMPEG is not None
+    piece = path.with_name(path.stem + "-piece.mkv")
+    run(FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i",
+        "color=c=black:size=160x90:rate=1:duration=10", "-f", "lavfi", "-i",
+        "anoisesrc=color=pink:amplitude=0.005:sample_rate=44100:duration=10", "-ac", "2",
+        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "96k",
+        "-metadata:s:a:0", "language=eng", str(piece))
+    run(FFMPEG, "-v", "error", "-y", "-stream_loop", str(int(minutes * 6) - 1), "-i", str(piece),
+        "-c", "copy", str(path))
+    piece.unlink()
+    return path
+
+
+__all__ = ["audio_bytes", "duration", "faint_noise", "film", "long_quiet_film", "packet_sizes",
+           "quieter", "speak", "speak_fr", "srt_file", "streams"]

@@ -21,6 +21,8 @@ from media import (
     duration,
     faint_noise,
     film,
+    long_quiet_film,
+    packet_sizes,
     quieter,
     speak,
     speak_fr,
@@ -101,8 +103,9 @@ def test_a_film_is_sent_as_its_audio_track_in_the_folders_language(
     # At most twice the bytes of the film's own audio (the issue's goal), and far from the film.
     assert uploads["talk"].stat().st_size <= 2 * audio_bytes(one)
     assert uploads["talk"].stat().st_size * 5 < one.stat().st_size
-    # The English track of the two went: the fake heard its speech where that track speaks,
-    # which ends in the first ~3 s (the French one speaks for longer).
+    # The English track of the two went, packet for packet; and the fake heard its speech
+    # where that track speaks, which ends in the first ~3 s (the French one is longer).
+    assert packet_sizes(uploads["dubbed"]) == packet_sizes(two, "a:1") != packet_sizes(two)
     en_record = next(c for c in svc.creates() if (c.filename or "").startswith("dubbed"))
     assert en_record.filename == "dubbed.m4a"
     doc = json.loads((inbox / "dubbed.json").read_text())
@@ -209,6 +212,59 @@ def test_skip_no_speech_false_sends_everything(tmp_path: Path, svc: FakeService)
     assert r.code in (0, 1), r.err[-2000:]  # the fake hears nothing it knows: its verdict
     assert len(svc.creates()) == 1
     assert "room.wav" not in notes(cfg)
+
+
+def test_the_local_engine_skips_the_model_for_no_speech(tmp_path: Path) -> None:
+    pytest.importorskip("faster_whisper")
+    (tmp_path / "inbox").mkdir()
+    faint_noise(tmp_path / "inbox" / "room.wav", seconds=20)
+    cfg = write_config(tmp_path, backend="local", watch=[
+        {"path": "./inbox", "formats": ["txt", "json"]}])
+    r = run_cli("run", "--config", str(cfg), "--once", env={})
+    assert r.code == 0, r.err[-2000:]
+    assert notes(cfg) == {"room.wav": "no speech"}
+    assert (tmp_path / "inbox" / "room.txt").read_text() == ""
+    assert not any(e["event"] == "submitted" for e in r.events())
+
+
+CHILD = """
+import resource, sys
+from pathlib import Path
+from sttwatch.backends.shrink import prepared
+from sttwatch.screen import hears_speech
+path = Path(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+heard = hears_speech(path, "en")
+with prepared(path, mode="audio", trim=False, min_silence=3.0, language="en") as up:
+    size = up.path.stat().st_size
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("RESULT", heard, size, (after - before) // 1024)
+"""
+
+
+def _checked_and_copied(path: Path) -> tuple[str, int, int]:
+    """In a child process: the no-speech check, then the copy; (heard, bytes, MB of RSS
+    the two added)."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path)], check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    _, heard, sent, grew = next(line for line in out if line.startswith("RESULT")).split()
+    return heard, int(sent), int(grew)
+
+
+def test_a_long_film_is_checked_and_copied_in_flat_memory(tmp_path: Path) -> None:
+    """30 min of audio held whole would be 115 MB as float32 at 16 kHz (600 MB at the
+    track's 44.1 kHz stereo); the check and the copy go piece by piece, so a long film
+    costs about what a short one does (the allocator's high-water mark moves a little)."""
+    pytest.importorskip("faster_whisper")
+    long = long_quiet_film(tmp_path / "long.mkv", minutes=30)
+    short = long_quiet_film(tmp_path / "short.mkv", minutes=0.5)
+    heard, size, grew_long = _checked_and_copied(long)
+    _, _, grew_short = _checked_and_copied(short)
+    assert heard == "False"
+    assert size <= 1.05 * audio_bytes(long) + 100_000
+    assert grew_long - grew_short < 70, (grew_short, grew_long)
 
 
 def test_the_local_engine_hears_the_folders_track(tmp_path: Path,
