@@ -39,6 +39,11 @@ class Skipped:
     note: str
     result: dict[str, Any]
 
+    @property
+    def writes(self) -> bool:
+        """Whether the job ends with (empty) transcripts, rather than none."""
+        return bool(self.result.get(MARK, {}).get("write"))
+
 
 def subtitles_of(path: Path, language: str | None) -> str | None:
     """Where the video ``path`` already has subtitles in ``language`` (any, when None): a

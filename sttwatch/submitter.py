@@ -200,10 +200,13 @@ class Submitter:
         return True
 
     def _not_sent(self, job: Job, skipped: Skipped, digest: str) -> None:
-        """Stored as the job's result without a create, then finished like any other."""
+        """Stored as the job's result without a create, then finished like any other. A film
+        skipped for its subtitles keeps no digest: a copy of it elsewhere, without them,
+        must not take this result as its own."""
         now = self.clock()
+        kept = digest if skipped.writes else None
         pending = durably(lambda: self.store.set_pending(job, f"not-sent-{job.id}", now, now,
-                                                         None, digest))
+                                                         None, kept))
         fetched = None if pending is None else durably(
             lambda: self.store.set_fetched(pending, skipped.result, now, 0.0))
         if fetched is not None:

@@ -151,6 +151,11 @@ def test_films_already_subtitled_are_not_sent(tmp_path: Path, svc: FakeService,
         assert not list(inbox.glob(f"{stem}.txt")) and not list(inbox.glob(f"{stem}.json"))
     text = run_cli("status", "--config", str(cfg)).out
     assert "beside.mkv: already subtitled (beside.en.srt)" in text
+    # A copy of it without the sidecar has no subtitles: it is sent, not taken for the same.
+    (inbox / "copy").mkdir()
+    shutil.copy(inbox / "beside.mkv", inbox / "copy" / "beside.mkv")
+    once(cfg)
+    assert len(svc.creates()) == 2 and (inbox / "copy" / "beside.txt").read_text().strip()
 
 
 def test_a_sidecar_arriving_after_the_video_but_before_its_create_counts(
