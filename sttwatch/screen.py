@@ -82,7 +82,7 @@ def subtitles_of(path: Path, language: str | None) -> str | None:
 def vad_installed() -> bool:
     try:
         import av  # noqa: F401
-        from faster_whisper.vad import get_speech_timestamps  # noqa: F401
+        import faster_whisper  # noqa: F401
     except ImportError:
         return False
     return True
@@ -90,19 +90,22 @@ def vad_installed() -> bool:
 
 def hears_speech(path: Path, language: str | None) -> bool | None:
     """Whether the VAD hears any speech in the track that would be sent; None when it
-    cannot tell (not installed, not decodable): then the recording is sent."""
-    if not vad_installed():
+    cannot tell (not installed, not decodable): then the recording is sent. The container
+    is opened first: faster-whisper (a second of imports) loads only for real audio."""
+    try:
+        import av
+    except ImportError:
         return None
-    import av
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-    from .backends.audio import stream_chunks
     from .backends.media import choose_audio, probe
 
     info = probe(path)
     track = None if info is None else choose_audio(info, language)
-    if track is None:
+    if track is None or not vad_installed():
         return None
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    from .backends.audio import stream_chunks
+
     options = VadOptions(threshold=VAD_THRESHOLD, min_speech_duration_ms=VAD_MIN_SPEECH_MS)
     heard_any = False
     try:
