@@ -287,3 +287,24 @@ def test_the_local_engine_hears_the_folders_track(tmp_path: Path,
 def _words(text: str) -> str:
     import re
     return " ".join(re.sub(r"[^\w' ]", " ", text.lower()).split())
+
+
+def test_the_track_is_the_folders_language_else_the_default_else_the_first() -> None:
+    from sttwatch.backends.media import MediaInfo, Track, choose_audio, same_language
+
+    def info(*tracks: tuple[str | None, bool]) -> MediaInfo:
+        return MediaInfo("matroska,webm", (Track(0, "video", "h264", None, True), *(
+            Track(i + 1, "audio", "aac", lang, default)
+            for i, (lang, default) in enumerate(tracks))))
+
+    def pick(media: MediaInfo, language: str | None) -> int | None:
+        track = choose_audio(media, language)
+        return None if track is None else track.index
+
+    dubbed = info(("fre", True), ("ger", False), ("eng", False))
+    assert (pick(dubbed, "en"), pick(dubbed, "de"), pick(dubbed, "fra")) == (3, 2, 1)
+    assert pick(dubbed, "ja") == pick(dubbed, None) == 1  # the default
+    assert pick(info(("und", False), ("eng", False)), "fr") == 1  # the first
+    assert choose_audio(info(), "en") is None
+    assert same_language("eng", "en") and same_language("EN-us", "eng")
+    assert not same_language("und", None) and not same_language(None, "en")

@@ -132,7 +132,9 @@ def remux(path: Path, track: Track, target_stem: Path) -> tuple[Path, str]:
     with av.open(str(path), metadata_errors="ignore") as src, \
             av.open(str(target), "w", format=fmt) as out:
         istream = src.streams[track.index]
-        ostream: Any = out.add_stream_from_template(istream)
+        # PyAV 13 renamed add_stream(template=...) to add_stream_from_template(...).
+        add = getattr(out, "add_stream_from_template", None)
+        ostream: Any = add(istream) if add is not None else out.add_stream(template=istream)
         for packet in src.demux(istream):
             if packet.dts is None:  # the demuxer's flush packet
                 continue
