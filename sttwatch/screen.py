@@ -13,6 +13,7 @@ empty ones for no speech; none for a subtitled film) and the note to end with.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,15 +169,17 @@ def audio_track_of(path: Path, language: str | None) -> dict[str, Any]:
 
 
 class Screener:
-    """The screen with this config's switches: ``watch[].skip_subtitled`` of the file's
-    folder, ``api.skip_no_speech``; the folder's ``options.language`` from the job's plan."""
+    """The screen with the config's switches (today's, after a reload too):
+    ``watch[].skip_subtitled`` of the file's folder, ``api.skip_no_speech``; the folder's
+    ``options.language`` from the job's plan."""
 
-    def __init__(self, cfg: Config) -> None:
-        self._cfg = cfg
+    def __init__(self, config: Callable[[], Config]) -> None:
+        self._config = config
 
     def __call__(self, job_id: int, path: Path, plan: Plan) -> Skipped | None:
-        watch = self._cfg.watch_for(path)
+        cfg = self._config()
+        watch = cfg.watch_for(path)
         language = plan.options.get("language")
         return screen(path, str(language) if language else None,
                       skip_subtitled=watch is not None and watch.skip_subtitled,
-                      skip_no_speech=self._cfg.api.skip_no_speech, job_id=job_id)
+                      skip_no_speech=cfg.api.skip_no_speech, job_id=job_id)

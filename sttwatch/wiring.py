@@ -133,6 +133,8 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
 
     pipeline = Pipeline(store, backends, first.settings, first.planner, cfg.output,
                         first.limits, clock, is_online)
+    # Today's config, a reloaded one too: skip_subtitled and skip_no_speech apply at once.
+    pipeline.submitter.screen = Screener(lambda: built[0].cfg if built else cfg)
     from .admission import Admitter
     admitter = Admitter(store, first.planner, cfg.output, clock, pipeline.wake_submit)
     def watch_states() -> dict[str, bool]:
@@ -167,7 +169,6 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
         cfg.budget, cfg.api, store, clock,
         frozenset(k for k in backends if backend_class(k).needs_key()),
         None if local is None else local_plan(local.model_name, cfg.local.language), metrics)
-    pipeline.submitter.screen = Screener(cfg)
     pipeline.finisher.completions = Completions(cfg.hooks, cfg.api.credits_per_usd,
                                                 None if metrics is None else metrics.task_time)
     extras: dict[str, Callable[[threading.Event], None]] = {}
