@@ -39,6 +39,16 @@ pytestmark = pytest.mark.skipif(
 FRENCH = "Bonjour à tous. Ceci est la piste française du film, elle ne doit pas être envoyée."
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """``transcribe`` sets the log level to warning for the whole process: later tests that
+    capture info events must not inherit it."""
+    import structlog
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
 @pytest.fixture(scope="module")
 def voices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("voices")
