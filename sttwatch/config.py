@@ -90,6 +90,10 @@ WATCH_ITEM: Mapping[str, Field] = {
                              "a watched folder"),
     "create": Field("bool", False, "create the folder if missing (false: wait for it, e.g. a "
                     "share)", example=True),
+    "skip_subtitled": Field("bool", False, "a video with subtitles in options.language (an "
+                            "embedded subtitle stream, or NAME.LANG.srt|vtt|ass or "
+                            "NAME.srt|vtt|ass beside it; any language when none is set) is "
+                            "not sent: done with the note \"already subtitled\""),
 }
 
 SCHEMA: Mapping[str, Field] = {
@@ -112,14 +116,21 @@ SCHEMA: Mapping[str, Field] = {
                            "by size)", minimum=0.1),
         retries=Field("int", 5, "tries of one request on connection errors, timeouts, 5xx",
                       minimum=1),
-        upload=Field("str", "as_is", "as_is sends the file unchanged; compact sends 16 kHz "
-                     "mono Opus at 24 kbit/s (about 50x fewer bytes than WAV; files already "
-                     "compact go as they are; needs sttwatch[local] for PyAV)",
-                     choices=("as_is", "compact")),
+        upload=Field("str", "audio", "audio (default) sends one audio track and no video: "
+                     "a video's track in the folder's language copied out without "
+                     "re-encoding (AAC as m4a, Opus as ogg, MP3), else as Opus; audio files "
+                     "the service reads go unchanged; compact sends 16 kHz mono Opus at "
+                     "24 kbit/s (about 50x fewer bytes than WAV; files already compact go as "
+                     "they are); as_is sends the file unchanged (audio and compact need "
+                     "sttwatch[local] for PyAV)",
+                     choices=("as_is", "audio", "compact")),
         trim_silence=Field("bool", False, "cut silences longer than trim_min_silence before "
                            "uploading (fewer billed seconds); every time in the transcript "
                            "is mapped back to the recording's (needs sttwatch[local])"),
         trim_min_silence=Field("float", 3.0, "seconds of silence worth cutting", minimum=1),
+        skip_no_speech=Field("bool", True, "a recording in which the voice-activity detector "
+                             "(sttwatch[local]) hears no speech is not sent: done with empty "
+                             "transcripts and the note \"no speech\"; false sends everything"),
         price_per_minute=Field("float", 0.006, "USD per minute of audio, for the budget's "
                                "estimate before a create (default: the listed whisper rate)",
                                minimum=0),
@@ -263,9 +274,10 @@ class ApiConfig:
     read_timeout: float
     retries: int
     probe_seconds: float
-    upload: str = "as_is"
+    upload: str = "audio"
     trim_silence: bool = False
     trim_min_silence: float = 3.0
+    skip_no_speech: bool = True
     price_per_minute: float = 0.006
     credits_per_usd: float = 2_000_000.0
 
@@ -298,6 +310,7 @@ class WatchConfig:
     backend: str | None
     follow_symlinks: bool = False
     create: bool = False
+    skip_subtitled: bool = False
     name: str | None = None
 
     @property

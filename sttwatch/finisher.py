@@ -23,6 +23,7 @@ from .offline import OFFLINE_RETRY, unreachable
 from .outcomes import Outcomes
 from .outputs import language_of
 from .pacing import backoff, sleep_for
+from .screen import audio_track_of, skip_of
 from .store import Job, JobStore, Plan, State
 from .transcripts import (
     LEFTOVER,
@@ -93,7 +94,12 @@ class Finisher:
             self.outcomes.defer(job, now + OFFLINE_RETRY, "its folder is offline")
             return
         place = Placement(source, Path(plan.root), plan.formats, self.output)
-        hdr = header(job, plan.backend, plan.model, now)
+        skipped = skip_of(job.result)  # not sent (screen.py): its note, and whether to write
+        if skipped is not None and not skipped[1]:
+            self._end_unsent(job, plan, skipped[0])
+            return
+        hdr = {**header(job, plan.backend, plan.model, now),
+               **audio_track_of(source, plan.options.get("language"))}
         paths = place.paths(job.output_key,
                             language_of(job.result, hdr, plan.options.get("language")))
         if after_trouble:
@@ -120,7 +126,8 @@ class Finisher:
                       retry_in=round(delay))
             return
         event = self.outcomes.event(job, plan, "done", None, paths)
-        if not self.store.mark_done(job, self.clock(), event=event):
+        if not self.store.mark_done(job, self.clock(), skipped[0] if skipped else None,
+                                    event=event):
             log.warning("lease_lost", job_id=job.id, path=job.path, stage="finish")
             return
         self.outcomes.left(job)
@@ -137,6 +144,14 @@ class Finisher:
             return
         if outcome is not None:
             log.info(outcome.pop("event"), job_id=job.id, path=job.path, **outcome)
+
+    def _end_unsent(self, job: Job, plan: Plan, note: str) -> None:
+        """Done without a transcript (a film already subtitled): the note says why."""
+        event = self.outcomes.event(job, plan, "done", note, [])
+        if self.outcomes.durably(lambda: self.store.mark_done(job, self.clock(), note,
+                                                              event=event)):
+            self.outcomes.left(job)
+            log.info("done", job_id=job.id, path=job.path, note=note, outputs=[])
 
     def _unrenderable(self, job: Job, place: Placement, paths: Sequence[Path], plan: Plan,
                       hdr: Mapping[str, Any], exc: RenderError) -> None:

@@ -172,8 +172,9 @@ class Outcomes:
         """After its result went to a recording with the same bytes: a donor whose source is
         gone was renamed or moved, so its row and its transcripts go too (with on_done:
         keep only, where a missing source was not our doing)."""
-        if self.output.on_done != "keep" or Path(donor.path).exists() or \
-                not self.is_online(Path(donor.path)) or donor.result is None:
+        # Online first: a stat on a hung share would hold this thread.
+        if self.output.on_done != "keep" or not self.is_online(Path(donor.path)) or \
+                Path(donor.path).exists() or donor.result is None:
             return
         plan = self.plan(donor)
         place = Placement(Path(donor.path), Path(plan.root), plan.formats, self.output)

@@ -50,6 +50,7 @@ def gather(store: Store, now: float) -> dict[str, Any]:
             "age_seconds": round(now - oldest.created_at, 1), "last_error": oldest.error},
         "recent_failures": [{"path": j.path, "reason": j.error, "attempts": j.attempts}
                             for j in store.failed(10)],
+        "recent_notes": [{"path": j.path, "note": j.error} for j in store.noted(10)],
         "spend": store.spend(),
         "reused": store.reused(),
         "daemons": daemons,
@@ -94,6 +95,8 @@ def render(info: dict[str, Any], out: TextIO, probe_seconds: float = 30.0) -> No
                   "the same bytes (renamed, moved or copied; nothing paid)\n")
     for f in info["recent_failures"]:
         out.write(f"failed: {f['path']}: {f['reason']}\n")
+    for n in info.get("recent_notes", []):
+        out.write(f"done, not sent: {n['path']}: {n['note']}\n")
     if info["spend"]:
         out.write("spend: " + ", ".join(f"{k.removeprefix('x-aimlapi-')} {v:g}"
                                         for k, v in info["spend"].items()) + "\n")

@@ -33,6 +33,7 @@ from .outcomes import Outcomes
 from .pacing import sleep_for
 from .plan import is_url
 from .schedule import PollSchedule
+from .screen import Skipped
 from .settings import PipelineSettings
 from .store import Job, JobStore, Plan, State
 from .throttle import Throttle
@@ -59,6 +60,8 @@ class Submitter:
         self._is_online = is_online
         self.submitted = 0
         self.budget = budget  # spend caps and the fallback to the local engine (budget.py)
+        # Recordings not worth sending (already subtitled, no speech): screen.py; set by wiring.
+        self.screen: Callable[[int, Path, Plan], Skipped | None] | None = None
 
     def run_once(self) -> float | None:
         """Create at most one task. Returns how long to sleep, or None to go on at once.
@@ -133,6 +136,10 @@ class Submitter:
                     raise PermanentError("empty file (0 bytes): nothing to transcribe")
                 digest = sha256_of(path)
                 if self._reuse(job, digest, plan, bound):
+                    return
+                skipped = None if self.screen is None else self.screen(job.id, path, plan)
+                if skipped is not None:
+                    self._not_sent(job, skipped, digest)
                     return
                 decision = None if self.budget is None else self.budget.decide(
                     job, plan, path, throttle.refused if diverting else None)
@@ -229,6 +236,19 @@ class Submitter:
         bound.info("reused", reused_from=donor.path, generation_id=donor.generation_id)
         self.outcomes.wake_finish.set()  # its row is fetched now: the finisher takes it
         return True
+
+    def _not_sent(self, job: Job, skipped: Skipped, digest: str) -> None:
+        """Stored as the job's result without a create, then finished like any other. A film
+        skipped for its subtitles keeps no digest: a copy of it elsewhere, without them,
+        must not take this result as its own."""
+        now = self.clock()
+        kept = digest if skipped.writes else None
+        pending = self.outcomes.durably(lambda: self.store.set_pending(
+            job, f"not-sent-{job.id}", now, now, None, kept))
+        fetched = None if pending is None else self.outcomes.durably(
+            lambda: self.store.set_fetched(pending, skipped.result, now, 0.0))
+        if fetched is not None:
+            self.outcomes.wake_finish.set()  # its row is fetched now: the finisher takes it
 
     def budget_charged(self, job: Job, plan: Plan, est: Estimate,
                        cost: Mapping[str, str] | None, booked_on: str | None = None) -> None:

@@ -32,6 +32,7 @@ from .metrics import Metrics
 from .notify import Notifier
 from .pipeline import Pipeline
 from .plan import Planner
+from .screen import Screener
 from .settings import PipelineSettings
 from .store import Admission, Store, StoreError, StoreLocked, StoreUnavailable, open_store
 from .store.keys import WatchKeys
@@ -169,6 +170,8 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
 
     pipeline = Pipeline(store, backends, first.settings, first.planner, cfg.output,
                         first.limits, clock, is_online)
+    # Today's config, a reloaded one too: skip_subtitled and skip_no_speech apply at once.
+    pipeline.submitter.screen = Screener(lambda: built[0].cfg if built else cfg)
     from .admission import Admitter
 
     def guard(path: Path, fn: Callable[[], Admission]) -> Admission:

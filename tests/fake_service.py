@@ -77,6 +77,8 @@ class FakeConfig:
     # A real (decodable) audio upload is heard as this text: its words are laid over the
     # loud stretches of the audio (see hear()), so word times follow the speech uploaded.
     speech_text: str | None = None
+    # A folder where each uploaded file is kept (RequestRecord.upload), for ffprobe.
+    keep_uploads: Path | None = None
 
 
 @dataclasses.dataclass
@@ -92,6 +94,7 @@ class RequestRecord:
     body_bytes: int = 0  # bytes of the request body received (streamed ones too)
     file_field: str | None = None  # the multipart field the file came in ("audio" or "file")
     audio_seconds: float | None = None  # length of a real audio upload (speech_text set)
+    upload: Path | None = None  # the uploaded file as received (FakeConfig.keep_uploads)
 
 
 @dataclasses.dataclass
@@ -311,6 +314,7 @@ class FakeService:
         self._max_running = 0
         self._fetch_5xx_count = 0
         self._arrived = 0
+        self._kept = 0
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.service = self
         self._thread: threading.Thread | None = None
@@ -471,6 +475,13 @@ class FakeService:
                                len(body) if body_bytes is None else body_bytes)
         record.file_field = field
         record.audio_seconds = audio_seconds
+        if audio and self.config.keep_uploads is not None:
+            with self.lock:
+                self._kept += 1
+                kept = self._kept
+            name = Path(filename or "upload").name
+            record.upload = self.config.keep_uploads / f"{kept:04d}-{name}"
+            record.upload.write_bytes(audio)
         cfg = self.config
         forced = next((code for part, code in sorted(cfg.create_status_for_texts.items())
                        if text is not None and part in text), None)

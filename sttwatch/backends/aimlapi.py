@@ -305,9 +305,11 @@ class AimlApiBackend(Backend, kind="aimlapi"):
                  connect_timeout: float = 10.0, read_timeout: float = 60.0, retries: int = 5,
                  sleep: Callable[[float], None] = time.sleep, max_backoff: float = 30.0,
                  on_upload_progress: UploadProgress | None = None, compact: bool = False,
-                 trim_silence: bool = False, trim_min_silence: float = 3.0) -> None:
+                 trim_silence: bool = False, trim_min_silence: float = 3.0,
+                 upload: str | None = None) -> None:
         self._base = base_url.rstrip("/")
-        self._compact = compact
+        # api.upload: as_is | audio | compact (``compact=True`` is the older spelling).
+        self._mode = upload or ("compact" if compact else "as_is")
         self._trim = trim_silence
         self._min_silence = trim_min_silence
         self._shrink_off = False  # PyAV is missing: send files as they are (warned once)
@@ -340,7 +342,7 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         api = cfg.api
         return cls(api.base_url, key, api.model, connect_timeout=api.connect_timeout,
                    read_timeout=api.read_timeout, retries=api.retries,
-                   compact=api.upload == "compact", trim_silence=api.trim_silence,
+                   upload=api.upload, trim_silence=api.trim_silence,
                    trim_min_silence=api.trim_min_silence)
 
     @classmethod
@@ -465,10 +467,11 @@ class AimlApiBackend(Backend, kind="aimlapi"):
 
     @contextlib.contextmanager
     def _shrunk(self, request: Request) -> Iterator[Upload | None]:
-        """The smaller file to send for ``request`` (``api.upload: compact``,
+        """The smaller file to send for ``request`` (``api.upload: audio|compact``,
         ``api.trim_silence``), made once for every retry of the create; None: the file
         itself. A file PyAV cannot read goes as it is, for the service to judge."""
-        if request.path is None or not (self._compact or self._trim) or self._shrink_off:
+        if request.path is None or (self._mode == "as_is" and not self._trim) or \
+                self._shrink_off:
             yield None
             return
         if pyav_missing():
@@ -478,8 +481,10 @@ class AimlApiBackend(Backend, kind="aimlapi"):
                                "files are sent as they are")
             yield None
             return
-        with prepared(request.path, compact=self._compact, trim=self._trim,
-                      min_silence=self._min_silence, job_id=request.job_id) as upload:
+        language = request.options.get("language")
+        with prepared(request.path, mode=self._mode, trim=self._trim,
+                      min_silence=self._min_silence, job_id=request.job_id,
+                      language=str(language) if language else None) as upload:
             yield upload
 
     def _upload(self, url: str, request: Request, fields: dict[str, Any],

@@ -46,15 +46,17 @@ def quiet_cut(audio: Any, start: int, end: int) -> int:
     return start + int(np.argmin(energy)) * WINDOW + WINDOW // 2
 
 
-def decoded(path: Path) -> Iterator[Any]:
-    """The recording as 16 kHz mono s16 sample arrays, in decoder-sized pieces. A damaged
-    frame is skipped, as faster-whisper does; the resampler's tail comes last."""
+def decoded(path: Path, stream: int | None = None) -> Iterator[Any]:
+    """The recording (its audio stream at container index ``stream``; None: the first) as
+    16 kHz mono s16 sample arrays, in decoder-sized pieces. A damaged frame is skipped, as
+    faster-whisper does; the resampler's tail comes last."""
     import av
 
     resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono",
                                                   rate=SAMPLE_RATE)
     with av.open(str(path), metadata_errors="ignore") as container:
-        frames = container.decode(audio=0)
+        frames = container.decode(audio=0) if stream is None else container.decode(
+            container.streams[stream])
         while True:
             try:
                 frame = next(frames)
@@ -68,7 +70,8 @@ def decoded(path: Path) -> Iterator[Any]:
             yield out.to_ndarray().reshape(-1)
 
 
-def stream_chunks(path: Path, chunk_seconds: float) -> Iterator[tuple[float, Any]]:
+def stream_chunks(path: Path, chunk_seconds: float,
+                  stream: int | None = None) -> Iterator[tuple[float, Any]]:
     """Yield ``(offset_seconds, float32 samples)`` pieces of the decoded recording."""
     import numpy as np
 
@@ -77,7 +80,7 @@ def stream_chunks(path: Path, chunk_seconds: float) -> Iterator[tuple[float, Any
     pending: list[Any] = []
     buffered = 0
     offset = 0
-    for samples in decoded(path):
+    for samples in decoded(path, stream):
         pending.append(samples)
         buffered += samples.shape[0]
         if buffered >= target + search:

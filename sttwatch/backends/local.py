@@ -25,6 +25,7 @@ import structlog
 from ..errors import BackendUnavailable, ExpiredError
 from . import Backend, Created, Finding, Request, Status, TaskState
 from .audio import SAMPLE_RATE, probe_duration, stream_chunks
+from .media import choose_audio, probe
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -233,13 +234,14 @@ class LocalBackend(Backend, kind="local"):
         progress = (lambda f: hook(request_id, f)) if hook else None
         got = _Collected(translated=s.task == "translate")
         duration = probe_duration(path)
-        if duration is not None and duration <= s.chunk_seconds:
+        stream = self._stream(path, options.get("language", s.language), request_id)
+        if stream is None and duration is not None and duration <= s.chunk_seconds:
             segments, info = engine.transcribe(str(path), **kwargs)
             got.add(segments, info, 0.0, float(info.duration or 0.0), progress,
                     self._stopping)
             return got.result(request_id, s.model, float(info.duration or 0.0))
         end = 0.0
-        for offset, audio in stream_chunks(path, s.chunk_seconds):
+        for offset, audio in stream_chunks(path, s.chunk_seconds, stream):
             segments, info = engine.transcribe(audio, **kwargs)
             got.add(segments, info, offset, duration or 0.0, progress, self._stopping)
             # The language heard in the first piece holds for the rest: detection on every
@@ -248,6 +250,20 @@ class LocalBackend(Backend, kind="local"):
             end = offset + len(audio) / SAMPLE_RATE
             del audio
         return got.result(request_id, s.model, end)
+
+    @staticmethod
+    def _stream(path: Path, language: str | None, request_id: str) -> int | None:
+        """The audio track to hear in a film or a many-track file (the one the service would
+        be sent: media.choose_audio); None for a plain audio file's only track."""
+        info = probe(path)
+        if info is None or (not info.has_video and len(info.of_kind("audio")) <= 1):
+            return None
+        track = choose_audio(info, language)
+        if track is None:
+            return None
+        log.info("audio_track", generation_id=request_id, path=str(path),
+                 stream=track.index, language=track.language)
+        return track.index
 
     def _run(self, request: Request, gen_id: str) -> dict[str, Any]:
         options = dict(request.options)

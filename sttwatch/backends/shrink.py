@@ -1,10 +1,13 @@
 """Fewer bytes and fewer billed seconds for an upload: the audio the service needs, no more.
 
-``api.upload: compact`` re-encodes the recording as 16 kHz mono Opus at 24 kbit/s (speech
-models hear 16 kHz mono anyway; an 88.7 s 44.1 kHz stereo WAV goes from 15.6 MB to about
-280 KB). ``api.trim_silence`` drops silences longer than ``trim_min_silence`` found by the
-Silero VAD that faster-whisper ships, and returns the map that puts the service's times back
-on the recording's clock (sttwatch/timeline.py).
+``api.upload: audio`` (the default) sends one audio track and no video: a film's track in
+the folder's language is copied into its own container without re-encoding where the service
+takes its codec (AAC in .m4a, Opus in .ogg, MP3), else re-encoded as below; an audio file
+the service reads goes as it is. ``api.upload: compact`` re-encodes the recording as 16 kHz
+mono Opus at 24 kbit/s (speech models hear 16 kHz mono anyway; an 88.7 s 44.1 kHz stereo
+WAV goes from 15.6 MB to about 280 KB). ``api.trim_silence`` drops silences longer than
+``trim_min_silence`` found by the Silero VAD that faster-whisper ships, and returns the map
+that puts the service's times back on the recording's clock (sttwatch/timeline.py).
 
 Both decode with PyAV piece by piece and write to a file in a private temporary folder that
 the upload then streams and the caller deletes: memory stays flat whatever the length. PyAV
@@ -26,6 +29,7 @@ import structlog
 
 from ..timeline import Timeline, kept_seconds
 from .audio import SAMPLE_RATE, decoded, probe_duration, stream_chunks
+from .media import ACCEPTED_FORMATS, REMUX, MediaInfo, Track, choose_audio, probe, remux
 
 log = structlog.get_logger("sttwatch.shrink")
 
@@ -43,6 +47,7 @@ class Upload:
     name: str
     mime: str
     timeline: Timeline | None = None
+    track: Track | None = None  # the film's audio track it carries (None: the only one)
 
 
 def pyav_missing() -> bool:
@@ -69,13 +74,19 @@ def already_compact(path: Path) -> bool:
     return bool(duration) and path.stat().st_size * 8 / float(duration or 1) <= COMPACT_MAX_BPS
 
 
-def speech_ranges(path: Path) -> list[tuple[float, float]]:
+def sent_as_is(info: MediaInfo) -> bool:
+    """An audio file of one track in a container the service reads: nothing to take out."""
+    return (not info.has_video and len(info.of_kind("audio")) == 1
+            and info.format in ACCEPTED_FORMATS)
+
+
+def speech_ranges(path: Path, stream: int | None = None) -> list[tuple[float, float]]:
     """Where the VAD hears speech, in seconds, over the whole file (decoded in pieces)."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     options = VadOptions(min_silence_duration_ms=500, speech_pad_ms=0)
     found: list[tuple[float, float]] = []
-    for offset, audio in stream_chunks(path, VAD_CHUNK_SECONDS):
+    for offset, audio in stream_chunks(path, VAD_CHUNK_SECONDS, stream):
         for ts in get_speech_timestamps(audio, options):
             found.append((offset + ts["start"] / SAMPLE_RATE, offset + ts["end"] / SAMPLE_RATE))
     return found
@@ -109,13 +120,9 @@ def timeline_of(kept: Sequence[tuple[float, float]]) -> Timeline:
     return tuple(pieces)
 
 
-def _samples(path: Path) -> Iterator[Any]:
-    """16 kHz mono s16 sample arrays of the whole file, in decoder-sized pieces."""
-    return decoded(path)
-
-
 def encode(path: Path, target: Path, *, opus: bool,
-           kept: Sequence[tuple[float, float]] | None = None) -> None:
+           kept: Sequence[tuple[float, float]] | None = None,
+           stream: int | None = None) -> None:
     """Write ``path`` (only its ``kept`` stretches, when given) to ``target`` as 16 kHz mono
     Opus in Ogg, or FLAC when ``opus`` is false (trimming without ``compact``: lossless)."""
     import av
@@ -123,12 +130,12 @@ def encode(path: Path, target: Path, *, opus: bool,
 
     bounds = [(round(s * SAMPLE_RATE), round(e * SAMPLE_RATE)) for s, e in kept or ()]
     with av.open(str(target), "w", format="ogg" if opus else "flac") as out:
-        stream: Any = out.add_stream("libopus" if opus else "flac", rate=SAMPLE_RATE)
-        stream.layout = "mono"
+        ostream: Any = out.add_stream("libopus" if opus else "flac", rate=SAMPLE_RATE)
+        ostream.layout = "mono"
         if opus:
-            stream.bit_rate = OPUS_BITRATE
+            ostream.bit_rate = OPUS_BITRATE
         pos = 0
-        for pcm in _samples(path):
+        for pcm in decoded(path, stream):
             n = pcm.shape[0]
             if bounds:
                 parts = [pcm[max(s, pos) - pos:min(e, pos + n) - pos]
@@ -139,42 +146,61 @@ def encode(path: Path, target: Path, *, opus: bool,
                 continue
             frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
             frame.sample_rate = SAMPLE_RATE
-            for packet in stream.encode(frame):
+            for packet in ostream.encode(frame):
                 out.mux(packet)
-        for packet in stream.encode(None):
+        for packet in ostream.encode(None):
             out.mux(packet)
 
 
-def _make(path: Path, folder: Path, *, compact: bool, trim: bool,
-          min_silence: float) -> Upload | None:
+def _make(path: Path, folder: Path, *, mode: str, trim: bool, min_silence: float,
+          language: str | None) -> Upload | None:
+    info = probe(path)
+    track = None if info is None else choose_audio(info, language)
+    if info is None or track is None:
+        return None  # not readable here, or no audio: the service's verdict is the one to see
+    plain = sent_as_is(info)
+    stream = None if plain else track.index
     kept = None
     if trim:
         duration = probe_duration(path) or 0.0
-        speech = speech_ranges(path)
+        speech = speech_ranges(path, stream)
         end = max(duration, speech[-1][1] if speech else 0.0)
         kept = keep_ranges(speech, end, min_silence)
         if not kept or sum(e - s for s, e in kept) >= end - min_silence:
             kept = None  # nothing long enough to cut
-    if kept is None and (not compact or already_compact(path)):
-        return None
-    target = folder / (path.stem[:100] + (".ogg" if compact else ".flac"))
-    encode(path, target, opus=compact, kept=kept)
+    stem = folder / path.stem[:100]
+    if kept is None:
+        if mode == "as_is":
+            return None
+        if plain and (mode == "audio" or already_compact(path)):
+            return None
+        if not plain and track.codec in REMUX and (mode == "audio" or track.codec == "opus"):
+            target, mime = remux(path, track, stem)
+            return Upload(target, target.name, mime, track=track)
+        if mode == "audio" and not plain:
+            mode = "compact"  # a codec the service does not take on its own: Opus it is
+    compact = mode == "compact"
+    target = stem.with_suffix(".ogg" if compact else ".flac")
+    encode(path, target, opus=compact, kept=kept, stream=stream)
     return Upload(target, target.name, "audio/ogg" if compact else "audio/flac",
-                  timeline_of(kept) if kept else None)
+                  timeline_of(kept) if kept else None, track=None if plain else track)
 
 
 @contextlib.contextmanager
-def prepared(path: Path, *, compact: bool, trim: bool, min_silence: float,
-             job_id: int = 0) -> Iterator[Upload | None]:
+def prepared(path: Path, *, mode: str, trim: bool, min_silence: float,
+             language: str | None = None, job_id: int = 0) -> Iterator[Upload | None]:
     """What to upload for ``path``: None for the file as it is, else a smaller file in a
-    private temporary folder, removed when the block ends. A file PyAV cannot decode goes
-    as it is: the service's verdict on it is the one the user should see."""
+    private temporary folder, removed when the block ends. ``mode`` is ``api.upload``
+    (``audio`` or ``compact``); ``language`` picks the audio track of a film. A file PyAV
+    cannot decode goes as it is: the service's verdict on it is the one the user should
+    see."""
     import av
 
     tmp = Path(tempfile.mkdtemp(prefix="sttwatch-upload-"))  # mode 0700: only we read it
     try:
         try:
-            upload = _make(path, tmp, compact=compact, trim=trim, min_silence=min_silence)
+            upload = _make(path, tmp, mode=mode, trim=trim, min_silence=min_silence,
+                           language=language)
         except (av.error.FFmpegError, IndexError, ValueError) as exc:
             log.warning("upload_not_shrunk", job_id=job_id, path=str(path),
                         reason=f"cannot decode it here: {exc}")
@@ -182,7 +208,10 @@ def prepared(path: Path, *, compact: bool, trim: bool, min_silence: float,
         if upload is not None:
             log.info("upload_prepared", job_id=job_id, path=str(path),
                      bytes=upload.path.stat().st_size, source_bytes=path.stat().st_size,
-                     compact=compact, kept_seconds=round(kept_seconds(upload.timeline), 1)
+                     mode=mode, format=upload.path.suffix.lstrip("."),
+                     stream=upload.track.index if upload.track else None,
+                     language=upload.track.language if upload.track else None,
+                     kept_seconds=round(kept_seconds(upload.timeline), 1)
                      if upload.timeline else None)
         yield upload
     finally:

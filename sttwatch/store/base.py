@@ -266,6 +266,10 @@ class Store(ABC):
     @abstractmethod
     def failed(self, limit: int = 20) -> list[Job]: ...
 
+    def noted(self, limit: int = 20) -> list[Job]:
+        """Jobs done with a note (not sent: already subtitled, no speech), newest first."""
+        return []
+
     @abstractmethod
     def oldest_unfinished(self) -> Job | None: ...
 

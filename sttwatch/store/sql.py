@@ -811,6 +811,10 @@ class SqlStore(Store):
     def failed(self, limit: int = 20) -> list[Job]:
         return self._select("state='failed' ORDER BY finished_at DESC LIMIT ?", (limit,))
 
+    def noted(self, limit: int = 20) -> list[Job]:
+        return self._select("state='done' AND error IS NOT NULL ORDER BY finished_at DESC "
+                            "LIMIT ?", (limit,))
+
     def oldest_unfinished(self) -> Job | None:
         found = self._select("state IN ('seen', 'submitting', 'pending', 'fetched') "
                              "ORDER BY created_at LIMIT 1")
