@@ -157,8 +157,12 @@ def test_two_local_engines_share_real_recordings_and_survive_a_kill(
     for i, cfg in enumerate(configs):
         d = daemon_factory(cfg, env={"STTWATCH_TEST_KEY": ""})
         d.log = tmp_path / f"host-{i}.log"
-        daemons.append(d.start())
+        daemons.append(d)
+    # The first host holds work before the second starts: started together, either one may
+    # take every file before the other first looks (an idle daemon looks every few seconds).
+    daemons[0].start()
     wait_for(lambda: submitted_by(daemons[0]) >= 1, timeout=120)
+    daemons[1].start()
     daemons[0].kill()  # its local task dies with it: the other daemon takes the file
     wait_for(lambda: all(transcript(p) for p in spoken), timeout=240)
     assert daemons[1].stop() == 0
@@ -211,9 +215,14 @@ def test_two_hosts_seeing_mtimes_a_second_apart_create_each_file_once(
     for d in daemons:
         assert d.stop() == 0
     assert fake.creates_by_text() == Counter(texts.values())  # every file created once
-    resets = [e for d in daemons for e in d.events()
-              if e["event"] == "queued" and e.get("new_version")]
-    assert resets == []
+    # The newer view may renew a row not sent yet (its bytes are unknown until it is sent:
+    # harmless, nothing was paid), once at most; a row whose bytes are known never moves,
+    # and the older view never resets the newer.
+    resets = Counter(e["path"] for d in daemons for e in d.events()
+                     if e["event"] == "queued" and e.get("new_version"))
+    assert all(n == 1 for n in resets.values()), resets
+    assert not [e for e in daemons[0].events()
+                if e["event"] == "queued" and e.get("new_version")]
 
 
 @pytest.mark.slow
