@@ -21,6 +21,7 @@ from .errors import RenderError
 from .hooks import Completions
 from .outputs import language_of
 from .plan import Planner
+from .search.indexer import index_result
 from .store import Job, Plan, State, Store, durably
 from .throttle import backoff
 from .transcripts import (
@@ -134,6 +135,7 @@ class Finisher:
             log.error("write_failed", job_id=job.id, path=job.path, error=reason,
                       retry_in=round(delay))
             return
+        index_result(self.store, job, plan)
         event = self._event(job, plan, "done", None, paths)
         if not self.store.mark_done(job, self.clock(), event=event):
             log.warning("lease_lost", job_id=job.id, path=job.path, stage="finish")

@@ -21,8 +21,10 @@ from ..timeline import Timeline, from_text, to_text
 from .base import Store
 from .errors import StoreError
 from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
+from .searchsql import SearchSql, search_ddl
 
-SCHEMA_VERSION = 2
+# 3: the search index (searchsql.py), made empty; ``sttwatch search --reindex`` fills it.
+SCHEMA_VERSION = 3
 
 COLUMNS = ("id", "path", "size", "mtime_ns", "state", "generation_id", "attempts", "polls",
            "submitted_at", "next_at", "error", "result", "cost", "created_at", "updated_at",
@@ -162,7 +164,7 @@ def _marks(n: int) -> str:
     return ",".join("?" * n) or "''"
 
 
-class SqlStore(Store):
+class SqlStore(SearchSql, Store):
     """Schema, migrations and transitions over any engine with a ``Dialect``."""
 
     dialect: Dialect
@@ -220,7 +222,7 @@ class SqlStore(Store):
             self._x(x, "UPDATE jobs SET backend=CASE WHEN substr(generation_id, 1, 6)="
                        "'local-' THEN 'local' ELSE 'aimlapi' END WHERE backend IS NULL AND "
                        "state IN ('submitting', 'pending')")
-        for stmt in ddl(d):
+        for stmt in [*ddl(d), *search_ddl(d.name)]:
             self._x(x, stmt)
         self._x(x, "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT"
                    "(key) DO UPDATE SET value=excluded.value", (str(SCHEMA_VERSION),))
@@ -586,9 +588,12 @@ class SqlStore(Store):
             return sum(self._x(x, back + " AND path=?", (now, p)).rowcount for p in paths)
 
     def forget(self, paths: Iterable[str]) -> int:
+        n = 0
         with self._tx() as x:
-            return sum(self._x(x, "DELETE FROM jobs WHERE path=?", (p,)).rowcount
-                       for p in paths)
+            for p in paths:
+                self._drop_search(x, p)  # its search entries go with it
+                n += self._x(x, "DELETE FROM jobs WHERE path=?", (p,)).rowcount
+        return n
 
     def counts(self) -> dict[str, int]:
         with self._read() as x:
