@@ -16,6 +16,7 @@ from conftest import KEY, run_cli, tmpfs_at, transcript, wait_for, write_config
 from fake_service import FakeService, make_fake_audio
 
 from sttwatch.exitcodes import ExitCode
+from sttwatch.store.sql import SCHEMA_VERSION
 
 PROBE = 2.0  # api.probe_seconds in these tests
 
@@ -146,7 +147,8 @@ def test_state_check_and_reset_leave_a_sound_or_busy_file_alone(
     cfg, db = _real_state_file(tmp_path, fake)
     check = run_cli("state", "check", "--config", str(cfg))
     assert check.code == ExitCode.OK
-    assert "sound (schema version 2, 40 jobs)" in check.out and "integrity: ok" in check.out
+    assert f"sound (schema version {SCHEMA_VERSION}, 40 jobs)" in check.out
+    assert "integrity: ok" in check.out
     refused = run_cli("state", "reset", "--config", str(cfg))
     assert refused.code == ExitCode.CONFIG and "--force" in refused.err and db.exists()
 
@@ -174,7 +176,7 @@ def test_state_check_reports_a_postgresql_store_and_its_schema_version(
         cfg.write_text(yaml.safe_dump({**raw, "state": {"url": pg_url_with_schema(schema)}}))
         check = run_cli("state", "check", "--config", str(cfg))
         assert check.code == ExitCode.OK, check.err
-        assert "sound (schema version 2, 0 jobs)" in check.out
+        assert f"sound (schema version {SCHEMA_VERSION}, 0 jobs)" in check.out
         assert "shared PostgreSQL store is not reset" in run_cli(
             "state", "reset", "--config", str(cfg)).err
     finally:
