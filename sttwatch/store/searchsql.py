@@ -53,8 +53,8 @@ def search_ddl(dialect: str) -> list[str]:
 
 
 def pack_cues(cues: Sequence[IndexedCue]) -> bytes:
-    raw = [[None if c.start is None else round(c.start, 2),
-            None if c.end is None else round(c.end, 2), c.speaker, c.text] for c in cues]
+    raw = [[None if c.start is None else round(c.start, 3),
+            None if c.end is None else round(c.end, 3), c.speaker, c.text] for c in cues]
     return zlib.compress(json.dumps(raw, separators=(",", ":"),
                                     ensure_ascii=False).encode(), 9)
 
