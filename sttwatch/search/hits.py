@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..store.search import IndexedCue, PageHit, Term, word_spans, words
+from ..store.search import IndexedCue, PageHit, Term, fold, word_spans, words
 from .query import Query
 
 
@@ -51,6 +51,19 @@ def marked(text: str, marks: Sequence[tuple[int, int]], before: str = "[",
     return "".join([*out, text[at:]])
 
 
+class _Spans:
+    """The words of each cue, read when first asked for."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self._texts = texts
+        self._done: dict[int, list[tuple[str, int, int]]] = {}
+
+    def __getitem__(self, k: int) -> list[tuple[str, int, int]]:
+        if k not in self._done:
+            self._done[k] = list(word_spans(self._texts[k]))
+        return self._done[k]
+
+
 def _matches(term: Term, seq: Sequence[str], i: int) -> bool:
     n = len(term.words)
     if i + n > len(seq):
@@ -72,11 +85,14 @@ def locate(page: PageHit, query: Query) -> list[Hit]:
     spread over cues farther apart give their first cue holding any term."""
     cues = page.cues
     texts = [unicodedata.normalize("NFC", c.text) for c in cues]
-    spans = [list(word_spans(t)) for t in texts]
+    spans = _Spans(texts)
+    probes = {w for t in query.terms for w in t.words}
     hits: list[Hit] = []
     i = 0
     while i < len(cues):
-        if not _speaks(cues[i], query.speakers):
+        # Most cues of a long page hold no term: a substring test skips them unread.
+        if not _speaks(cues[i], query.speakers) or (
+                probes and not any(w in fold(texts[i]) for w in probes)):
             i += 1
             continue
         window = [(k, s) for k in (i, i + 1) if k < len(cues) for s in spans[k]]
@@ -105,7 +121,7 @@ def locate(page: PageHit, query: Query) -> list[Hit]:
 
 
 def _hit(page: PageHit, cues: Sequence[IndexedCue], texts: list[str],
-         spans: list[list[tuple[str, int, int]]], window: list[tuple[int, tuple[str, int, int]]],
+         spans: _Spans, window: list[tuple[int, tuple[str, int, int]]],
          found: list[tuple[int, int]], first: int, last: int) -> Hit:
     text = " ".join(texts[first:last + 1])
     offset = {k: sum(len(t) + 1 for t in texts[first:k]) for k in range(first, last + 1)}
@@ -119,7 +135,7 @@ def _hit(page: PageHit, cues: Sequence[IndexedCue], texts: list[str],
 
 
 def _fallback(page: PageHit, query: Query, cues: Sequence[IndexedCue], texts: list[str],
-              spans: list[list[tuple[str, int, int]]]) -> list[Hit]:
+              spans: _Spans) -> list[Hit]:
     """The terms are all in the page but farther apart than two cues: the first cue that
     holds one (of the asked speaker), so the hit still shows where to listen."""
     for k in range(len(cues)):

@@ -27,6 +27,8 @@ _WORD = re.compile(r"[^\W_]+")
 
 def fold(word: str) -> str:
     """A word as the index keeps it: accents dropped, case folded."""
+    if word.isascii():
+        return word.lower()
     decomposed = unicodedata.normalize("NFKD", word)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 

@@ -10,7 +10,6 @@ cues of each page are stored compressed beside it, to find and show the hits.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -52,16 +51,25 @@ def search_ddl(dialect: str) -> list[str]:
     ]
 
 
+def _ms(t: float | None) -> str:
+    return "" if t is None else str(round(t * 1000))
+
+
 def pack_cues(cues: Sequence[IndexedCue]) -> bytes:
-    raw = [[None if c.start is None else round(c.start, 3),
-            None if c.end is None else round(c.end, 3), c.speaker, c.text] for c in cues]
-    return zlib.compress(json.dumps(raw, separators=(",", ":"),
-                                    ensure_ascii=False).encode(), 9)
+    """One line a cue, ``start_ms<TAB>end_ms<TAB>speaker<TAB>text``, compressed: about a
+    third smaller than JSON, the index's largest part after the words themselves."""
+    lines = "\n".join(f"{_ms(c.start)}\t{_ms(c.end)}\t{' '.join((c.speaker or '').split())}\t"
+                      f"{' '.join(c.text.split())}" for c in cues)
+    return zlib.compress(lines.encode(), 9)
 
 
 def unpack_cues(blob: bytes) -> tuple[IndexedCue, ...]:
-    return tuple(IndexedCue(s, e, who, text)
-                 for s, e, who, text in json.loads(zlib.decompress(bytes(blob))))
+    out = []
+    for line in zlib.decompress(bytes(blob)).decode().split("\n"):
+        start, end, speaker, text = line.split("\t", 3)
+        out.append(IndexedCue(int(start) / 1000 if start else None,
+                              int(end) / 1000 if end else None, speaker or None, text))
+    return tuple(out)
 
 
 def body_of(cues: Sequence[IndexedCue]) -> str:
