@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import textwrap
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from ..store.search import IndexedTranscript, SearchIndex, SearchSpec
 from ..transcripts import ANY_LANG, Placement, existing
 from ..watcher import accepts
 from .entries import FILE_KINDS, cues_of_file, cues_of_result
-from .hits import Hit, clock, find_hits, marked
+from .hits import Hit, clock, find_hits, marked, snippet
 from .query import QueryError, parse
 
 EPILOG = """exit statuses:
@@ -39,9 +40,10 @@ query: words (every one must occur), "a phrase", prefix*, speaker:NAME
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sp = sub.add_parser("search", help="find words, phrases or speakers in every transcript",
-                        description="Search every transcript in the state for QUERY and print "
-                        "each hit: the recording, the time in it and the cue with the matched "
-                        "words [marked], best first.",
+                        description=textwrap.fill(
+                            "Search every transcript in the state for QUERY and print each "
+                            "hit: the recording, the time in it and the cue with the matched "
+                            "words [marked], best first.", 79),
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sp.add_argument("query", nargs="*", metavar="QUERY",
                     help='words, "a phrase", prefix* or speaker:NAME (all must occur)')
@@ -123,7 +125,8 @@ def cmd_search(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def write_hits(hits: Sequence[Hit], out: TextIO) -> None:
     for h in hits:
         who = f"  ({h.speaker})" if h.speaker else ""
-        out.write(f"{h.path}  {clock(h.start)}{who}\n    {marked(h.text, h.marks)}\n")
+        text, marks = snippet(h.text, h.marks)
+        out.write(f"{h.path}  {clock(h.start)}{who}\n    {marked(text, marks)}\n")
 
 
 def reindex(cfg: Config, store: SearchIndex, jobs: Store) -> tuple[int, int]:

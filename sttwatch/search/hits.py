@@ -64,6 +64,27 @@ class _Spans:
         return self._done[k]
 
 
+SNIPPET = 160  # characters of a cue shown; an untimed txt paragraph can be a page long
+
+
+def snippet(text: str, marks: Sequence[tuple[int, int]],
+            width: int = SNIPPET) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """A long cue cut to ``width`` characters around its first mark, on word boundaries,
+    with "…" where it was cut; the marks moved along."""
+    if len(text) <= width:
+        return text, tuple(marks)
+    first = min(marks)[0] if marks else 0
+    a = max(0, first - width // 3)
+    a = text.rfind(" ", 0, a) + 1 if a > 0 else 0
+    b = min(len(text), a + width)
+    if b < len(text) and (cut := text.rfind(" ", a, b)) > first:
+        b = cut
+    head, tail = ("…" if a > 0 else ""), ("…" if b < len(text) else "")
+    shift = len(head) - a
+    kept = tuple((x + shift, y + shift) for x, y in marks if x >= a and y <= b)
+    return head + text[a:b] + tail, kept
+
+
 def _matches(term: Term, seq: Sequence[str], i: int) -> bool:
     n = len(term.words)
     if i + n > len(seq):

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from .errors import StoreError
 from .model import Job
 from .search import (
     IndexedCue,
@@ -30,7 +31,12 @@ from .search import (
 SEARCH_VERSION = 3  # the schema version that added these tables
 
 
-def search_ddl(dialect: str) -> list[str]:
+NO_FTS5 = ("search needs SQLite's FTS5, which this Python's sqlite3 module lacks (the "
+           "python.org, Debian and Ubuntu builds have it); everything else works without it")
+
+
+def search_ddl(dialect: str, fts5: bool = True) -> list[str]:
+    """``fts5``: whether this SQLite has FTS5; without it the daemon runs, unindexed."""
     if dialect == "postgres":
         return [
             """CREATE TABLE IF NOT EXISTS search_docs (
@@ -46,29 +52,41 @@ def search_ddl(dialect: str) -> list[str]:
             job_id INTEGER, model TEXT, recorded_at REAL,
             speakers TEXT NOT NULL DEFAULT '', cues BLOB NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS search_docs_path ON search_docs(path)",
-        "CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(body, content='', "
-        "tokenize='unicode61 remove_diacritics 0')",
+        *(["CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(body, content='', "
+           "tokenize='unicode61 remove_diacritics 0')"] if fts5 else []),
     ]
 
 
-def _ms(t: float | None) -> str:
-    return "" if t is None else str(round(t * 1000))
+def has_fts5(x: Any) -> bool:
+    return bool(x.execute("SELECT sqlite_compileoption_used('ENABLE_FTS5')").fetchone()[0])
 
 
 def pack_cues(cues: Sequence[IndexedCue]) -> bytes:
-    """One line a cue, ``start_ms<TAB>end_ms<TAB>speaker<TAB>text``, compressed: about a
-    third smaller than JSON, the index's largest part after the words themselves."""
-    lines = "\n".join(f"{_ms(c.start)}\t{_ms(c.end)}\t{' '.join((c.speaker or '').split())}\t"
-                      f"{' '.join(c.text.split())}" for c in cues)
-    return zlib.compress(lines.encode(), 9)
+    """One line a cue, ``gap<TAB>length<TAB>speaker<TAB>text``, compressed. The gap (from
+    the previous cue's end) and the length are milliseconds: short numbers that repeat,
+    which compress far better than absolute times (empty for an untimed cue)."""
+    lines, prev = [], 0
+    for c in cues:
+        if c.start is None or c.end is None:
+            times = "\t"
+        else:
+            a, b = round(c.start * 1000), round(c.end * 1000)
+            times, prev = f"{a - prev}\t{b - a}", b
+        lines.append(f"{times}\t{' '.join((c.speaker or '').split())}\t"
+                     f"{' '.join(c.text.split())}")
+    return zlib.compress("\n".join(lines).encode(), 9)
 
 
 def unpack_cues(blob: bytes) -> tuple[IndexedCue, ...]:
-    out = []
+    out, prev = [], 0
     for line in zlib.decompress(bytes(blob)).decode().split("\n"):
-        start, end, speaker, text = line.split("\t", 3)
-        out.append(IndexedCue(int(start) / 1000 if start else None,
-                              int(end) / 1000 if end else None, speaker or None, text))
+        gap, length, speaker, text = line.split("\t", 3)
+        start = end = None
+        if gap:
+            a = prev + int(gap)
+            prev = a + int(length)
+            start, end = a / 1000, prev / 1000
+        out.append(IndexedCue(start, end, speaker or None, text))
     return tuple(out)
 
 
@@ -115,10 +133,16 @@ class SearchSql(SearchIndex):
     def _pg(self) -> bool:
         return bool(self.dialect.name == "postgres")
 
+    def _ready(self, x: Any) -> None:
+        if not self._pg and x.execute("SELECT 1 FROM sqlite_master WHERE name='search_fts'"
+                                      ).fetchone() is None:
+            raise StoreError(NO_FTS5)
+
     def _drop_search(self, x: Any, path: str) -> bool:
         rows = self._x(x, "SELECT id, cues FROM search_docs WHERE path=?", (path,)).fetchall()
         if not rows:
             return False
+        self._ready(x)
         if not self._pg:
             for rowid, blob in rows:
                 self._x(x, "INSERT INTO search_fts(search_fts, rowid, body) VALUES "
@@ -129,6 +153,7 @@ class SearchSql(SearchIndex):
     def index_transcript(self, doc: IndexedTranscript) -> None:
         parts = [(p, pack_cues(p), body_of(p), speakers_of(p)) for p in pages(doc.cues)]
         with self._tx() as x:
+            self._ready(x)
             self._drop_search(x, doc.path)
             for n, (_cues, blob, body, speakers) in enumerate(parts):
                 head = (doc.path, n, doc.job_id, doc.model, doc.recorded_at, speakers, blob)
@@ -150,6 +175,7 @@ class SearchSql(SearchIndex):
         with self._tx() as x:
             self._x(x, "DELETE FROM search_docs")
             if not self._pg:
+                self._ready(x)
                 self._x(x, "INSERT INTO search_fts(search_fts) VALUES ('delete-all')")
 
     def search(self, spec: SearchSpec) -> list[PageHit]:
@@ -186,6 +212,7 @@ class SearchSql(SearchIndex):
                    " ORDER BY bm25(search_fts), d.path, d.page LIMIT ?")
             args = [fts5_query(spec.terms), *args, spec.limit]
         with self._read() as x:
+            self._ready(x)
             rows = self._x(x, sql, args).fetchall()
         return [PageHit(str(p), None if j is None else int(j), m,
                         None if r is None else float(r), float(s), unpack_cues(c))

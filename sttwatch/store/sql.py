@@ -21,7 +21,7 @@ from ..timeline import Timeline, from_text, to_text
 from .base import Store
 from .errors import StoreError
 from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
-from .searchsql import SearchSql, search_ddl
+from .searchsql import SearchSql, has_fts5, search_ddl
 
 # 3: the search index (searchsql.py), made empty; ``sttwatch search --reindex`` fills it.
 SCHEMA_VERSION = 3
@@ -222,7 +222,8 @@ class SqlStore(SearchSql, Store):
             self._x(x, "UPDATE jobs SET backend=CASE WHEN substr(generation_id, 1, 6)="
                        "'local-' THEN 'local' ELSE 'aimlapi' END WHERE backend IS NULL AND "
                        "state IN ('submitting', 'pending')")
-        for stmt in [*ddl(d), *search_ddl(d.name)]:
+        fts5 = d.name != "sqlite" or has_fts5(x)
+        for stmt in [*ddl(d), *search_ddl(d.name, fts5)]:
             self._x(x, stmt)
         self._x(x, "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT"
                    "(key) DO UPDATE SET value=excluded.value", (str(SCHEMA_VERSION),))
