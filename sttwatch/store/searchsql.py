@@ -213,6 +213,11 @@ class SearchSql(SearchIndex):
             args = [fts5_query(spec.terms), *args, spec.limit]
         with self._read() as x:
             self._ready(x)
+            if self._pg and spec.terms:
+                # The words live out of line (TOAST), so the table looks small and the
+                # planner prefers reading it whole, unpacking every page's words: 120 ms on
+                # 10,000 transcripts, against a few ms through the GIN index.
+                self._x(x, "SET LOCAL enable_seqscan = off")
             rows = self._x(x, sql, args).fetchall()
         return [PageHit(str(p), None if j is None else int(j), m,
                         None if r is None else float(r), float(s), unpack_cues(c))
