@@ -112,8 +112,9 @@ def locate(page: PageHit, query: Query) -> list[Hit]:
     i = 0
     while i < len(cues):
         # Most cues of a long page hold no term: a substring test skips them unread.
+        folded = fold(texts[i]) if probes else ""
         if not _speaks(cues[i], query.speakers) or (
-                probes and not any(w in fold(texts[i]) for w in probes)):
+                probes and not any(w in folded for w in probes)):
             i += 1
             continue
         window = [(k, s) for k in (i, i + 1) if k < len(cues) for s in spans[k]]
@@ -134,7 +135,7 @@ def locate(page: PageHit, query: Query) -> list[Hit]:
             i += 1
             continue
         last = max((window[j + n - 1][0] for j, n in found), default=i)
-        hits.append(_hit(page, cues, texts, spans, window, found, i, last))
+        hits.append(_hit(page, cues, texts, window, found, i, last))
         i = last + 1
     if not hits and query.terms:
         hits += _fallback(page, query, cues, texts, spans)
@@ -142,7 +143,7 @@ def locate(page: PageHit, query: Query) -> list[Hit]:
 
 
 def _hit(page: PageHit, cues: Sequence[IndexedCue], texts: list[str],
-         spans: _Spans, window: list[tuple[int, tuple[str, int, int]]],
+         window: list[tuple[int, tuple[str, int, int]]],
          found: list[tuple[int, int]], first: int, last: int) -> Hit:
     text = " ".join(texts[first:last + 1])
     offset = {k: sum(len(t) + 1 for t in texts[first:k]) for k in range(first, last + 1)}
@@ -165,7 +166,7 @@ def _fallback(page: PageHit, query: Query, cues: Sequence[IndexedCue], texts: li
                  if _matches(t, seq, j)]
         if found and _speaks(cues[k], query.speakers):
             window = [(k, s) for s in spans[k]]
-            return [_hit(page, cues, texts, spans, window, found, k, k)]
+            return [_hit(page, cues, texts, window, found, k, k)]
     return []
 
 
