@@ -25,6 +25,7 @@ from .apikey import log_key_warnings, read_api_key
 from .backends import kinds as backend_kinds
 from .errors import BackendUnavailable, ConfigError
 from .exitcodes import ExitCode, exit_code_lines
+from .search import command as searchcmd
 from .store import StoreError, StoreUnavailable
 from .wiring import build, choose_backend, open_for_command
 
@@ -101,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
                             "with (default: the running daemon plans it again with today's "
                             "config)")
     statecmd.add_parser(sub)
+    searchcmd.add_parser(sub)
     cf = sub.add_parser("config", help="print the example config or its reference",
                         description="Print the commented example config (every key at its "
                         "default) or the reference of every key, both made from the schema.")
@@ -216,10 +218,15 @@ def cmd_state(args: argparse.Namespace, out: TextIO, err: TextIO,
     return statecmd.cmd_state(args, out, err)
 
 
+def cmd_search(args: argparse.Namespace, out: TextIO, err: TextIO,
+               environ: Mapping[str, str]) -> int:
+    return searchcmd.cmd_search(args, out, err)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO, Mapping[str, str]], int]] = {
     "run": cmd_run, "status": cmd_status, "retry": cmd_retry, "forget": cmd_forget,
     "transcribe": cmd_transcribe, "check": cmd_check, "config": cmd_config,
-    "state": cmd_state,
+    "state": cmd_state, "search": cmd_search,
 }
 
 

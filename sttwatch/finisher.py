@@ -24,6 +24,7 @@ from .outcomes import Outcomes
 from .outputs import language_of
 from .pacing import backoff, sleep_for
 from .screen import audio_track_of, skip_of
+from .search.indexer import index_result
 from .store import Job, JobStore, Plan, State
 from .transcripts import (
     LEFTOVER,
@@ -125,6 +126,7 @@ class Finisher:
             log.error("write_failed", job_id=job.id, path=job.path, error=reason,
                       retry_in=round(delay))
             return
+        index_result(self.store, job, plan)
         event = self.outcomes.event(job, plan, "done", None, paths)
         if not self.store.mark_done(job, self.clock(), skipped[0] if skipped else None,
                                     event=event):

@@ -24,6 +24,7 @@ from sttwatch.store import (
     StoreMissing,
     open_store,
 )
+from sttwatch.store.sql import SCHEMA_VERSION
 from sttwatch.store.sqlite import SqliteStore
 
 A, B, C = "/rec/a.mp3", "/rec/b.mp3", "/rec/c.mp3"
@@ -501,7 +502,7 @@ def test_a_state_file_from_0_1_0_is_upgraded_in_place(tmp_path: Path) -> None:
     s.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
-            "3",)
+            str(SCHEMA_VERSION),)
 
 
 def test_a_newer_state_file_is_refused(tmp_path: Path) -> None:

@@ -22,8 +22,11 @@ from .base import Store
 from .errors import StoreError
 from .keys import WatchKeys
 from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
+from .searchsql import SearchSql, has_fts5, search_ddl
 
-SCHEMA_VERSION = 3
+# 3: output names unique, reuse keyed by the request (request_key).
+# 4: the search index (searchsql.py), made empty; ``sttwatch search --reindex`` fills it.
+SCHEMA_VERSION = 4
 
 COLUMNS = ("id", "path", "size", "mtime_ns", "state", "generation_id", "attempts", "polls",
            "submitted_at", "next_at", "error", "result", "cost", "created_at", "updated_at",
@@ -168,7 +171,7 @@ def _marks(n: int) -> str:
     return ",".join("?" * n) or "''"
 
 
-class SqlStore(Store):
+class SqlStore(SearchSql, Store):
     """Schema, migrations and transitions over any engine with a ``Dialect``."""
 
     dialect: Dialect
@@ -277,7 +280,8 @@ class SqlStore(Store):
                        "state IN ('submitting', 'pending')")
         if existing_columns and (version or 1) < 3:
             self._migrate_to_3(x)
-        for stmt in ddl(d):
+        fts5 = d.name != "sqlite" or has_fts5(x)
+        for stmt in [*ddl(d), *search_ddl(d.name, fts5)]:
             self._x(x, stmt)
         self._x(x, "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT"
                    "(key) DO UPDATE SET value=excluded.value", (str(SCHEMA_VERSION),))
@@ -782,9 +786,12 @@ class SqlStore(Store):
                        for p in paths)
 
     def forget(self, paths: Iterable[str]) -> int:
+        n = 0
         with self._tx() as x:
-            return sum(self._x(x, "DELETE FROM jobs WHERE path=?", (self._k(p),)).rowcount
-                       for p in paths)
+            for p in paths:
+                self._drop_search(x, p)  # its search entries go with it (indexed by this path)
+                n += self._x(x, "DELETE FROM jobs WHERE path=?", (self._k(p),)).rowcount
+        return n
 
     def counts(self) -> dict[str, int]:
         with self._read() as x:

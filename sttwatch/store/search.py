@@ -1,0 +1,148 @@
+"""The search index: a store role of its own, beside the job transitions.
+
+A recording's transcript is kept as its cues (start, end, speaker, text), in pages of at
+most ``PAGE_WORDS`` words; the engine indexes each page's words (SQLite FTS5, PostgreSQL a
+``tsvector``) and ranks pages, and the cues of the best pages are read back to find and show
+the cue each term is said in (sttwatch/search/). Entries are kept by the recording's path:
+indexing a path replaces what it had, ``forget`` drops them.
+
+Words are cut and folded here, once, before either engine sees them (letters and digits,
+accents dropped, case folded): both engines then index the same tokens, and the hits found
+in the cues agree with what the engine matched, whatever language the transcript is in.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from .model import Job
+
+PAGE_WORDS = 2000  # PostgreSQL keeps word positions up to 16,383 only; phrases need them
+_WORD = re.compile(r"[^\W_]+")
+
+
+def fold(word: str) -> str:
+    """A word as the index keeps it: accents dropped, case folded."""
+    if word.isascii():
+        return word.lower()
+    decomposed = unicodedata.normalize("NFKD", word)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def word_spans(text: str) -> Iterator[tuple[str, int, int]]:
+    """(folded word, start, end) of each word of ``text`` (NFC), for marking hits in it."""
+    for m in _WORD.finditer(text):
+        folded = fold(m.group())
+        if folded:
+            yield folded, m.start(), m.end()
+
+
+def words(text: str) -> list[str]:
+    return [w for w, _s, _e in word_spans(unicodedata.normalize("NFC", text))]
+
+
+@dataclass(frozen=True)
+class IndexedCue:
+    """One cue of a transcript; ``start`` is None when the transcript had no times (txt)."""
+
+    start: float | None
+    end: float | None
+    speaker: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class IndexedTranscript:
+    """What is indexed for one recording: its cues, and what filters and hits show."""
+
+    path: str
+    job_id: int | None
+    model: str | None
+    recorded_at: float | None  # the recording's mtime (seconds)
+    cues: tuple[IndexedCue, ...]
+
+
+@dataclass(frozen=True)
+class Term:
+    """Folded words that must follow each other (one word, or a phrase); ``prefix``: the
+    last one may go on."""
+
+    words: tuple[str, ...]
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A parsed query with its filters: every term must occur in a page, and a speaker's
+    words in its speaker names."""
+
+    terms: tuple[Term, ...]
+    speakers: tuple[str, ...] = ()
+    folder: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 20
+
+
+@dataclass(frozen=True)
+class PageHit:
+    """A page that matched, best first, with its cues to find the hits in."""
+
+    path: str
+    job_id: int | None
+    model: str | None
+    recorded_at: float | None
+    score: float
+    cues: tuple[IndexedCue, ...]
+
+
+def pages(cues: Sequence[IndexedCue]) -> list[tuple[IndexedCue, ...]]:
+    """Consecutive cues in pages of at most ``PAGE_WORDS`` words (a longer cue alone)."""
+    out: list[tuple[IndexedCue, ...]] = []
+    cur: list[IndexedCue] = []
+    n = 0
+    for cue in cues:
+        k = len(words(cue.text))
+        if cur and n + k > PAGE_WORDS:
+            out.append(tuple(cur))
+            cur, n = [], 0
+        cur.append(cue)
+        n += k
+    if cur:
+        out.append(tuple(cur))
+    return out
+
+
+class SearchIndex(ABC):
+    """Full-text search over transcripts. Thread-safe like the store that implements it."""
+
+    @abstractmethod
+    def index_transcript(self, doc: IndexedTranscript) -> None:
+        """Replace the entries of ``doc.path`` with ``doc``'s cues, in one transaction."""
+
+    @abstractmethod
+    def drop_transcripts(self, paths: Iterable[str]) -> int:
+        """Remove the entries of these recordings; how many recordings had some."""
+
+    @abstractmethod
+    def clear_index(self) -> None:
+        """Remove every entry (before a full ``--reindex``)."""
+
+    @abstractmethod
+    def search(self, spec: SearchSpec) -> list[PageHit]:
+        """At most ``spec.limit`` pages holding every term, best first."""
+
+    @abstractmethod
+    def indexed_paths(self) -> set[str]: ...
+
+    @abstractmethod
+    def done_with_results(self, after_id: int, limit: int) -> list[Job]:
+        """Done jobs that hold a result, by id from ``after_id`` on: what a reindex reads."""
+
+    @abstractmethod
+    def index_size(self) -> dict[str, int]:
+        """Recordings and pages indexed."""
