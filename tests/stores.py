@@ -8,9 +8,12 @@ where they fail: a CI run that silently tested one store would prove nothing abo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +65,28 @@ def terminate_connections(schema: str) -> int:
 
 def sqlite_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "jobs.db"  # the folder does not exist yet
+
+
+STORE_KINDS = ("sqlite", "postgres")
+
+
+@contextlib.contextmanager
+def contract_store(kind: str, tmp_path: Path) -> Iterator[Any]:
+    """The store a contract test runs against: a new SQLite file, or a PostgreSQL schema of
+    its own that is dropped afterwards. (``Any``: each suite names the role it tests.)"""
+    if kind == "sqlite":
+        from sttwatch.store.sqlite import SqliteStore
+        s = SqliteStore(tmp_path / "state" / "jobs.db")
+        try:
+            yield s
+        finally:
+            s.close()
+        return
+    require_pg()
+    from sttwatch.store.postgres import PostgresStore
+    pg = PostgresStore(PG_URL, schema=new_schema())
+    try:
+        yield pg
+    finally:
+        pg.drop_schema()
+        pg.close()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stores import PG_URL, new_schema, require_pg
+from stores import STORE_KINDS, contract_store
 
 from sttwatch.search.hits import find_hits, marked
 from sttwatch.search.query import parse
@@ -21,19 +21,10 @@ from sttwatch.store.sqlite import SqliteStore
 PLAN = Plan("aimlapi", "#g1_nova-2", {}, ("txt",), "/lib")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
-    if request.param == "sqlite":
-        s: SqlStore = SqliteStore(tmp_path / "state" / "jobs.db")
+    with contract_store(request.param, tmp_path) as s:
         yield s
-        s.close()
-        return
-    require_pg()
-    from sttwatch.store.postgres import PostgresStore
-    pg = PostgresStore(PG_URL, schema=new_schema())
-    yield pg
-    pg.drop_schema()
-    pg.close()
 
 
 def doc(path: str, *cues: tuple[float, str], speaker: str | None = None, when: float = 1e9,

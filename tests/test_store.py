@@ -11,7 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stores import PG_URL, new_schema, pg_url_with_schema, require_pg
+from stores import (
+    PG_URL,
+    STORE_KINDS,
+    contract_store,
+    new_schema,
+    pg_url_with_schema,
+    require_pg,
+)
 
 from sttwatch.store import (
     Admission,
@@ -35,19 +42,10 @@ ME, OTHER = "host-a", "host-b"
 LEASE = 60.0
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s: Store = SqliteStore(tmp_path / "state" / "jobs.db")
+    with contract_store(request.param, tmp_path) as s:
         yield s
-        s.close()
-        return
-    require_pg()
-    from sttwatch.store.postgres import PostgresStore
-    pg = PostgresStore(PG_URL, schema=new_schema())
-    yield pg
-    pg.drop_schema()
-    pg.close()
 
 
 def offer(path: str = A, size: int = 10, mtime: int = 1000, plan: Plan = API,

@@ -11,26 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stores import PG_URL, new_schema, require_pg
+from stores import PG_URL, STORE_KINDS, contract_store, new_schema, require_pg
 from test_store import LEASE, ME, OTHER, A, B, fetched, get, submitted
 
 from sttwatch.store import DaemonRegistry, JobStore, Outbox, SpendLedger, State, Store
 from sttwatch.store.sqlite import SqliteStore
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s: Store = SqliteStore(tmp_path / "state" / "jobs.db")
+    with contract_store(request.param, tmp_path) as s:
         yield s
-        s.close()
-        return
-    require_pg()
-    from sttwatch.store.postgres import PostgresStore
-    pg = PostgresStore(PG_URL, schema=new_schema())
-    yield pg
-    pg.drop_schema()
-    pg.close()
 
 
 @pytest.mark.parametrize("role", [JobStore, Outbox, SpendLedger, DaemonRegistry])
