@@ -8,9 +8,7 @@ generation id, its version (size, mtime) and its owner, and checked by rowcount.
 
 from __future__ import annotations
 
-import base64
 import json
-import zlib
 from abc import abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -22,6 +20,7 @@ from .base import Store
 from .errors import StoreError
 from .keys import WatchKeys
 from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
+from .packing import pack_result, unpack_result
 
 SCHEMA_VERSION = 3
 
@@ -131,19 +130,6 @@ def ddl(d: Dialect) -> list[str]:
             last_error TEXT)""",
         "CREATE INDEX IF NOT EXISTS outbox_next ON outbox(next_at)",
     ]
-
-
-def pack_result(result: Mapping[str, Any]) -> str:
-    """A result as kept in its row: compressed (a 1,000-word answer with word times is about
-    100 KB of JSON and 19 KB packed), in text both engines store alike."""
-    raw = json.dumps(result, separators=(",", ":")).encode()
-    return "z:" + base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
-
-
-def unpack_result(text: str) -> Any:
-    if text.startswith("z:"):
-        return json.loads(zlib.decompress(base64.b64decode(text[2:])))
-    return json.loads(text)  # a plain result from an older state file
 
 
 def _job(row: Sequence[Any]) -> Job:
