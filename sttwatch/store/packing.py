@@ -43,14 +43,22 @@ _JOIN = _Join()
 
 
 def pack_result(result: Mapping[str, Any]) -> str:
+    return pack(result)[0]
+
+
+def pack(result: Mapping[str, Any]) -> tuple[str, Any]:
+    """The row's text and a decoded copy of it (equal to ``result``, sharing nothing with it):
+    what a transition returns without decoding the row it just wrote."""
     try:
         packed = _dumps(_encode(result))
-        if _decode(json.loads(packed)) == result:  # the rewrite keeps key order and types
-            return COMPACT + base64.b64encode(zlib.compress(packed.encode(), 9)).decode("ascii")
+        copy = _decode(json.loads(packed))
+        if copy == result:  # the rewrite keeps key order and types by construction
+            text = base64.b64encode(zlib.compress(packed.encode(), 9)).decode("ascii")
+            return COMPACT + text, copy
     except (TypeError, ValueError, KeyError, IndexError, OverflowError):
         pass  # a shape the rewrite does not carry: the plain form below keeps it whole
-    raw = _dumps(result).encode()
-    return ZLIB + base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
+    raw = _dumps(result)
+    return ZLIB + base64.b64encode(zlib.compress(raw.encode(), 9)).decode("ascii"), json.loads(raw)
 
 
 def unpack_result(text: str) -> Any:
@@ -100,7 +108,10 @@ def _steps(values: list[float]) -> dict[str, Any] | None:
         return None
     if 0.0 in values and any(x == 0 and math.copysign(1.0, x) < 0 for x in values):
         return None  # -0.0 would come back as 0.0
+    head = values[:16]
     for scale in _SCALES:
+        if [round(x * scale) / scale for x in head] != head:
+            continue  # most scales fail on the first few values: skip the whole list
         ints = [round(x * scale) for x in values]
         if [n / scale for n in ints] == values:
             return {MARK: "d", "s": scale,

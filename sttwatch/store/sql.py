@@ -20,7 +20,7 @@ from .base import Store
 from .errors import StoreError
 from .keys import WatchKeys
 from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
-from .packing import pack_result, unpack_result
+from .packing import pack, unpack_result
 
 SCHEMA_VERSION = 3
 
@@ -29,6 +29,9 @@ COLUMNS = ("id", "path", "size", "mtime_ns", "state", "generation_id", "attempts
            "finished_at", "backend", "output_key", "plan", "owner", "lease_until", "defers",
            "sha256", "reused_from", "timeline", "request_key")
 _COLS = ", ".join(COLUMNS)
+# What a transition that has just written a result returns: the rest of the row (the result
+# it wrote is in hand already, decoding it again was a third of storing it).
+_COLS_BUT_RESULT = ", ".join("NULL" if c == "result" else c for c in COLUMNS)
 _CLAIMED = "('submitting', 'pending', 'fetched')"
 CLAIMED_STATES = ("submitting", "pending", "fetched")
 
@@ -186,6 +189,12 @@ class SqlStore(Store):
 
     def _returning(self, x: Executor, sql: str, args: Sequence[Any]) -> list[Job]:
         return [self._job(r) for r in self._x(x, f"{sql} RETURNING {_COLS}", args).fetchall()]
+
+    def _returning_with(self, x: Executor, sql: str, args: Sequence[Any],
+                        result: Any) -> Job | None:
+        """One job whose row was just given ``result`` (a decoded copy of what was written)."""
+        rows = self._x(x, f"{sql} RETURNING {_COLS_BUT_RESULT}", args).fetchall()
+        return replace(self._job(rows[0]), result=result) if rows else None
 
     # --- paths as this host sees them, keys as the store keeps them ----------------------------
 
@@ -495,15 +504,14 @@ class SqlStore(Store):
     def adopt(self, job: Job, donor: Job, sha256: str, now: float) -> Job | None:
         fence, args = self._fence(job)
         g = self.dialect.greatest
+        text, copy = pack(donor.result or {})
         with self._tx() as x:
-            got = self._returning(
+            return self._returning_with(
                 x, f"UPDATE jobs SET state='fetched', result=?, generation_id=?, sha256=?, "
                    f"reused_from=?, cost=NULL, attempts={g}(attempts-1, 0), submitted_at=?, "
                    f"timeline=?, next_at=?, updated_at=? WHERE id=?" + fence,
-                (pack_result(donor.result or {}), donor.generation_id, sha256,
-                 self._k(donor.path), now, to_text(donor.timeline), now, now, job.id,
-                 *args))
-        return got[0] if got else None
+                (text, donor.generation_id, sha256, self._k(donor.path), now,
+                 to_text(donor.timeline), now, now, job.id, *args), copy)
 
     def reused(self) -> int:
         with self._read() as x:
@@ -558,12 +566,12 @@ class SqlStore(Store):
     def set_fetched(self, job: Job, result: Mapping[str, Any], now: float,
                     service_seconds: float) -> Job | None:
         fence, args = self._fence(job)
+        text, copy = pack(result)
         with self._tx() as x:
-            got = self._returning(
+            return self._returning_with(
                 x, "UPDATE jobs SET state='fetched', result=?, polls=polls+1, service_seconds=?,"
                    " next_at=?, updated_at=? WHERE id=?" + fence,
-                (pack_result(result), service_seconds, now, now, job.id, *args))
-        return got[0] if got else None
+                (text, service_seconds, now, now, job.id, *args), copy)
 
     def recent_service_seconds(self, n: int = 32) -> list[float]:
         with self._read() as x:
