@@ -30,8 +30,6 @@ COMPACT = "c1:"
 ZLIB = "z:"
 MARK = "\x00"  # the key of a rewritten node; a result using it is kept plain
 _SCALES = (10, 100, 1000, 10_000, 100_000, 1_000_000)
-
-
 _SCALARS = {str, int, float, bool, type(None)}
 
 
@@ -40,10 +38,6 @@ class _Join:
 
 
 _JOIN = _Join()
-
-
-def pack_result(result: Mapping[str, Any]) -> str:
-    return pack(result)[0]
 
 
 def pack(result: Mapping[str, Any]) -> tuple[str, Any]:
