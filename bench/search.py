@@ -38,8 +38,9 @@ from sttwatch.search.entries import document_of_job  # noqa: E402
 from sttwatch.search.hits import find_hits  # noqa: E402
 from sttwatch.search.query import parse  # noqa: E402
 from sttwatch.store import Plan  # noqa: E402
+from sttwatch.store.packing import pack  # noqa: E402
 from sttwatch.store.search import SearchSpec  # noqa: E402
-from sttwatch.store.sql import SqlStore, pack_result  # noqa: E402
+from sttwatch.store.sql import SqlStore  # noqa: E402
 
 GOAL_MS = 100.0
 GOAL_SIZE = 0.30
@@ -90,7 +91,7 @@ def fill(store: SqlStore, n: int, words: int, seed: int) -> list[list[str]]:
                                result["results"]["channels"][0]["alternatives"][0]["words"]])
             mtime = (1_700_000_000 + i * 3600) * 1_000_000_000
             rows.append((f"/library/{i // 100:03}/rec{i:05}.mp3", 10_000_000 + i, mtime,
-                         pack_result(result), plan))
+                         pack(result)[0], plan))
         with store._tx() as x:
             for row in rows:
                 store._x(x, "INSERT INTO jobs (path, size, mtime_ns, state, result, backend, "

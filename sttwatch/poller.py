@@ -183,9 +183,7 @@ class Poller:
         else:
             assert status.result is not None
             miss = self._last_miss.pop(job.id, None)
-            # The task finished between the last miss and now; with no miss the estimate
-            # may be too late, so learn slightly less to let the schedule move earlier.
-            sample = (miss + age) / 2 if miss is not None else 0.9 * age
+            sample = self.schedule.sample(age, miss)
             self.schedule.learn(sample)
             # Held in memory only (the local engine forgets a task once it is fetched): stored
             # whatever it takes, or a store blip costs a second transcription.

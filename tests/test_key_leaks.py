@@ -19,7 +19,7 @@ import pytest
 from conftest import KEY, Daemon, run_cli, wait_for, write_config
 from fake_service import FakeConfig, FakeService, make_fake_audio
 
-from sttwatch.store.sql import unpack_result
+from sttwatch.store.packing import unpack_result
 
 # The whole key, and each half of it: an excerpt cut in the middle of the key still leaks.
 NEEDLES = (KEY, KEY[: len(KEY) // 2], KEY[len(KEY) // 2:])

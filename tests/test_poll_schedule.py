@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import os
+import time
+from pathlib import Path
 
 import pytest
+from conftest import KEY, run_cli, transcript, write_config
+from fake_service import FakeConfig, FakeService, make_fake_audio
 
 from sttwatch.schedule import PollSchedule
 
@@ -51,3 +56,40 @@ def test_just_after_the_expected_time_fetches_come_quickly() -> None:
     assert schedule.next_delay(2.0) == pytest.approx(0.3)
     assert schedule.next_delay(2.5) == pytest.approx(0.375)
     assert schedule.next_delay(60.0) == pytest.approx(9.0)
+
+
+def test_before_any_task_finished_a_miss_waits_half_the_age_again() -> None:
+    blind = PollSchedule(1.0, 20.0, [])
+    assert blind.next_delay(1.0) == pytest.approx(0.5)
+    assert blind.next_delay(1.5) == pytest.approx(0.75)
+    blind.learn(2.0)  # one task finished: back to quick fetches around the learned time
+    assert blind.next_delay(2.0) == pytest.approx(0.3)
+
+
+def test_a_finished_task_teaches_between_its_last_miss_and_now_or_just_before_now() -> None:
+    schedule = PollSchedule(1.0, 20.0, [])
+    assert schedule.sample(2.2, 2.0) == pytest.approx(2.1)
+    assert 1.95 <= schedule.sample(2.0, None) < 2.0
+
+
+def test_fetches_per_file_against_the_service(tmp_path: Path) -> None:
+    """96 files, 2 s tasks, 32 at a time (as bench/overhead.py, smaller): the first 32 learn
+    the task time with three fetches each, the rest are fetched about once. The schedule
+    before issue 24 made 2.6-2.7 fetches a file here (five or six for each of the first 32,
+    every other later one fetched twice); the bound leaves room for a busy machine."""
+    files = 96
+    with FakeService(FakeConfig(key=KEY, task_seconds=2.0, concurrency=32)) as svc:
+        cfg = write_config(tmp_path, svc.base_url, api={"max_in_flight": 32},
+                           daemon={"first_poll_seconds": 1.0, "poll_cap_seconds": 20},
+                           log={"format": "json", "level": "info"})
+        past = time.time() - 60
+        for i in range(files):
+            p = make_fake_audio(tmp_path / "inbox" / f"rec{i:03d}.mp3", f"recording {i}")
+            os.utime(p, (past, past))
+        r = run_cli("run", "--config", str(cfg), "--once")
+        assert r.code == 0, r.err
+        assert all(transcript(tmp_path / "inbox" / f"rec{i:03d}.mp3") == f"recording {i}"
+                   for i in range(files))
+        assert len(svc.creates()) == files
+        per_file = len(svc.fetches()) / files
+    assert per_file < 2.1, per_file

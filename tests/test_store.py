@@ -3,12 +3,16 @@ server, through the one interface the stages use (huey's idea: one suite, every 
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import sqlite3
 import stat
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from stores import (
@@ -706,3 +710,107 @@ def test_a_version_2_state_file_with_shared_output_names_is_upgraded(tmp_path: P
     with sqlite3.connect(path) as db, pytest.raises(sqlite3.IntegrityError):
         db.execute("UPDATE jobs SET output_key='/rec/talk.wav.{format}' WHERE "
                    "path='/rec/talk.wav'")
+
+
+# --- done results kept compact ---------------------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def thousand_words(seed: int) -> dict[str, Any]:
+    """A Deepgram-shaped answer of 1,000 words with times in 10 ms steps, as the service
+    sends them: the shape whose size issue 24 is about."""
+    vocab = ("alpha", "bravo", "meeting", "budget", "quarter", "customer", "review", "über")
+    words, t = [], 0.0
+    for k in range(1000):
+        w = vocab[(seed * 7 + k * 3 + k // 5) % len(vocab)]
+        shown = w.capitalize() if k % 12 == 0 else w + ("." if k % 12 == 11 else "")
+        start, end = round(t, 2), round(t + 0.31, 2)
+        words.append({"word": w, "start": start, "end": end,
+                      "confidence": round(0.9 + (k % 10) / 100, 4), "punctuated_word": shown})
+        t = end + 0.05
+    alt = {"transcript": " ".join(w["punctuated_word"] for w in words), "confidence": 0.97,
+           "words": words}
+    return {"metadata": {"request_id": f"req-{seed}", "duration": round(t, 2), "channels": 1},
+            "results": {"channels": [{"alternatives": [alt], "detected_language": "en"}]}}
+
+
+ODD = {
+    "marker key in the data": {"\u0000": "c", "k": ["a"], "v": [[1, 2]]},
+    "negative zero and whole floats": {"t": [-0.0, 0.0, 1.0, 2.5], "n": [1, 2.0, True, None]},
+    "transcript not from its words": {"transcript": "other", "words": [
+        {"punctuated_word": "a"}, {"punctuated_word": "b"}]},
+    "dicts with keys in another order": {"w": [{"a": 1, "b": 2}, {"b": 2, "a": 1}]},
+    "empty and unicode": {"text": "naïve 日本語 \U0001f600", "segments": [], "x": {}},
+}
+
+
+def stored(store: Store, path: str) -> str:
+    with store._read() as x:  # type: ignore[attr-defined]
+        (text,) = x.execute(store.dialect.q("SELECT result FROM jobs WHERE path=?"),  # type: ignore[attr-defined]
+                            (path,)).fetchone()
+    return str(text)
+
+
+def finish_with(store: Store, path: str, gen: str, result: dict[str, Any],
+                done: bool = True) -> Job:
+    submitted(store, path, gen)
+    claimed = next(j for j in store.claim_poll(ME, 101.0, LEASE, 10, [], ["aimlapi"])
+                   if j.path == path)
+    got = store.set_fetched(claimed, result, 102.0, 2.0)
+    assert got is not None
+    if done:
+        assert store.mark_done(got, 103.0)
+    return get(store, path)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.glob("*.json")))
+def test_a_golden_result_comes_back_exactly_for_renders_and_copies(
+        store: Store, name: str) -> None:
+    result = json.loads((GOLDEN / name).read_text())
+    done = finish_with(store, A, "gen-A", result)
+    assert json.dumps(done.result) == json.dumps(result)  # keys, order and types alike
+    # A copy of the same bytes takes it ...
+    with store._tx() as x:  # type: ignore[attr-defined]
+        x.execute(store.dialect.q("UPDATE jobs SET sha256='abc' WHERE path=?"), (A,))  # type: ignore[attr-defined]
+    admitted(store, B)
+    job = store.claim_submit(ME, 110.0, LEASE, ["aimlapi"])
+    donor = store.find_result("abc", "aimlapi", -1)
+    assert job is not None and donor is not None
+    copy = store.adopt(job, donor, "abc", 111.0)
+    assert copy is not None and json.dumps(copy.result) == json.dumps(result)
+    # ... and ``retry --render`` renders it again from the row.
+    assert store.mark_failed(copy, "cannot render transcript", 112.0)
+    assert store.rerender(113.0) == 1
+    (again,) = store.claim_finish(ME, 113.0, LEASE, 10)
+    assert again.path == B and json.dumps(again.result) == json.dumps(result)
+
+
+def test_a_thousand_word_result_is_kept_in_a_fifteenth_of_its_json(store: Store) -> None:
+    result = thousand_words(1)
+    done = finish_with(store, A, "gen-A", result)
+    assert json.dumps(done.result) == json.dumps(result)
+    size = len(json.dumps(result, separators=(",", ":")))
+    assert len(stored(store, A)) < size / 15, (len(stored(store, A)), size)
+
+
+@pytest.mark.parametrize("name", sorted(ODD))
+def test_a_result_the_compact_form_cannot_carry_is_kept_whole(store: Store, name: str) -> None:
+    done = finish_with(store, A, "gen-A", ODD[name])
+    assert json.dumps(done.result) == json.dumps(ODD[name])
+
+
+@pytest.mark.parametrize("form", ["zlib", "plain"])
+def test_results_stored_by_an_older_version_still_read(store: Store, form: str) -> None:
+    result = json.loads((GOLDEN / "deepgram_speakers.json").read_text())
+    finish_with(store, A, "gen-A", {"placeholder": True}, done=False)
+    raw = json.dumps(result)
+    old = ("z:" + base64.b64encode(zlib.compress(raw.encode(), 6)).decode("ascii")
+           if form == "zlib" else raw)
+    with store._tx() as x:  # type: ignore[attr-defined]
+        x.execute(store.dialect.q("UPDATE jobs SET result=? WHERE path=?"), (old, A))  # type: ignore[attr-defined]
+    assert get(store, A).result == result
+    assert store.mark_failed(get(store, A), "cannot render transcript", 112.0)
+    assert store.rerender(113.0) == 1
+    (again,) = store.claim_finish(ME, 113.0, LEASE, 10)
+    assert json.dumps(again.result) == json.dumps(result)

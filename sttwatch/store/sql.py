@@ -8,9 +8,7 @@ generation id, its version (size, mtime) and its owner, and checked by rowcount.
 
 from __future__ import annotations
 
-import base64
 import json
-import zlib
 from abc import abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -22,6 +20,7 @@ from .base import Store
 from .errors import StoreError
 from .keys import WatchKeys
 from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
+from .packing import pack, unpack_result
 from .searchsql import SearchSql, has_fts5, search_ddl
 
 # 3: output names unique, reuse keyed by the request (request_key).
@@ -33,6 +32,9 @@ COLUMNS = ("id", "path", "size", "mtime_ns", "state", "generation_id", "attempts
            "finished_at", "backend", "output_key", "plan", "owner", "lease_until", "defers",
            "sha256", "reused_from", "timeline", "request_key")
 _COLS = ", ".join(COLUMNS)
+# What a transition that has just written a result returns: the rest of the row (the result
+# it wrote is in hand already, decoding it again was a third of storing it).
+_COLS_BUT_RESULT = ", ".join("NULL" if c == "result" else c for c in COLUMNS)
 _CLAIMED = "('submitting', 'pending', 'fetched')"
 CLAIMED_STATES = ("submitting", "pending", "fetched")
 
@@ -136,19 +138,6 @@ def ddl(d: Dialect) -> list[str]:
     ]
 
 
-def pack_result(result: Mapping[str, Any]) -> str:
-    """A result as kept in its row: compressed (a 1,000-word answer with word times is about
-    100 KB of JSON and 19 KB packed), in text both engines store alike."""
-    raw = json.dumps(result, separators=(",", ":")).encode()
-    return "z:" + base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
-
-
-def unpack_result(text: str) -> Any:
-    if text.startswith("z:"):
-        return json.loads(zlib.decompress(base64.b64decode(text[2:])))
-    return json.loads(text)  # a plain result from an older state file
-
-
 def _job(row: Sequence[Any]) -> Job:
     r = dict(zip(COLUMNS, row, strict=True))
     return Job(
@@ -203,6 +192,12 @@ class SqlStore(SearchSql, Store):
 
     def _returning(self, x: Executor, sql: str, args: Sequence[Any]) -> list[Job]:
         return [self._job(r) for r in self._x(x, f"{sql} RETURNING {_COLS}", args).fetchall()]
+
+    def _returning_with(self, x: Executor, sql: str, args: Sequence[Any],
+                        result: Any) -> Job | None:
+        """One job whose row was just given ``result`` (a decoded copy of what was written)."""
+        rows = self._x(x, f"{sql} RETURNING {_COLS_BUT_RESULT}", args).fetchall()
+        return replace(self._job(rows[0]), result=result) if rows else None
 
     # --- paths as this host sees them, keys as the store keeps them ----------------------------
 
@@ -513,15 +508,14 @@ class SqlStore(SearchSql, Store):
     def adopt(self, job: Job, donor: Job, sha256: str, now: float) -> Job | None:
         fence, args = self._fence(job)
         g = self.dialect.greatest
+        text, copy = pack(donor.result or {})
         with self._tx() as x:
-            got = self._returning(
+            return self._returning_with(
                 x, f"UPDATE jobs SET state='fetched', result=?, generation_id=?, sha256=?, "
                    f"reused_from=?, cost=NULL, attempts={g}(attempts-1, 0), submitted_at=?, "
                    f"timeline=?, next_at=?, updated_at=? WHERE id=?" + fence,
-                (pack_result(donor.result or {}), donor.generation_id, sha256,
-                 self._k(donor.path), now, to_text(donor.timeline), now, now, job.id,
-                 *args))
-        return got[0] if got else None
+                (text, donor.generation_id, sha256, self._k(donor.path), now,
+                 to_text(donor.timeline), now, now, job.id, *args), copy)
 
     def reused(self) -> int:
         with self._read() as x:
@@ -576,12 +570,12 @@ class SqlStore(SearchSql, Store):
     def set_fetched(self, job: Job, result: Mapping[str, Any], now: float,
                     service_seconds: float) -> Job | None:
         fence, args = self._fence(job)
+        text, copy = pack(result)
         with self._tx() as x:
-            got = self._returning(
+            return self._returning_with(
                 x, "UPDATE jobs SET state='fetched', result=?, polls=polls+1, service_seconds=?,"
                    " next_at=?, updated_at=? WHERE id=?" + fence,
-                (pack_result(result), service_seconds, now, now, job.id, *args))
-        return got[0] if got else None
+                (text, service_seconds, now, now, job.id, *args), copy)
 
     def recent_service_seconds(self, n: int = 32) -> list[float]:
         with self._read() as x:
