@@ -299,17 +299,22 @@ class SqlStore(SearchSql, Store):
         found = self._select("path = ?", (self._k(path),))
         return found[0] if found else None
 
-    def versions(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
-        out: dict[str, tuple[int, int]] = {}
-        paths = [self._k(p) for p in paths]
+    def _rows_where_in(self, select: str, column: str, keys: Sequence[str]) -> list[Any]:
+        """``SELECT select FROM jobs WHERE column IN keys`` for many keys in one read, 500 at
+        a time (SQLite's bound-parameter limit): admission asks this per batch, never per
+        file."""
+        keys = [self._k(k) for k in keys]
+        rows: list[Any] = []
         with self._read() as x:
-            for i in range(0, len(paths), 500):
-                part = paths[i:i + 500]
-                for path, size, mtime in self._x(
-                        x, f"SELECT path, size, mtime_ns FROM jobs WHERE path IN "
-                           f"({_marks(len(part))})", part).fetchall():
-                    out[self._l(path)] = (int(size), int(mtime))
-        return out
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                rows += self._x(x, f"SELECT {select} FROM jobs WHERE {column} IN "
+                                   f"({_marks(len(part))})", part).fetchall()
+        return rows
+
+    def versions(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+        return {self._l(path): (int(size), int(mtime)) for path, size, mtime
+                in self._rows_where_in("path, size, mtime_ns", "path", paths)}
 
     def _free_key(self, x: Executor, keys: Sequence[str], path: str,
                   own: str | None) -> str | None:
@@ -324,28 +329,12 @@ class SqlStore(SearchSql, Store):
         return None
 
     def output_holders(self, keys: Sequence[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        keys = [self._k(k) for k in keys]
-        with self._read() as x:
-            for i in range(0, len(keys), 500):
-                part = keys[i:i + 500]
-                for key, path in self._x(
-                        x, f"SELECT output_key, path FROM jobs WHERE output_key IN "
-                           f"({_marks(len(part))})", part).fetchall():
-                    out[self._l(str(key))] = self._l(str(path))
-        return out
+        return {self._l(str(key)): self._l(str(path)) for key, path
+                in self._rows_where_in("output_key, path", "output_key", keys)}
 
     def known_sha256(self, paths: Sequence[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        paths = [self._k(p) for p in paths]
-        with self._read() as x:
-            for i in range(0, len(paths), 500):
-                part = paths[i:i + 500]
-                for path, digest in self._x(
-                        x, f"SELECT path, sha256 FROM jobs WHERE sha256 IS NOT NULL AND path "
-                           f"IN ({_marks(len(part))})", part).fetchall():
-                    out[self._l(str(path))] = str(digest)
-        return out
+        return {self._l(str(path)): str(digest) for path, digest
+                in self._rows_where_in("path, sha256", "path", paths) if digest is not None}
 
     def admit(self, batch: Sequence[Admission], now: float, owner: str | None = None
               ) -> list[Job]:
