@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from needs import require
 
 
 def share_unavailable() -> str | None:
@@ -42,12 +42,7 @@ def share_unavailable() -> str | None:
 
 
 def require_share() -> None:
-    why = share_unavailable()
-    if why is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"SSHFS share tests cannot run under CI: {why}")
-    pytest.skip(why)
+    require(share_unavailable(), "SSHFS share tests")
 
 
 def _free_port() -> int:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
+from needs import require
 
 PG_URL = os.environ.get("STTWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -35,12 +35,7 @@ def pg_available() -> str | None:
 
 
 def require_pg() -> None:
-    why = pg_available()
-    if why is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"PostgreSQL tests cannot run under CI: {why}")
-    pytest.skip(why)
+    require(pg_available(), "PostgreSQL tests")
 
 
 def new_schema() -> str:
