@@ -20,6 +20,7 @@ from .config import OutputConfig
 from .identity import sha256_of
 from .offline import ShareUnreachable
 from .plan import Planner
+from .sharefile import Opener, plain_open
 from .store import Admission, Plan, Store
 from .transcripts import Placement, up_to_date
 
@@ -54,12 +55,16 @@ def batches(items: Sequence[Settled], size: int = BATCH) -> Iterator[Sequence[Se
 class Admitter:
     def __init__(self, store: Store, planner: Planner, output: OutputConfig,
                  clock: Callable[[], float], wake_submit: threading.Event,
-                 owner: str | None = None, guard: Guard | None = None) -> None:
+                 owner: str | None = None, guard: Guard | None = None,
+                 opener: Opener = plain_open) -> None:
         self.store = store
         self.owner = owner
         # Runs the look at a file (its hash, its transcripts) on its mount's worker, with a
         # deadline, so a hung share never holds the main loop (fsgate.py).
         self.guard = guard
+        # The hash reads the whole file: a block at a time with the deadline, not as one call
+        # (sharefile.py); an hour-long recording on a slow share outlasts any one deadline.
+        self.opener = opener
         self.planner = planner
         self.output = output
         self.clock = clock
@@ -94,9 +99,10 @@ class Admitter:
         offers: list[Admission] = []
         for s, path in fresh:
             try:
+                digest = sha256_of(s.path, self.opener) if path in digests else None
                 offer = functools.partial(
-                    self._offer_hashed, s, path, path in known, places[path], holders,
-                    path in digests, path in known and path not in holding)
+                    self._offer, s, path, path in known, places[path], holders, digest,
+                    path in known and path not in holding)
                 offers.append(offer() if self.guard is None else self.guard(s.path, offer))
             except ShareUnreachable as exc:  # its watch is offline: the rescan brings it back
                 log.debug("admit_deferred", path=path, error=exc.strerror)
@@ -124,14 +130,6 @@ class Admitter:
     def _place(self, s: Settled) -> tuple[Placement, Plan]:
         plan = self.planner.plan_for(s.path)
         return Placement(s.path, Path(plan.root), plan.formats, self.output), plan
-
-    def _offer_hashed(self, s: Settled, path: str, known: bool,
-                      placed: tuple[Placement, Plan], holders: Mapping[str, str],
-                      hash_it: bool, legacy: bool) -> Admission:
-        """``_offer``, with the file's digest where a newer mtime may hide the same bytes:
-        both read the file, so both run on its mount's worker."""
-        return self._offer(s, path, known, placed, holders,
-                           sha256_of(s.path) if hash_it else None, legacy)
 
     def _offer(self, s: Settled, path: str, known: bool, placed: tuple[Placement, Plan],
                holders: Mapping[str, str], digest: str | None,

@@ -212,14 +212,16 @@ class Budget:
             else None
 
     def decide(self, job: Job, plan: Plan, path: Path | None,
-               refused: AuthError | None) -> Go | Hold:
+               refused: AuthError | None,
+               look: Callable[[Callable[[], Estimate]], Estimate] = lambda f: f()) -> Go | Hold:
         """Before the create of ``job`` (whose file exists; ``path`` None for a URL, whose
         length is not known): send it, or hold it and why. Under a cap the estimate is
         charged here, in the one transaction that checks the cap (``Store.charge_within``),
         so daemons on one store stop at the cap together."""
-        # Reading the duration costs a container probe: only for a cap or the metrics.
+        # Reading the duration costs a container probe: only for a cap or the metrics. It runs
+        # through ``look``: the daemon's puts it on the file's mount worker, with the deadline.
         est = Estimate(0.0, 0.0, "not known (a URL)") if path is None else \
-            self.estimate(path) if self.capped or self.meter is not None else \
+            look(lambda: self.estimate(path)) if self.capped or self.meter is not None else \
             Estimate(0.0, 0.0, "not read (no cap, no metrics)")
         if plan.backend not in self.paid:
             return Go(est)

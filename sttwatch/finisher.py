@@ -25,6 +25,7 @@ from .outputs import language_of
 from .pacing import backoff, sleep_for
 from .screen import audio_track_of, skip_of
 from .search.indexer import index_result
+from .sharefile import Shares
 from .store import Job, JobStore, Plan, State
 from .transcripts import (
     LEFTOVER,
@@ -52,7 +53,7 @@ def clear_leftovers(paths: Sequence[Path]) -> None:
 class Finisher:
     def __init__(self, store: JobStore, outcomes: Outcomes, output: OutputConfig, owner: str,
                  lease: float, clock: Callable[[], float],
-                 is_online: Callable[[Path], bool] = lambda _p: True,
+                 shares: Shares | None = None,
                  sink: Callable[[Job, Plan], None] | None = None) -> None:
         self.store = store
         self.outcomes = outcomes
@@ -60,20 +61,29 @@ class Finisher:
         self.owner = owner
         self.lease = lease
         self.clock = clock
-        self.is_online = is_online
+        # Every call about a source or a transcript runs on its mount's worker with the
+        # deadline (sharefile.py): a share that hangs mid-write costs this thread one deadline.
+        self.shares = shares or Shares()
+        self.is_online = self.shares.is_online
+        # on_done moves and deletes a share that was away refused: retried here, while this
+        # daemon runs (``_tidy_owed``), by source path.
+        self.owed: dict[str, tuple[Job, Placement]] = {}
         # Where results go instead of files beside the sources (``sttwatch transcribe``
         # prints them); None: the transcript files of the job's plan.
         self.sink = sink
         self.wake = outcomes.wake_finish
         self.started_at = clock()
+        self._owed_at = 0.0
 
     def run_once(self) -> float:
         now = self.clock()
         for job in self.store.claim_finish(self.owner, now, self.lease, 16):
             self.finish(job)
         now = self.clock()
-        return sleep_for(now, [self.store.next_due(State.FETCHED, None, self.owner)],
-                         floor=0.05)
+        if self.owed and now >= self._owed_at:
+            self._tidy_owed()
+        due = [self.store.next_due(State.FETCHED, None, self.owner)]
+        return sleep_for(now, [*due, self._owed_at] if self.owed else due, floor=0.05)
 
     def finish(self, job: Job) -> None:
         """A result stored before this finisher started (a crash, a takeover) or whose write
@@ -99,14 +109,15 @@ class Finisher:
         if skipped is not None and not skipped[1]:
             self._end_unsent(job, plan, skipped[0])
             return
-        hdr = {**header(job, plan.backend, plan.model, now),
-               **audio_track_of(source, plan.options.get("language"))}
-        paths = place.paths(job.output_key,
-                            language_of(job.result, hdr, plan.options.get("language")))
-        if after_trouble:
-            clear_leftovers(paths)
+        call, result = self.shares.call, job.result
         try:
-            write_transcripts(paths, plan.formats, job.result, hdr)
+            hdr = {**call(source, lambda: header(job, plan.backend, plan.model, now)),
+                   **call(source, lambda: audio_track_of(source, plan.options.get("language")))}
+            paths = call(place.folder(), lambda: place.paths(
+                job.output_key, language_of(result, hdr, plan.options.get("language"))))
+            if after_trouble:
+                call(paths[0], lambda: clear_leftovers(paths))
+            write_transcripts(paths, plan.formats, job.result, hdr, run=call)
         except RenderError as exc:
             self._unrenderable(job, place, paths, plan, hdr, exc)
             return
@@ -139,13 +150,40 @@ class Finisher:
             donor = self.store.get(job.reused_from)
             if donor is not None and donor.state is State.DONE and donor.sha256 == job.sha256:
                 self.outcomes.retire(donor)
+        self._tidy(job, place)
+
+    def _tidy(self, job: Job, place: Placement) -> bool:
+        """The error sidecar cleared and ``on_done`` applied, on the source's mount worker.
+        A share that is away (or hung) owes the move: kept in ``owed`` and tried again every
+        few seconds until it answers. Only while this daemon runs: after a restart the
+        transcribed source stays where it is (known and done, it is never sent again).
+        Returns False when it is owed."""
         try:
-            outcome = tidy_source(place, job.size, job.mtime_ns)
+            outcome = self.shares.call(place.source,
+                                       lambda: tidy_source(place, job.size, job.mtime_ns))
         except OSError as exc:
+            if unreachable(exc) and self.output.on_done != "keep":
+                if job.path not in self.owed:
+                    log.warning("on_done_deferred", job_id=job.id, path=job.path,
+                                action=self.output.on_done, error=exc.strerror or str(exc),
+                                retry="when the share answers again")
+                self.owed[job.path] = (job, place)
+                self._owed_at = self.clock() + OFFLINE_RETRY
+                return False
             log.error("on_done_failed", job_id=job.id, path=job.path, error=str(exc))
-            return
+            self.owed.pop(job.path, None)
+            return True
+        self.owed.pop(job.path, None)
         if outcome is not None:
             log.info(outcome.pop("event"), job_id=job.id, path=job.path, **outcome)
+        return True
+
+    def _tidy_owed(self) -> None:
+        for job, place in list(self.owed.values()):
+            if self.is_online(place.source) and not self._tidy(job, place):
+                break  # still away: the rest wait for the next round too
+        else:
+            self._owed_at = self.clock() + OFFLINE_RETRY
 
     def _end_unsent(self, job: Job, plan: Plan, note: str) -> None:
         """Done without a transcript (a film already subtitled): the note says why."""

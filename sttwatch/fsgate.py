@@ -50,7 +50,9 @@ class _Worker:
         self.calls: queue.Queue[_Call] = queue.Queue()
         self.stuck = False  # a call went past its deadline and has not returned yet
         self.lock = threading.Lock()
-        threading.Thread(target=self._run, name=f"fs {key}", daemon=True).start()
+        thread = threading.Thread(target=self._run, name=f"fs {key}", daemon=True)
+        thread.start()
+        self.ident = thread.ident
 
     def _run(self) -> None:
         while True:
@@ -89,6 +91,8 @@ class FsGate:
              deadline: float | None = None) -> T:
         """``fn()`` on the worker of mount ``key``; raises what it raised, or ``ShareHung``."""
         w = self._worker(key)
+        if threading.get_ident() == w.ident:  # already on that mount's worker: run it here
+            return fn()
         with w.lock:
             if w.stuck:
                 raise ShareHung(errno.ETIMEDOUT, f"the share at {key} does not answer "
@@ -107,3 +111,14 @@ class FsGate:
         if call.error is not None:
             raise call.error
         return call.result  # type: ignore[no-any-return]
+
+    def post(self, key: str, fn: Callable[[], object]) -> None:
+        """``fn()`` on the worker of mount ``key``, not waited for, queued even while the
+        mount is stuck: a file's close, which must not block the caller and must still happen
+        once the share answers (a refused close would leak the descriptor)."""
+        w = self._worker(key)
+        if threading.get_ident() == w.ident:
+            fn()
+            return
+        with w.lock:
+            w.calls.put(_Call(fn))

@@ -25,6 +25,7 @@ from .plan import Planner
 from .poller import Poller
 from .schedule import PollSchedule
 from .settings import PipelineSettings
+from .sharefile import Shares
 from .store import Job, Plan, Store, StoreUnavailable
 from .submitter import Submitter
 from .throttle import Throttle
@@ -37,7 +38,12 @@ class Pipeline:
                  settings: PipelineSettings, planner: Planner, output: OutputConfig,
                  limits: Mapping[str, int], clock: Callable[[], float],
                  is_online: Callable[[Path], bool] = lambda _p: True,
-                 sink: Callable[[Job, Plan], None] | None = None) -> None:
+                 sink: Callable[[Job, Plan], None] | None = None,
+                 shares: Shares | None = None) -> None:
+        # How the stages touch files under the watches (sharefile.py): the daemon's go
+        # through each mount's worker with the deadline.
+        shares = shares or Shares(is_online=is_online)
+        is_online = shares.is_online
         self.store = store
         self.backends = backends
         self.settings = settings
@@ -52,9 +58,9 @@ class Pipeline:
         self.outcomes = Outcomes(store, planner, output, settings.max_attempts, clock,
                                  self._job_left, is_online, self.stopping)
         self.finisher = Finisher(store, self.outcomes, output, settings.owner, settings.lease,
-                                 clock, is_online, sink=sink)
+                                 clock, shares, sink=sink)
         self.submitter = Submitter(store, backends, self.throttles, self.outcomes,
-                                   self.schedule, settings, clock, self.wake_poll, is_online)
+                                   self.schedule, settings, clock, self.wake_poll, shares)
         self.poller = Poller(store, backends, self.throttles, self.outcomes, self.schedule,
                              settings, clock, self.wake_poll)
         self.wake_finish = self.outcomes.wake_finish

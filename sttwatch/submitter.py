@@ -35,6 +35,7 @@ from .plan import is_url
 from .schedule import PollSchedule
 from .screen import Skipped
 from .settings import PipelineSettings
+from .sharefile import Shares
 from .store import Job, JobStore, Plan, State
 from .throttle import Throttle
 
@@ -46,7 +47,7 @@ class Submitter:
                  throttles: Mapping[str, Throttle], outcomes: Outcomes,
                  schedule: PollSchedule, settings: PipelineSettings,
                  clock: Callable[[], float], wake_poll: threading.Event,
-                 is_online: Callable[[Path], bool] = lambda _p: True,
+                 shares: Shares | None = None,
                  budget: Budget | None = None) -> None:
         self.store = store
         self.backends = backends
@@ -57,7 +58,11 @@ class Submitter:
         self.clock = clock
         self.wake = outcomes.wake_submit
         self._wake_poll = wake_poll
-        self._is_online = is_online
+        # Every look at a source goes through its mount's worker with the deadline, the
+        # hash and the upload a block at a time (sharefile.py): a share that hangs mid-read
+        # costs this thread one deadline, then the job waits and the next one goes.
+        self._shares = shares or Shares()
+        self._is_online = self._shares.is_online
         self.submitted = 0
         self.budget = budget  # spend caps and the fallback to the local engine (budget.py)
         # Recordings not worth sending (already subtitled, no speech): screen.py; set by wiring.
@@ -132,9 +137,9 @@ class Submitter:
             else:
                 if not self._is_online(path):  # issue 20: away or hung: no call that may hang
                     raise ShareUnreachable(errno.EHOSTDOWN, "its folder is offline", job.path)
-                if path.stat().st_size == 0:
+                if self._shares.call(path, lambda: path.stat().st_size) == 0:
                     raise PermanentError("empty file (0 bytes): nothing to transcribe")
-                digest = sha256_of(path)
+                digest = sha256_of(path, self._shares.open)
                 if self._reuse(job, digest, plan, bound):
                     return
                 skipped = None if self.screen is None else self.screen(job.id, path, plan)
@@ -142,11 +147,13 @@ class Submitter:
                     self._not_sent(job, skipped, digest)
                     return
                 decision = None if self.budget is None else self.budget.decide(
-                    job, plan, path, throttle.refused if diverting else None)
+                    job, plan, path, throttle.refused if diverting else None,
+                    lambda f: self._shares.call(path, f))
                 if isinstance(decision, Hold):
                     self._hold(job, decision)
                     return
-                request = Request(job.id, plan.model, path=path, options=plan.options)
+                request = Request(job.id, plan.model, path=path, options=plan.options,
+                                  opener=self._shares.open)
             created = backend.create(request)
         except RateLimited as exc:
             in_flight = self.store.in_flight(self.settings.owner).get(plan.backend, 1)

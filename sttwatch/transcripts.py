@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import glob
 import hashlib
 import json
@@ -23,6 +24,7 @@ from typing import Any
 
 from .config import OutputConfig
 from .outputs import SHORT_NAME, fit_name, name_max, render_all, write_atomic
+from .sharefile import PathCall, direct
 from .store import Job
 from .transcript_model import UNDETERMINED
 
@@ -160,16 +162,25 @@ def header(job: Job, backend: str, model: str, now: float) -> dict[str, Any]:
 
 def write_transcripts(paths: Sequence[Path], formats: Sequence[str],
                       result: Mapping[str, Any], job_header: Mapping[str, Any],
-                      source: Path | None = None) -> None:
+                      source: Path | None = None, run: PathCall = direct) -> None:
     """Render every format first, then write each atomically: a render error leaves no file.
-    The files take the permission bits of ``source`` (default: the header's ``source``)."""
+    The files take the permission bits of ``source`` (default: the header's ``source``).
+    Each file's write (folder, temp file, fsync, rename) is one ``run`` call: the daemon's
+    runs it on that folder's mount worker with the deadline (sharefile.py), so a share that
+    hangs mid-write raises ``ShareHung`` here; the temp file and rename keep a torn
+    transcript from ever standing under its name."""
     texts = render_all(formats, result, job_header)
     rendered = list(zip(paths, texts, strict=True))
     origin = source if source is not None else job_header.get("source")
-    mode = source_mode(Path(origin)) if origin is not None else 0o600
+    mode = run(Path(origin), lambda: source_mode(Path(origin))) if origin is not None \
+        else 0o600
     for path, text in rendered:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, text, mode)
+        run(path, functools.partial(_write_one, path, text, mode))
+
+
+def _write_one(path: Path, text: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text, mode)
 
 
 def error_file(source: Path) -> Path:

@@ -47,6 +47,7 @@ from .dirpoll import POLL_EVERY, DirPoller
 from .fsgate import FsGate, ShareHung
 from .mounts import mount_of
 from .offline import UNREACHABLE
+from .sharefile import ShareFile
 
 log = structlog.get_logger("sttwatch.watcher")
 T = TypeVar("T")
@@ -262,6 +263,7 @@ class _Watch:
     poll_reason: str = ""
     poller: DirPoller | None = None
     gate_key: str = ""  # the mount whose worker makes this watch's calls (fsgate.py)
+    network: bool = False  # on a network or FUSE filesystem (mounts.py)
     arm_error: str | None = None  # the observer could not be started; rescans still run
     overflowed: bool = False
 
@@ -380,13 +382,21 @@ class Watcher:
         except ShareHung as exc:
             return Probe(False, f"hung: {exc.strerror}")
 
+    def _key_of(self, path: Path) -> str:
+        cfg = watch_for(self.watches, path)
+        w = None if cfg is None else self._states.get(str(cfg.path))
+        return w.gate_key if w is not None else _gate_key(path)
+
     def call(self, path: Path, fn: Callable[[], T]) -> T:
         """``fn()`` (a call about ``path``) on its mount's worker, with the deadline; raises
         ``ShareHung`` when that share does not answer."""
-        cfg = watch_for(self.watches, path)
-        w = None if cfg is None else self._states.get(str(cfg.path))
-        key = w.gate_key if w is not None else _gate_key(path)
-        return self.gate.call(key, fn, str(path))
+        return self.gate.call(self._key_of(path), fn, str(path))
+
+    def open(self, path: Path) -> ShareFile:
+        """``path`` opened for reading on its mount's worker, each block read there with
+        the deadline (sharefile.py): for reads too long for one deadline (a hash, an
+        upload)."""
+        return ShareFile(self.gate, self._key_of(path), path)
 
     def guarded(self, path: Path, fn: Callable[[], list[T]]) -> list[T]:
         """``fn()`` (a call about ``path`` that lists things) on its mount's worker; nothing
@@ -446,6 +456,7 @@ class Watcher:
         setting = w.config.polling
         m = mount_of(w.config.path)
         fstype = m.fstype if m is not None else "unknown"
+        w.network = m is not None and m.network
         if setting == "auto":
             polled = m is not None and m.network
             reason = (f"on a {fstype} filesystem, which sends no events for other hosts' "
@@ -587,9 +598,12 @@ class Watcher:
         for w, top in tops:
             if not w.online or w.poller is not None or not self._dir_wanted(w, top):
                 continue  # a poller walks its own watch, paced
-            for raw, size, mtime_ns in self._walk(w, str(top)):
-                self._scanned.append((raw, size, mtime_ns, w))
-                count += 1
+            try:
+                for raw, size, mtime_ns in self._walk(w, str(top)):
+                    self._scanned.append((raw, size, mtime_ns, w))
+                    count += 1
+            except ShareHung as exc:  # what it found so far goes with the watch
+                self._went_offline(w, f"hung: {exc.strerror}")
         return count
 
     def _dir_wanted(self, w: _Watch, top: Path) -> bool:
@@ -605,33 +619,49 @@ class Watcher:
         stack = [top]
         while stack:
             folder = stack.pop()
+            # On a share, each folder is read on its mount's worker with the deadline: one
+            # that hangs (``polling: false`` on a share) raises ShareHung here instead of
+            # holding the main loop. Local folders are read here: no handoff per folder.
             try:
-                entries = os.scandir(folder)
+                files, below = self.gate.call(
+                    w.gate_key, lambda f=folder: self._list(w, f, skip),  # type: ignore[misc]
+                    folder) if w.network else self._list(w, folder, skip)
+            except ShareHung:
+                raise
             except OSError as exc:
                 log.debug("scan_folder_failed", path=folder, error=str(exc))
                 continue
-            with entries:
-                for e in entries:
-                    if e.name.startswith("."):
+            stack.extend(below)
+            yield from files
+
+    def _list(self, w: _Watch, folder: str, skip: set[str]
+              ) -> tuple[list[tuple[str, int, int]], list[str]]:
+        """One folder's wanted files (path, size, mtime_ns) and the folders to enter."""
+        files: list[tuple[str, int, int]] = []
+        below: list[str] = []
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        if w.config.recursive and e.path not in skip:
+                            below.append(e.path)
                         continue
-                    try:
-                        if e.is_dir(follow_symlinks=False):
-                            if w.config.recursive and e.path not in skip:
-                                stack.append(e.path)
-                            continue
-                        if not w.names.wanted(e.name):
-                            continue
-                        if e.is_symlink():
-                            sig = self._link_sig(w, e.path)
-                        elif e.is_file(follow_symlinks=False):
-                            st = e.stat(follow_symlinks=False)
-                            sig = (st.st_size, st.st_mtime_ns)
-                        else:
-                            sig = None
-                    except OSError:
+                    if not w.names.wanted(e.name):
                         continue
-                    if sig is not None:
-                        yield e.path, sig[0], sig[1]
+                    if e.is_symlink():
+                        sig = self._link_sig(w, e.path)
+                    elif e.is_file(follow_symlinks=False):
+                        st = e.stat(follow_symlinks=False)
+                        sig = (st.st_size, st.st_mtime_ns)
+                    else:
+                        sig = None
+                except OSError:
+                    continue
+                if sig is not None:
+                    files.append((e.path, sig[0], sig[1]))
+        return files, below
 
     # --- symlinks -----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -34,9 +35,12 @@ from .pipeline import Pipeline
 from .plan import Planner
 from .screen import Screener
 from .settings import PipelineSettings
+from .sharefile import Shares, Source, plain_open
 from .store import Admission, Store, StoreError, StoreLocked, StoreUnavailable, open_store
 from .store.keys import WatchKeys
 from .watcher import Watcher
+
+T = TypeVar("T")
 
 log = structlog.get_logger("sttwatch.wiring")
 
@@ -168,8 +172,15 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
     def is_online(path: Path) -> bool:
         return built[0].watcher.is_online(path) if built else True
 
+    def call(path: Path, fn: Callable[[], T]) -> T:
+        return built[0].watcher.call(path, fn) if built else fn()
+
+    def open_source(path: Path) -> Source:
+        return built[0].watcher.open(path) if built else plain_open(path)
+
     pipeline = Pipeline(store, backends, first.settings, first.planner, cfg.output,
-                        first.limits, clock, is_online)
+                        first.limits, clock, is_online,
+                        shares=Shares(is_online, call, open_source))
     # Today's config, a reloaded one too: skip_subtitled and skip_no_speech apply at once.
     pipeline.submitter.screen = Screener(lambda: built[0].cfg if built else cfg)
     from .admission import Admitter
@@ -178,7 +189,7 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
         return built[0].watcher.call(path, fn) if built else fn()
 
     admitter = Admitter(store, first.planner, cfg.output, clock, pipeline.wake_submit, owner,
-                        guard)
+                        guard, open_source)
     def watch_states() -> dict[str, bool]:
         return built[0].watcher.watch_states() if built else {}
 

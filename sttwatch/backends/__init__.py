@@ -17,6 +17,7 @@ from ..errors import BackendUnavailable
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..sharefile import Opener
 
 # Modules holding the registered kinds; imported on first lookup so an optional kind's
 # dependencies are never imported by the ones that do not need them.
@@ -32,6 +33,9 @@ class Request:
     path: Path | None = None
     url: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    # How to read ``path`` (sharefile.py): on a watched share, a block at a time on its
+    # mount's worker with the deadline; None: opened directly.
+    opener: Opener | None = None
 
 
 @dataclass(frozen=True)

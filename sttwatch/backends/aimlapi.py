@@ -58,6 +58,7 @@ from ..errors import (
     TransientError,
 )
 from ..profiles import profile_for
+from ..sharefile import plain_open
 from . import Backend, Created, Finding, Request, Status, TaskState
 from .shrink import Upload, prepared, pyav_missing
 
@@ -495,8 +496,14 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         path, name = (upload.path, upload.name) if upload else (request.path, request.path.name)
         mime = upload.mime if upload else (mimetypes.guess_type(name)[0]
                                            or "application/octet-stream")
-        with path.open("rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
+        # The recording itself through the request's opener: on a watched share each block
+        # is read on its mount's worker with the deadline, so a share that hangs mid-upload
+        # cuts the body short (no task is made) instead of holding this thread.
+        opener = request.opener if upload is None and request.opener is not None \
+            else plain_open
+        with opener(path) as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(0)
             encoder = MultipartEncoder(
                 [*_form_fields(fields), (file_field, (name, _Capped(fh, size), mime))])
             body = MultipartEncoderMonitor(encoder, _progress(
