@@ -85,7 +85,8 @@ class ShareFile(io.RawIOBase):
         self._key = key
         self._what = str(path)
         self._block = block
-        self._buf = b""
+        self._buf = b""  # the last block the worker read, served from ``_off`` on
+        self._off = 0
         self._pos = 0  # where the next byte served comes from
         flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
         self._fd: int | None = gate.call(key, lambda: os.open(path, flags), self._what)
@@ -102,13 +103,24 @@ class ShareFile(io.RawIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
+        """``size`` bytes, fewer only at the end of the file (as a buffered file reads)."""
         fd = self._call_fd()
         if size is None or size < 0:
             return self.readall()
-        if not self._buf and size > 0:
-            want = max(size, self._block)
-            self._buf = self._gate.call(self._key, lambda: os.read(fd, want), self._what)
-        data, self._buf = self._buf[:size], self._buf[size:]
+        parts = []
+        want = size
+        while want > 0:
+            if self._off >= len(self._buf):
+                ask = max(want, self._block)
+                self._buf = self._gate.call(self._key, lambda: os.read(fd, ask), self._what)
+                self._off = 0
+                if not self._buf:
+                    break  # the end of the file
+            part = self._buf[self._off:self._off + want]
+            self._off += len(part)
+            want -= len(part)
+            parts.append(part)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         self._pos += len(data)
         return data
 
@@ -127,7 +139,7 @@ class ShareFile(io.RawIOBase):
         fd = self._call_fd()
         if whence == os.SEEK_CUR:
             offset, whence = self._pos + offset, os.SEEK_SET
-        self._buf = b""
+        self._buf, self._off = b"", 0
         self._pos = self._gate.call(self._key, lambda: os.lseek(fd, offset, whence),
                                     self._what)
         return self._pos

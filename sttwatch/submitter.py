@@ -148,7 +148,7 @@ class Submitter:
                     return
                 decision = None if self.budget is None else self.budget.decide(
                     job, plan, path, throttle.refused if diverting else None,
-                    lambda f: self._shares.call(path, f))
+                    look=lambda f: self._shares.call(path, f))
                 if isinstance(decision, Hold):
                     self._hold(job, decision)
                     return

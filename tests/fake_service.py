@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import datetime
 import email.parser
+import functools
 import hashlib
 import json
 import re
@@ -54,6 +55,10 @@ class FakeConfig:
     # Creates that arrive wait until this is set (then answer as usual): a test holds the
     # service for as long as it needs, instead of racing a latency with a sleep.
     hold_creates: threading.Event | None = None
+    # A large create body (over STREAM_OVER) is read up to its first KEEP bytes, then waits
+    # until this is set; ``body_held`` says it waits: a test lands a fault mid-upload.
+    hold_body: threading.Event | None = None
+    body_held: threading.Event = dataclasses.field(default_factory=threading.Event)
     fetch_latency: float = 0.0
     out_of_credits: bool = False  # every create answers 403
     fail_next_creates_429: int = 0
@@ -148,12 +153,15 @@ def echoed(status: int, payload: Json, headers: dict[str, str]) -> Json:
 RAW_HTML = "__raw_html__"  # payload key: send this text as text/html instead of JSON
 
 
-def read_body(rfile: Any, length: int) -> tuple[bytes, int]:
-    """The body, or for a large one its head and tail only; with the count of bytes read."""
+def read_body(rfile: Any, length: int,
+              pause: Callable[[], None] = lambda: None) -> tuple[bytes, int]:
+    """The body, or for a large one its head and tail only; with the count of bytes read.
+    ``pause`` is called once a large body's head is read."""
     if length <= STREAM_OVER:
         body = rfile.read(length)
         return body, len(body)
     head = rfile.read(KEEP)
+    pause()
     got, tail = len(head), b""
     while got < length:
         chunk = rfile.read(min(1 << 20, length - got))
@@ -611,7 +619,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # body left unread; the client sends Content-Length
             return self._send(411, _error(411, "Length Required", path))
         length = int(self.headers.get("Content-Length") or 0)
-        body, got = read_body(self.rfile, length)
+        body, got = read_body(self.rfile, length, functools.partial(_pause, svc.config))
         if got < length:  # the client gave up mid-body: no request, as for a real server
             self.close_connection = True
             return None
@@ -632,6 +640,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, _error(404, f"Cannot GET {path}", path))
         headers = {k.lower(): v for k, v in self.headers.items()}
         self._send(*svc.handle_fetch(path, match.group(1), headers))
+
+
+def _pause(config: FakeConfig) -> None:
+    if config.hold_body is not None:
+        config.body_held.set()
+        config.hold_body.wait(60)
 
 
 def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:

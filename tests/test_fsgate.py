@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import threading
+from pathlib import Path
 
 import pytest
 from conftest import wait_for
@@ -45,3 +47,20 @@ def test_errors_come_back_to_the_caller() -> None:
     with pytest.raises(OSError) as caught:
         gate.call("/mnt/nas", fails)
     assert caught.value.errno == errno.ENOTCONN and not gate.stuck("/mnt/nas")
+
+
+def test_a_share_file_reads_like_a_file_a_block_at_a_time(tmp_path: Path) -> None:
+    from sttwatch.sharefile import ShareFile
+
+    data = bytes(range(256)) * 1000  # 256,000 bytes
+    (tmp_path / "a.bin").write_bytes(data)
+    gate = FsGate(deadline=5)
+    with ShareFile(gate, "/", tmp_path / "a.bin", block=10_000) as f:
+        assert f.read(8192) == data[:8192]
+        assert f.read(15_000) == data[8192:23_192]  # across blocks: never short mid-file
+        assert f.tell() == 23_192
+        assert f.seek(0, os.SEEK_END) == len(data)
+        assert f.read(10) == b""
+        f.seek(100)
+        assert f.read() == data[100:]
+    assert f.closed

@@ -223,7 +223,7 @@ class Diverting:
         return isinstance(refused, CreditsExhausted)
 
     def decide(self, job: Job, plan: Plan, path: Path,
-               refused: AuthError | None) -> Hold | None:
+               refused: AuthError | None, look: object = None) -> Hold | None:
         return None if refused is None else Hold("out of credits", 0.0, self.local)
 
     def fallback(self, plan: Plan) -> Plan:
