@@ -20,10 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from .offline import unreachable
+from .sharefile import Shares
+
 if TYPE_CHECKING:
     from .config import Config
     from .store import Plan
 
+PLAIN = Shares()  # files read directly (no watch, no deadline)
 log = structlog.get_logger("sttwatch.screen")
 
 SUBTITLE_SUFFIXES = (".srt", ".vtt", ".ass")
@@ -46,19 +50,21 @@ class Skipped:
         return bool(self.result.get(MARK, {}).get("write"))
 
 
-def subtitles_of(path: Path, language: str | None) -> str | None:
+def subtitles_of(path: Path, language: str | None, shares: Shares = PLAIN) -> str | None:
     """Where the video ``path`` already has subtitles in ``language`` (any, when None): a
     sidecar's name, or the embedded stream; None when it has none, or is not a video (an
     audio file's NAME.srt is most likely a transcript of ours)."""
     from .backends.media import language_key, probe
 
-    info = probe(path)
+    info = probe(path, shares.open)
     if info is None or not info.has_video:
         return None
     want = language_key(language)
     try:
-        siblings = sorted(p.name for p in path.parent.iterdir())
-    except OSError:
+        siblings = shares.call(path, lambda: sorted(p.name for p in path.parent.iterdir()))
+    except OSError as exc:
+        if unreachable(exc):
+            raise
         siblings = []
     stem = path.stem
     for name in siblings:
@@ -89,7 +95,7 @@ def vad_installed() -> bool:
     return True
 
 
-def hears_speech(path: Path, language: str | None) -> bool | None:
+def hears_speech(path: Path, language: str | None, shares: Shares = PLAIN) -> bool | None:
     """Whether the VAD hears any speech in the track that would be sent; None when it
     cannot tell (not installed, not decodable): then the recording is sent. The container
     is opened first: faster-whisper (a second of imports) loads only for real audio."""
@@ -99,7 +105,7 @@ def hears_speech(path: Path, language: str | None) -> bool | None:
         return None
     from .backends.media import choose_audio, probe
 
-    info = probe(path)
+    info = probe(path, shares.open)
     track = None if info is None else choose_audio(info, language)
     if track is None or not vad_installed():
         return None
@@ -110,11 +116,14 @@ def hears_speech(path: Path, language: str | None) -> bool | None:
     options = VadOptions(threshold=VAD_THRESHOLD, min_speech_duration_ms=VAD_MIN_SPEECH_MS)
     heard_any = False
     try:
-        for _offset, audio in stream_chunks(path, VAD_CHUNK_SECONDS, track.index):
+        for _offset, audio in stream_chunks(path, VAD_CHUNK_SECONDS, track.index,
+                                            shares.open):
             heard_any = True
             if get_speech_timestamps(audio, options):
                 return True
-    except (av.error.FFmpegError, ValueError):
+    except (av.error.FFmpegError, ValueError) as exc:
+        if unreachable(exc):
+            raise
         return None
     return False if heard_any else None
 
@@ -128,19 +137,22 @@ def empty_result(duration: float | None) -> dict[str, Any]:
 
 
 def screen(path: Path, language: str | None, *, skip_subtitled: bool,
-           skip_no_speech: bool, job_id: int = 0) -> Skipped | None:
-    """The reason not to send ``path``, or None to send it."""
+           skip_no_speech: bool, job_id: int = 0,
+           shares: Shares = PLAIN) -> Skipped | None:
+    """The reason not to send ``path``, or None to send it. ``shares`` reads a recording on
+    a watched share through its mount's worker with the deadline (sharefile.py): a share
+    that is away or hangs raises (``offline.unreachable``) and the job waits."""
     if skip_subtitled:
-        where = subtitles_of(path, language)
+        where = subtitles_of(path, language, shares)
         if where is not None:
             note = f"already subtitled ({where})"
             log.info("not_sent", job_id=job_id, path=str(path), reason=note)
             return Skipped(note, {MARK: {"note": note, "write": False}})
-    if skip_no_speech and hears_speech(path, language) is False:
+    if skip_no_speech and hears_speech(path, language, shares) is False:
         from .backends.audio import probe_duration
 
         log.info("not_sent", job_id=job_id, path=str(path), reason="no speech")
-        return Skipped("no speech", empty_result(probe_duration(path)))
+        return Skipped("no speech", empty_result(probe_duration(path, shares.open)))
     return None
 
 
@@ -173,8 +185,9 @@ class Screener:
     ``watch[].skip_subtitled`` of the file's folder, ``api.skip_no_speech``; the folder's
     ``options.language`` from the job's plan."""
 
-    def __init__(self, config: Callable[[], Config]) -> None:
+    def __init__(self, config: Callable[[], Config], shares: Shares = PLAIN) -> None:
         self._config = config
+        self._shares = shares
 
     def __call__(self, job_id: int, path: Path, plan: Plan) -> Skipped | None:
         cfg = self._config()
@@ -182,4 +195,5 @@ class Screener:
         language = plan.options.get("language")
         return screen(path, str(language) if language else None,
                       skip_subtitled=watch is not None and watch.skip_subtitled,
-                      skip_no_speech=cfg.api.skip_no_speech, job_id=job_id)
+                      skip_no_speech=cfg.api.skip_no_speech, job_id=job_id,
+                      shares=self._shares)

@@ -14,6 +14,7 @@ the caller owns, so a read that returns after its caller gave up harms nothing.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Callable
@@ -112,7 +113,8 @@ class ShareFile(io.RawIOBase):
         while want > 0:
             if self._off >= len(self._buf):
                 ask = max(want, self._block)
-                self._buf = self._gate.call(self._key, lambda: os.read(fd, ask), self._what)
+                self._buf = self._gate.call(self._key, functools.partial(os.read, fd, ask),
+                                            self._what)
                 self._off = 0
                 if not self._buf:
                     break  # the end of the file

@@ -178,11 +178,11 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
     def open_source(path: Path) -> Source:
         return built[0].watcher.open(path) if built else plain_open(path)
 
+    shares = Shares(is_online, call, open_source)
     pipeline = Pipeline(store, backends, first.settings, first.planner, cfg.output,
-                        first.limits, clock, is_online,
-                        shares=Shares(is_online, call, open_source))
+                        first.limits, clock, is_online, shares=shares)
     # Today's config, a reloaded one too: skip_subtitled and skip_no_speech apply at once.
-    pipeline.submitter.screen = Screener(lambda: built[0].cfg if built else cfg)
+    pipeline.submitter.screen = Screener(lambda: built[0].cfg if built else cfg, shares)
     from .admission import Admitter
 
     def guard(path: Path, fn: Callable[[], Admission]) -> Admission:

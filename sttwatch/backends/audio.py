@@ -9,21 +9,42 @@ end so no word is split at a boundary.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..sharefile import Opener
 
 SAMPLE_RATE = 16000
 SEARCH_SECONDS = 5.0  # where to look for a quiet cut before the nominal chunk end
 WINDOW = SAMPLE_RATE // 10  # 100 ms energy windows
 
 
-def probe_duration(path: Path) -> float | None:
+@contextlib.contextmanager
+def av_input(path: Path, opener: Opener | None = None) -> Iterator[Any]:
+    """``path`` opened by PyAV for reading: by its name, or through ``opener`` (a recording
+    on a watched share: every block read on its mount's worker with the deadline,
+    sharefile.py), so a share that hangs mid-probe or mid-decode raises ``ShareHung`` out of
+    PyAV instead of holding the thread."""
+    import av
+
+    if opener is None:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            yield container
+        return
+    with opener(path) as fh, av.open(fh, metadata_errors="ignore",
+                                     buffer_size=1 << 16) as container:
+        yield container
+
+
+def probe_duration(path: Path, opener: Opener | None = None) -> float | None:
     """The container's own idea of the duration, without decoding; None when unknown."""
     import av
 
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with av_input(path, opener) as container:
             if container.duration is not None:
                 return float(container.duration) / 1_000_000
             stream = container.streams.audio[0]
@@ -46,7 +67,8 @@ def quiet_cut(audio: Any, start: int, end: int) -> int:
     return start + int(np.argmin(energy)) * WINDOW + WINDOW // 2
 
 
-def decoded(path: Path, stream: int | None = None) -> Iterator[Any]:
+def decoded(path: Path, stream: int | None = None,
+            opener: Opener | None = None) -> Iterator[Any]:
     """The recording (its audio stream at container index ``stream``; None: the first) as
     16 kHz mono s16 sample arrays, in decoder-sized pieces. A damaged frame is skipped, as
     faster-whisper does; the resampler's tail comes last."""
@@ -54,7 +76,7 @@ def decoded(path: Path, stream: int | None = None) -> Iterator[Any]:
 
     resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono",
                                                   rate=SAMPLE_RATE)
-    with av.open(str(path), metadata_errors="ignore") as container:
+    with av_input(path, opener) as container:
         frames = container.decode(audio=0) if stream is None else container.decode(
             container.streams[stream])
         while True:
@@ -70,8 +92,8 @@ def decoded(path: Path, stream: int | None = None) -> Iterator[Any]:
             yield out.to_ndarray().reshape(-1)
 
 
-def stream_chunks(path: Path, chunk_seconds: float,
-                  stream: int | None = None) -> Iterator[tuple[float, Any]]:
+def stream_chunks(path: Path, chunk_seconds: float, stream: int | None = None,
+                  opener: Opener | None = None) -> Iterator[tuple[float, Any]]:
     """Yield ``(offset_seconds, float32 samples)`` pieces of the decoded recording."""
     import numpy as np
 
@@ -80,7 +102,7 @@ def stream_chunks(path: Path, chunk_seconds: float,
     pending: list[Any] = []
     buffered = 0
     offset = 0
-    for samples in decoded(path, stream):
+    for samples in decoded(path, stream, opener):
         pending.append(samples)
         buffered += samples.shape[0]
         if buffered >= target + search:

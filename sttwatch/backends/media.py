@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..offline import unreachable
+from .audio import av_input
+
+if TYPE_CHECKING:
+    from ..sharefile import Opener
 
 # ISO 639-1 -> the 639-2 codes containers write (terminologic, then bibliographic where it
 # differs). A tag of another language is compared as written.
@@ -87,18 +93,22 @@ class MediaInfo:
                    for t in self.tracks)
 
 
-def probe(path: Path) -> MediaInfo | None:
-    """The container's streams; None when PyAV cannot open it (the service judges it)."""
+def probe(path: Path, opener: Opener | None = None) -> MediaInfo | None:
+    """The container's streams; None when PyAV cannot open it (the service judges it).
+    A share that is away or hung raises (``offline.unreachable``): that is no verdict on
+    the file."""
     import av
 
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with av_input(path, opener) as container:
             tracks = tuple(Track(
                 s.index, s.type or "", _codec_name(s),
                 (s.metadata or {}).get("language"),
                 bool(int(s.disposition) & 1)) for s in container.streams)
             return MediaInfo(container.format.name, tracks)
-    except (av.error.FFmpegError, OSError, ValueError):
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        if unreachable(exc):
+            raise
         return None
 
 
@@ -121,7 +131,8 @@ def choose_audio(info: MediaInfo, language: str | None) -> Track | None:
     return next((t for t in audio if t.default), audio[0])
 
 
-def remux(path: Path, track: Track, target_stem: Path) -> tuple[Path, str]:
+def remux(path: Path, track: Track, target_stem: Path,
+          opener: Opener | None = None) -> tuple[Path, str]:
     """Copy ``track``'s packets into an audio-only file (no decoding, no re-encoding):
     returns its path and mime type. Raises KeyError for a codec the service does not take
     in a container of its own."""
@@ -129,8 +140,7 @@ def remux(path: Path, track: Track, target_stem: Path) -> tuple[Path, str]:
 
     fmt, suffix, mime = REMUX[track.codec]
     target = target_stem.with_suffix(suffix)
-    with av.open(str(path), metadata_errors="ignore") as src, \
-            av.open(str(target), "w", format=fmt) as out:
+    with av_input(path, opener) as src, av.open(str(target), "w", format=fmt) as out:
         istream = src.streams[track.index]
         # PyAV 13 renamed add_stream(template=...) to add_stream_from_template(...).
         add = getattr(out, "add_stream_from_template", None)

@@ -23,13 +23,17 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ..offline import unreachable
 from ..timeline import Timeline, kept_seconds
-from .audio import SAMPLE_RATE, decoded, probe_duration, stream_chunks
+from .audio import SAMPLE_RATE, av_input, decoded, probe_duration, stream_chunks
 from .media import ACCEPTED_FORMATS, REMUX, MediaInfo, Track, choose_audio, probe, remux
+
+if TYPE_CHECKING:
+    from ..sharefile import Opener
 
 log = structlog.get_logger("sttwatch.shrink")
 
@@ -58,20 +62,23 @@ def pyav_missing() -> bool:
     return False
 
 
-def already_compact(path: Path) -> bool:
+def already_compact(path: Path, opener: Opener | None = None) -> bool:
     """Opus, or anything at no more than ``COMPACT_MAX_BPS`` (low-bitrate AAC, MP3, AMR):
     re-encoding would save little and cost a generation of quality."""
     import av
 
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with av_input(path, opener) as container:
             codec = container.streams.audio[0].codec_context.name
-    except (av.error.FFmpegError, IndexError):
+            size = container.size
+    except (av.error.FFmpegError, IndexError) as exc:
+        if unreachable(exc):
+            raise
         return True  # not decodable here: let the service judge the file as it is
     if codec == "opus":
         return True
-    duration = probe_duration(path)
-    return bool(duration) and path.stat().st_size * 8 / float(duration or 1) <= COMPACT_MAX_BPS
+    duration = probe_duration(path, opener)
+    return bool(duration) and size * 8 / float(duration or 1) <= COMPACT_MAX_BPS
 
 
 def sent_as_is(info: MediaInfo) -> bool:
@@ -80,13 +87,14 @@ def sent_as_is(info: MediaInfo) -> bool:
             and info.format in ACCEPTED_FORMATS)
 
 
-def speech_ranges(path: Path, stream: int | None = None) -> list[tuple[float, float]]:
+def speech_ranges(path: Path, stream: int | None = None,
+                  opener: Opener | None = None) -> list[tuple[float, float]]:
     """Where the VAD hears speech, in seconds, over the whole file (decoded in pieces)."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     options = VadOptions(min_silence_duration_ms=500, speech_pad_ms=0)
     found: list[tuple[float, float]] = []
-    for offset, audio in stream_chunks(path, VAD_CHUNK_SECONDS, stream):
+    for offset, audio in stream_chunks(path, VAD_CHUNK_SECONDS, stream, opener):
         for ts in get_speech_timestamps(audio, options):
             found.append((offset + ts["start"] / SAMPLE_RATE, offset + ts["end"] / SAMPLE_RATE))
     return found
@@ -122,7 +130,7 @@ def timeline_of(kept: Sequence[tuple[float, float]]) -> Timeline:
 
 def encode(path: Path, target: Path, *, opus: bool,
            kept: Sequence[tuple[float, float]] | None = None,
-           stream: int | None = None) -> None:
+           stream: int | None = None, opener: Opener | None = None) -> None:
     """Write ``path`` (only its ``kept`` stretches, when given) to ``target`` as 16 kHz mono
     Opus in Ogg, or FLAC when ``opus`` is false (trimming without ``compact``: lossless)."""
     import av
@@ -135,7 +143,7 @@ def encode(path: Path, target: Path, *, opus: bool,
         if opus:
             ostream.bit_rate = OPUS_BITRATE
         pos = 0
-        for pcm in decoded(path, stream):
+        for pcm in decoded(path, stream, opener):
             n = pcm.shape[0]
             if bounds:
                 parts = [pcm[max(s, pos) - pos:min(e, pos + n) - pos]
@@ -153,8 +161,8 @@ def encode(path: Path, target: Path, *, opus: bool,
 
 
 def _make(path: Path, folder: Path, *, mode: str, trim: bool, min_silence: float,
-          language: str | None) -> Upload | None:
-    info = probe(path)
+          language: str | None, opener: Opener | None = None) -> Upload | None:
+    info = probe(path, opener)
     track = None if info is None else choose_audio(info, language)
     if info is None or track is None:
         return None  # not readable here, or no audio: the service's verdict is the one to see
@@ -162,8 +170,8 @@ def _make(path: Path, folder: Path, *, mode: str, trim: bool, min_silence: float
     stream = None if plain else track.index
     kept = None
     if trim:
-        duration = probe_duration(path) or 0.0
-        speech = speech_ranges(path, stream)
+        duration = probe_duration(path, opener) or 0.0
+        speech = speech_ranges(path, stream, opener)
         end = max(duration, speech[-1][1] if speech else 0.0)
         kept = keep_ranges(speech, end, min_silence)
         if not kept or sum(e - s for s, e in kept) >= end - min_silence:
@@ -172,42 +180,46 @@ def _make(path: Path, folder: Path, *, mode: str, trim: bool, min_silence: float
     if kept is None:
         if mode == "as_is":
             return None
-        if plain and (mode == "audio" or already_compact(path)):
+        if plain and (mode == "audio" or already_compact(path, opener)):
             return None
         if not plain and track.codec in REMUX and (mode == "audio" or track.codec == "opus"):
-            target, mime = remux(path, track, stem)
+            target, mime = remux(path, track, stem, opener)
             return Upload(target, target.name, mime, track=track)
         if mode == "audio" and not plain:
             mode = "compact"  # a codec the service does not take on its own: Opus it is
     compact = mode == "compact"
     target = stem.with_suffix(".ogg" if compact else ".flac")
-    encode(path, target, opus=compact, kept=kept, stream=stream)
+    encode(path, target, opus=compact, kept=kept, stream=stream, opener=opener)
     return Upload(target, target.name, "audio/ogg" if compact else "audio/flac",
                   timeline_of(kept) if kept else None, track=None if plain else track)
 
 
 @contextlib.contextmanager
 def prepared(path: Path, *, mode: str, trim: bool, min_silence: float,
-             language: str | None = None, job_id: int = 0) -> Iterator[Upload | None]:
+             language: str | None = None, job_id: int = 0,
+             opener: Opener | None = None) -> Iterator[Upload | None]:
     """What to upload for ``path``: None for the file as it is, else a smaller file in a
     private temporary folder, removed when the block ends. ``mode`` is ``api.upload``
     (``audio`` or ``compact``); ``language`` picks the audio track of a film. A file PyAV
     cannot decode goes as it is: the service's verdict on it is the one the user should
-    see."""
+    see. ``opener`` reads a recording on a watched share a block at a time with the
+    deadline (sharefile.py): a share that is away or hangs raises, the job waits."""
     import av
 
     tmp = Path(tempfile.mkdtemp(prefix="sttwatch-upload-"))  # mode 0700: only we read it
     try:
         try:
             upload = _make(path, tmp, mode=mode, trim=trim, min_silence=min_silence,
-                           language=language)
+                           language=language, opener=opener)
         except (av.error.FFmpegError, IndexError, ValueError) as exc:
+            if unreachable(exc):
+                raise
             log.warning("upload_not_shrunk", job_id=job_id, path=str(path),
                         reason=f"cannot decode it here: {exc}")
             upload = None
         if upload is not None:
             log.info("upload_prepared", job_id=job_id, path=str(path),
-                     bytes=upload.path.stat().st_size, source_bytes=path.stat().st_size,
+                     bytes=upload.path.stat().st_size,
                      mode=mode, format=upload.path.suffix.lstrip("."),
                      stream=upload.track.index if upload.track else None,
                      language=upload.track.language if upload.track else None,
