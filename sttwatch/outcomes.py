@@ -21,6 +21,7 @@ from .config import OutputConfig
 from .hooks import Completions
 from .outputs import language_of
 from .plan import Planner
+from .sharefile import PathCall, direct
 from .store import Job, JobStore, Plan, durably
 from .transcripts import Placement, header, write_error
 
@@ -32,7 +33,7 @@ class Outcomes:
                  max_attempts: int, clock: Callable[[], float],
                  on_left: Callable[[Job], None],
                  is_online: Callable[[Path], bool] = lambda _p: True,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, call: PathCall = direct) -> None:
         self.store = store
         self.planner = planner
         self.output = output
@@ -40,6 +41,9 @@ class Outcomes:
         self.clock = clock
         self._on_left = on_left
         self.is_online = is_online
+        # Calls about a source (its error sidecar, a retired donor's files) on its mount's
+        # worker with the deadline (sharefile.py): a share that hangs costs one deadline.
+        self.call = call
         # Set at shutdown: a transition that waits for the store gives up then, so a stop
         # while the store is away stays within systemd's TimeoutStopSec.
         self.stop = stop
@@ -87,8 +91,10 @@ class Outcomes:
         self.left(job, failed=True)
         log.error("failed", job_id=job.id, path=job.path, reason=reason)
         if self.output.error_files and self.is_online(Path(job.path)):
+            now = self.clock()
             try:
-                write_error(Path(job.path), reason, job.attempts, self.clock())
+                self.call(Path(job.path), lambda: write_error(Path(job.path), reason,
+                                                              job.attempts, now))
             except OSError as exc:
                 log.warning("error_file_failed", job_id=job.id, error=str(exc))
 
@@ -174,8 +180,13 @@ class Outcomes:
         keep only, where a missing source was not our doing)."""
         # Online first: a stat on a hung share would hold this thread.
         if self.output.on_done != "keep" or not self.is_online(Path(donor.path)) or \
-                Path(donor.path).exists() or donor.result is None:
+                donor.result is None:
             return
+        try:
+            if self.call(Path(donor.path), Path(donor.path).exists):
+                return
+        except OSError:
+            return  # its share is away: the donor stays as it is
         plan = self.plan(donor)
         place = Placement(Path(donor.path), Path(plan.root), plan.formats, self.output)
         hdr = header(donor, plan.backend, plan.model, self.clock())
@@ -184,5 +195,5 @@ class Outcomes:
         self.store.forget([donor.path])
         for path in old:
             with contextlib.suppress(OSError):
-                path.unlink()
+                self.call(path, path.unlink)
         log.info("renamed", path=donor.path, removed=[str(p) for p in old])

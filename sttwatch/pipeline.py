@@ -56,7 +56,7 @@ class Pipeline:
         # Set at shutdown (by ``close``): transitions waiting for the store give up.
         self.stopping = threading.Event()
         self.outcomes = Outcomes(store, planner, output, settings.max_attempts, clock,
-                                 self._job_left, is_online, self.stopping)
+                                 self._job_left, is_online, self.stopping, shares.call)
         self.finisher = Finisher(store, self.outcomes, output, settings.owner, settings.lease,
                                  clock, shares, sink=sink)
         self.submitter = Submitter(store, backends, self.throttles, self.outcomes,

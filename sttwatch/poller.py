@@ -16,6 +16,7 @@ import structlog
 
 from .backends import Backend, TaskState
 from .errors import AuthError, ExpiredError, PermanentError, TransientError
+from .offline import OFFLINE_RETRY
 from .outcomes import Outcomes
 from .pacing import sleep_for
 from .schedule import PollSchedule
@@ -176,6 +177,13 @@ class Poller:
                 return
             self._last_miss[job.id] = age
             self.store.schedule_poll(job, now + self.schedule.next_delay(age), now)
+        elif status.state is TaskState.FAILED and status.away:
+            # The recording's share went away or hung under the local engine: nothing was
+            # billed and the file is not at fault; it waits for its folder (issue 20).
+            self._last_miss.pop(job.id, None)
+            self.outcomes.requeue(job, f"its folder is offline ({status.error})",
+                                  now + OFFLINE_RETRY)
+            bound.warning("source_offline", error=status.error)
         elif status.state is TaskState.FAILED:
             self._last_miss.pop(job.id, None)
             self.outcomes.fail(job, f"service failed the task: {status.error}"

@@ -63,6 +63,9 @@ class Status:
     error: str | None = None
     raw_status: str | None = None
     known_status: bool = True
+    # Failed because the recording's share was away or hung (offline.unreachable), not
+    # because of the file: the job waits for its folder instead of failing.
+    away: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ treats them as expired and the file is transcribed again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -23,12 +24,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import structlog
 
 from ..errors import BackendUnavailable, ExpiredError
+from ..offline import unreachable
 from . import Backend, Created, Finding, Request, Status, TaskState
 from .audio import SAMPLE_RATE, probe_duration, stream_chunks
 from .media import choose_audio, probe
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..sharefile import Opener
 
 log = structlog.get_logger("sttwatch.local")
 
@@ -217,11 +220,14 @@ class LocalBackend(Backend, kind="local"):
     def set_progress(self, progress: Callable[[str, float], None]) -> None:
         self._progress = progress
 
-    def transcribe(self, path: Path, request_id: str, options: dict[str, Any]) -> dict[str, Any]:
+    def transcribe(self, path: Path, request_id: str, options: dict[str, Any],
+                   opener: Opener | None = None) -> dict[str, Any]:
         """One file, in the calling thread (the pool calls it; so does the benchmark). A file
         longer than ``chunk_seconds`` is decoded and transcribed piece by piece. (Prompting
         each piece with the previous one's text was tried and made the word error rate
-        worse on a 10-minute recording: 4.6% against 3.0% without.)"""
+        worse on a 10-minute recording: 4.6% against 3.0% without.) ``opener`` reads a
+        recording on a watched share a block at a time with the deadline (sharefile.py): a
+        share that hangs mid-decode raises instead of holding this engine thread."""
         s = self._settings
         language = options.get("language", s.language) if self._multilingual else "en"
         kwargs: dict[str, Any] = {
@@ -233,15 +239,17 @@ class LocalBackend(Backend, kind="local"):
         hook = self._progress
         progress = (lambda f: hook(request_id, f)) if hook else None
         got = _Collected(translated=s.task == "translate")
-        duration = probe_duration(path)
-        stream = self._stream(path, options.get("language", s.language), request_id)
+        duration = probe_duration(path, opener)
+        stream = self._stream(path, options.get("language", s.language), request_id, opener)
         if stream is None and duration is not None and duration <= s.chunk_seconds:
-            segments, info = engine.transcribe(str(path), **kwargs)
-            got.add(segments, info, 0.0, float(info.duration or 0.0), progress,
-                    self._stopping)
+            with contextlib.ExitStack() as held:
+                source: Any = str(path) if opener is None else held.enter_context(opener(path))
+                segments, info = engine.transcribe(source, **kwargs)
+                got.add(segments, info, 0.0, float(info.duration or 0.0), progress,
+                        self._stopping)
             return got.result(request_id, s.model, float(info.duration or 0.0))
         end = 0.0
-        for offset, audio in stream_chunks(path, s.chunk_seconds, stream):
+        for offset, audio in stream_chunks(path, s.chunk_seconds, stream, opener):
             segments, info = engine.transcribe(audio, **kwargs)
             got.add(segments, info, offset, duration or 0.0, progress, self._stopping)
             # The language heard in the first piece holds for the rest: detection on every
@@ -252,10 +260,11 @@ class LocalBackend(Backend, kind="local"):
         return got.result(request_id, s.model, end)
 
     @staticmethod
-    def _stream(path: Path, language: str | None, request_id: str) -> int | None:
+    def _stream(path: Path, language: str | None, request_id: str,
+                opener: Opener | None = None) -> int | None:
         """The audio track to hear in a film or a many-track file (the one the service would
         be sent: media.choose_audio); None for a plain audio file's only track."""
-        info = probe(path)
+        info = probe(path, opener)
         if info is None or (not info.has_video and len(info.of_kind("audio")) <= 1):
             return None
         track = choose_audio(info, language)
@@ -269,7 +278,7 @@ class LocalBackend(Backend, kind="local"):
         options = dict(request.options)
         if request.url is None:
             assert request.path is not None
-            return self.transcribe(request.path, gen_id, options)
+            return self.transcribe(request.path, gen_id, options, request.opener)
         if self._fetch_url is None:
             raise RuntimeError("this backend cannot download URLs")
         with tempfile.TemporaryDirectory(prefix="sttwatch-") as tmp:
@@ -297,8 +306,8 @@ class LocalBackend(Backend, kind="local"):
             del self._tasks[generation_id]
         exc = future.exception()
         if exc is not None:
-            return Status(TaskState.FAILED, error=describe(exc),
-                          raw_status="failed")
+            return Status(TaskState.FAILED, error=describe(exc), raw_status="failed",
+                          away=unreachable(exc))
         return Status(TaskState.DONE, result=future.result(), raw_status="completed")
 
     def close(self) -> None:
