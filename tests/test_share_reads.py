@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,30 @@ def test_on_done_move_onto_a_dead_share_happens_when_it_is_back(
         assert d.stop() == 0
     _no_failures(d)
     assert [e["action"] for e in d.events() if e["event"] == "source_disposed"] == ["move"]
+
+
+def test_a_scan_of_an_unpolled_share_that_hangs_never_holds_the_caller(
+        share: SshfsShare) -> None:
+    from sttwatch.config import AUDIO_PATTERNS, WatchConfig
+    from sttwatch.watcher import Watcher
+
+    (share.served / "sub").mkdir()
+    (share.served / "sub" / "a.mp3").write_bytes(b"x")
+    cfg = WatchConfig(path=share.mount, recursive=True, patterns=AUDIO_PATTERNS, ignore=(),
+                      settle_seconds=None, polling=False, model=None, options=None,
+                      formats=None, backend=None)
+    w = Watcher([cfg], 0.2, time.time, gate=FsGate(deadline=1.0))
+    w.start()  # polling: false, as the config says: scanned, no poller
+    try:
+        assert w.scan() == 1 and w.watch_states() == {str(share.mount): True}
+        share.hang()
+        done: list[int] = []
+        scanner = threading.Thread(target=lambda: done.append(w.scan()), daemon=True)
+        scanner.start()
+        scanner.join(15)  # the scan's first folder call waits one deadline, then gives up
+        assert done == [0], "the scan was held by the hung share"
+        assert w.watch_states() == {str(share.mount): False}
+        assert "hung" in w.watch_notes()[str(share.mount)]
+    finally:
+        share.resume()
+        w.stop()
