@@ -201,7 +201,7 @@ class Finisher:
         json_path = place.paths(job.output_key)[0].with_suffix(".json") if "json" not in \
             plan.formats else paths[list(plan.formats).index("json")]
         try:
-            write_transcripts([json_path], ["json"], job.result, hdr)
+            write_transcripts([json_path], ["json"], job.result, hdr, run=self.shares.call)
         except OSError as err:
             log.warning("json_not_written", job_id=job.id, error=str(err))
         self.outcomes.fail(job, f"cannot render transcript: {exc}; the result is kept in "

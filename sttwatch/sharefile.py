@@ -17,13 +17,14 @@ from __future__ import annotations
 import functools
 import io
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, TypeVar
 
-from .fsgate import FsGate
+from .fsgate import FsGate, ShareHung
 
 BLOCK = 1 << 20  # bytes asked of the worker per call
 T = TypeVar("T")
@@ -90,7 +91,20 @@ class ShareFile(io.RawIOBase):
         self._off = 0
         self._pos = 0  # where the next byte served comes from
         flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
-        self._fd: int | None = gate.call(key, lambda: os.open(path, flags), self._what)
+        given_up = threading.Event()
+
+        def opening() -> int:
+            fd = os.open(path, flags)
+            if given_up.is_set():  # the caller went on without it: not leaked
+                os.close(fd)
+            return fd
+
+        self._fd: int | None = None
+        try:
+            self._fd = gate.call(key, opening, self._what)
+        except ShareHung:
+            given_up.set()
+            raise
 
     def _call_fd(self) -> int:
         if self._fd is None:
