@@ -26,14 +26,17 @@ BIG = 40 << 20  # more than the socket buffers hold: an upload of it still reads
 
 def _big_fake_audio(path: Path, text: str) -> Path:
     """A fake recording of BIG bytes whose transcript is ``text`` (the padding is blanks,
-    which the fake service strips)."""
+    which the fake service strips), written beside ``path`` and renamed into place: a slow
+    write must not be taken half-done (settle_seconds is short here)."""
     head = MAGIC + text.encode() + b"\n"
-    with path.open("wb") as fh:
+    part = path.with_name(f".{path.name}.part")
+    with part.open("wb") as fh:
         fh.write(head)
         left = BIG - len(head)
         while left > 0:
             fh.write(b" " * min(left, 1 << 20))
             left -= 1 << 20
+    part.rename(path)
     return path
 
 
