@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stores import STORE_KINDS, contract_store
+from stores import PG_URL, STORE_KINDS, contract_store
 
 from sttwatch.search.hits import find_hits, marked
 from sttwatch.search.query import parse
 from sttwatch.store import Admission, Plan
-from sttwatch.store.search import IndexedCue, IndexedTranscript, SearchSpec
+from sttwatch.store.packing import pack
+from sttwatch.store.search import IndexedCue, IndexedTranscript, SearchSpec, words
+from sttwatch.store.searchpack import pack_cues, unpack_page
 from sttwatch.store.sql import SCHEMA_VERSION, SqlStore
 from sttwatch.store.sqlite import SqliteStore
 
@@ -149,3 +151,115 @@ def test_a_version_2_state_file_gets_the_index(tmp_path: Path) -> None:
     finally:
         store.close()
     assert SCHEMA_VERSION >= 3
+
+
+def test_a_phrase_is_its_words_next_to_each_other(store: SqlStore) -> None:
+    store.index_transcript(doc("/lib/apart.mp3", (1.0, "The second item on the budget"),
+                               (9.0, "is the quarter we lost.")))
+    store.index_transcript(doc("/lib/next.mp3", (2.0, "Then the budget for the second"),
+                               (4.0, "quarter.")))
+    # every word is in both pages; only one has them next to each other, in this order
+    assert query(store, 'budget "second quarter"') == [
+        ("/lib/next.mp3", 2.0, "Then the [budget] for the [second quarter].")]
+    assert query(store, '"quarter second"') == []
+    assert query(store, '"second item on"') == [
+        ("/lib/apart.mp3", 1.0, "The [second item on] the budget")]
+
+
+def held_result(store: SqlStore, path: str, text: str) -> int:
+    """A job whose stored result says ``text`` (written as a finished job's is)."""
+    (job,) = store.admit([Admission(path, 1, 1, PLAN)], 1.0)
+    said = text.split()
+    result = {"results": {"words": [{"word": w.lower(), "punctuated_word": w} for w in said],
+                          "transcript": text}}
+    with store._tx() as x:
+        store._x(x, "UPDATE jobs SET result=?, state='done' WHERE id=?",
+                 (pack(result)[0], job.id))
+    return job.id
+
+
+def fts_sound(store: SqlStore) -> None:
+    if isinstance(store, SqliteStore):  # FTS5's own check of the index against itself
+        store._db.execute("INSERT INTO search_fts(search_fts) VALUES ('integrity-check')")
+
+
+def test_cues_are_read_back_through_the_jobs_result(store: SqlStore) -> None:
+    text = "We decided the move to Lisbon in March. The Lisbon office opens in June."
+    job_id = held_result(store, "/lib/move.mp3", text)
+    store.index_transcript(doc("/lib/move.mp3", (754.5, text[:39]), (760.0, text[40:]),
+                               job_id=job_id))
+    with store._tx() as x:
+        (blob,) = store._x(x, "SELECT cues FROM search_docs").fetchall()
+    assert bytes(blob[0])[:1] == b"R"  # the words are the result's, not a copy
+    assert query(store, '"move to lisbon"') == [
+        ("/lib/move.mp3", 754.5, "We decided the [move to Lisbon] in March.")]
+    # a retry rewrote the result: the page is stale, left out until indexed again, and
+    # replacing or forgetting it still removes its words
+    held = pack({"results": {"transcript": "Something else entirely."}})[0]
+    with store._tx() as x:
+        store._x(x, "UPDATE jobs SET result=? WHERE id=?", (held, job_id))
+    assert query(store, "lisbon") == []
+    store.index_transcript(doc("/lib/move.mp3", (1.0, "Something else entirely."),
+                               job_id=job_id))
+    fts_sound(store)
+    assert query(store, "lisbon") == []
+    assert query(store, "else") == [("/lib/move.mp3", 1.0, "Something [else] entirely.")]
+    with store._tx() as x:
+        store._x(x, "UPDATE jobs SET result=? WHERE id=?", (pack({"x": 1})[0], job_id))
+    assert store.forget(["/lib/move.mp3"]) == 1
+    fts_sound(store)
+    assert store.index_size() == {"recordings": 0, "pages": 0}
+
+
+def as_version_4(store: SqlStore) -> None:
+    """Turn the index back into what schema 4 kept: the cues whole beside word positions."""
+    with store._tx() as x:
+        rows = store._x(x, "SELECT id, job_id, cues FROM search_docs").fetchall()
+        full = {}
+        for rowid, job_id, blob in rows:
+            source = store._result_json(x, job_id)
+            cues = unpack_page(blob, source)
+            assert cues is not None
+            full[rowid] = " ".join(w for c in cues for w in words(c.text))
+            store._x(x, "UPDATE search_docs SET cues=? WHERE id=?", (pack_cues(cues), rowid))
+            if not isinstance(store, SqliteStore):
+                store._x(x, "UPDATE search_docs SET tsv=to_tsvector('simple', ?) WHERE id=?",
+                         (full[rowid], rowid))
+        if isinstance(store, SqliteStore):
+            for table in ("search_vocab", "search_fts"):
+                store._x(x, f"DROP TABLE {table}")
+            store._x(x, "CREATE VIRTUAL TABLE search_fts USING fts5(body, content='', "
+                        "tokenize='unicode61 remove_diacritics 0')")
+            for rowid, body in full.items():
+                store._x(x, "INSERT INTO search_fts(rowid, body) VALUES (?, ?)", (rowid, body))
+        store._x(x, "UPDATE meta SET value='4' WHERE key='schema_version'")
+
+
+def test_a_version_4_index_is_rebuilt_without_positions(store: SqlStore,
+                                                          tmp_path: Path) -> None:
+    text = "We decided the move to Lisbon in March."
+    job_id = held_result(store, "/lib/a/move.mp3", text)
+    store.index_transcript(doc("/lib/a/move.mp3", (754.5, text), job_id=job_id))
+    library(store)  # and pages with no result behind them
+    as_version_4(store)
+    if isinstance(store, SqliteStore):
+        store.close()
+        store = SqliteStore(store.path)
+    else:
+        from sttwatch.store.postgres import PostgresStore
+        store = PostgresStore(PG_URL, schema=store._schema)  # type: ignore[attr-defined]
+    try:
+        with store._tx() as x:
+            version = store._x(x, "SELECT value FROM meta WHERE key='schema_version'"
+                               ).fetchone()[0]
+            kinds = {bytes(r[0])[:1] for r in store._x(x, "SELECT cues FROM search_docs")}
+        assert int(version) == SCHEMA_VERSION == 5
+        assert kinds == {b"R", b"P"}
+        fts_sound(store)
+        assert query(store, '"move to lisbon"') == [
+            ("/lib/a/move.mp3", 754.5, "We decided the [move to Lisbon] in March.")]
+        assert query(store, "entrop*")[0][:2] == ("/lib/b/lecture.mp3", 12.0)
+        assert store.drop_transcripts(["/lib/a/move.mp3"]) == 1
+        fts_sound(store)
+    finally:
+        store.close()

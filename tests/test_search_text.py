@@ -3,13 +3,16 @@ and read back, and the subtitle and text files a reindex reads."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sttwatch.search.entries import subtitle_file_cues, text_file_cues
 from sttwatch.search.hits import clock, marked, snippet
 from sttwatch.search.query import QueryError, parse
 from sttwatch.store.search import IndexedCue, Term, words
-from sttwatch.store.searchsql import fts5_query, pack_cues, ts_query, unpack_cues
+from sttwatch.store.searchpack import pack_cues, pack_page, unpack_cues, unpack_page
+from sttwatch.store.searchsql import fts5_query, ts_query
 
 
 def test_queries_read_as_words_phrases_prefixes_and_speakers() -> None:
@@ -18,8 +21,10 @@ def test_queries_read_as_words_phrases_prefixes_and_speakers() -> None:
                        Term(("afternoo",), True), Term(("cafe",)))
     assert q.speakers == ("alice", "martin")
     assert parse("can't").terms == (Term(("can", "t")),)  # as the index cuts it
-    assert fts5_query(q.terms) == '"budget" AND "second quarter" AND "afternoo" * AND "cafe"'
-    assert ts_query(q.terms) == "('budget') & ('second' <-> 'quarter') & ('afternoo':*) & ('cafe')"
+    # the engines keep no positions: a phrase asks them for its words, checked after
+    assert fts5_query(q.terms) == '"budget" AND "second" AND "quarter" AND "afternoo" * AND ' \
+        '"cafe"'
+    assert ts_query(q.terms) == "'budget' & 'second' & 'quarter' & 'afternoo':* & 'cafe'"
 
 
 @pytest.mark.parametrize("bad", ['"open', "a*b", "**", "", "  ", "-- ...", "speaker:x*",
@@ -67,3 +72,18 @@ def test_subtitle_and_text_files() -> None:
     assert text_file_cues("Speaker 1: Hello\nthere.\n\n\nSecond paragraph.\n") == (
         IndexedCue(None, None, "Speaker 1", "Hello there."),
         IndexedCue(None, None, None, "Second paragraph."))
+
+
+def test_a_page_packed_against_its_result_reads_back_and_goes_stale_with_it() -> None:
+    said = [f"Word{i * 7919 % 1009}," if i % 9 == 0 else f"budget{i * 104729 % 997}"
+            for i in range(400)]
+    result = json.dumps({"results": {"words": [w.strip(",").lower() for w in said],
+                                     "punctuated": said}}, separators=(",", ":")).encode()
+    cues = tuple(IndexedCue(i * 2.5, i * 2.5 + 2.0, "Speaker 1" if i % 2 else None,
+                            " ".join(said[i * 8:i * 8 + 8])) for i in range(50))
+    blob = pack_page(cues, result)
+    assert unpack_page(blob, result) == cues
+    assert len(blob) < len(pack_cues(cues)) / 3  # the words are the result's, not copied
+    assert unpack_page(blob, result.replace(b"budget", b"BUDGET")) is None  # result rewritten
+    assert unpack_page(blob, None) is None  # the job is gone
+    assert unpack_page(pack_page(cues, None), None) == cues  # nothing to pack against

@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..store.search import IndexedCue, PageHit, Term, fold, word_spans, words
+from ..store.search import IndexedCue, PageHit, fold, holds, term_at, word_spans, words
 from .query import Query
 
 
@@ -85,16 +85,6 @@ def snippet(text: str, marks: Sequence[tuple[int, int]],
     return head + text[a:b] + tail, kept
 
 
-def _matches(term: Term, seq: Sequence[str], i: int) -> bool:
-    n = len(term.words)
-    if i + n > len(seq):
-        return False
-    head, last = term.words[:-1], term.words[-1]
-    if list(seq[i:i + n - 1]) != list(head):
-        return False
-    return seq[i + n - 1].startswith(last) if term.prefix else seq[i + n - 1] == last
-
-
 def _speaks(cue: IndexedCue, speakers: Sequence[str]) -> bool:
     names = set(words(cue.speaker)) if cue.speaker else set()
     return all(s in names for s in speakers)
@@ -103,8 +93,11 @@ def _speaks(cue: IndexedCue, speakers: Sequence[str]) -> bool:
 def locate(page: PageHit, query: Query) -> list[Hit]:
     """Hits in one page, in time order: a cue (with the next one, for a phrase cut by a cue
     boundary) in which every term occurs and at least one starts. Pages whose terms are
-    spread over cues farther apart give their first cue holding any term."""
+    spread over cues farther apart give their first cue holding any term. A page that does
+    not hold every term (a phrase's words not next to each other) gives none."""
     cues = page.cues
+    if not holds(cues, query.terms):
+        return []
     texts = [unicodedata.normalize("NFC", c.text) for c in cues]
     spans = _Spans(texts)
     probes = {w for t in query.terms for w in t.words}
@@ -123,7 +116,7 @@ def locate(page: PageHit, query: Query) -> list[Hit]:
         ok = True
         for term in query.terms:
             n = len(term.words)
-            at = [j for j in range(len(seq)) if _matches(term, seq, j)]
+            at = [j for j in range(len(seq)) if term_at(term, seq, j)]
             inside = [j for j in at if window[j + n - 1][0] == i]
             if not at:
                 ok = False
@@ -163,7 +156,7 @@ def _fallback(page: PageHit, query: Query, cues: Sequence[IndexedCue], texts: li
     for k in range(len(cues)):
         seq = [w for w, _a, _b in spans[k]]
         found = [(j, len(t.words)) for t in query.terms for j in range(len(seq))
-                 if _matches(t, seq, j)]
+                 if term_at(t, seq, j)]
         if found and _speaks(cues[k], query.speakers):
             window = [(k, s) for s in spans[k]]
             return [_hit(page, cues, texts, window, found, k, k)]

@@ -63,6 +63,16 @@ def unpack_result(text: str) -> Any:
     return json.loads(text)  # a plain result from an older state file
 
 
+def stored_json(text: str) -> bytes:
+    """The JSON a stored result decompresses to, without parsing it: the search index
+    compresses a page's words against these bytes (sttwatch/store/searchpack.py)."""
+    if text.startswith(COMPACT):
+        return zlib.decompress(base64.b64decode(text[len(COMPACT):]))
+    if text.startswith(ZLIB):
+        return zlib.decompress(base64.b64decode(text[len(ZLIB):]))
+    return text.encode()
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 

@@ -1,10 +1,12 @@
 """The search index: a store role of its own, beside the job transitions.
 
 A recording's transcript is kept as its cues (start, end, speaker, text), in pages of at
-most ``PAGE_WORDS`` words; the engine indexes each page's words (SQLite FTS5, PostgreSQL a
-``tsvector``) and ranks pages, and the cues of the best pages are read back to find and show
-the cue each term is said in (sttwatch/search/). Entries are kept by the recording's path:
-indexing a path replaces what it had, ``forget`` drops them.
+most ``PAGE_WORDS`` words; the engine indexes the set of each page's words, without their
+positions (SQLite FTS5 ``detail=none``, PostgreSQL a stripped ``tsvector``), finds the pages
+holding every word and ranks them; phrases are then checked here, in the page's cues read
+back (``holds``), which also find and show the cue each term is said in (sttwatch/search/).
+Entries are kept by the recording's path: indexing a path replaces what it had, ``forget``
+drops them.
 
 Words are cut and folded here, once, before either engine sees them (letters and digits,
 accents dropped, case folded): both engines then index the same tokens, and the hits found
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 from .model import Job
 
-PAGE_WORDS = 2000  # PostgreSQL keeps word positions up to 16,383 only; phrases need them
+PAGE_WORDS = 2000  # a page's words fit in the 32 KiB zlib reaches (sttwatch/store/searchpack.py)
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -43,6 +45,39 @@ def word_spans(text: str) -> Iterator[tuple[str, int, int]]:
 
 def words(text: str) -> list[str]:
     return [w for w, _s, _e in word_spans(unicodedata.normalize("NFC", text))]
+
+
+def _page_words(cues: Sequence[IndexedCue]) -> list[str]:
+    out: list[str] = []
+    for c in cues:
+        # ASCII: lowering first cuts the same words and folds them as ``words`` does
+        out += _WORD.findall(c.text.lower()) if c.text.isascii() else words(c.text)
+    return out
+
+
+def term_at(term: Term, seq: Sequence[str], i: int) -> bool:
+    """Whether ``term``'s words are ``seq``'s from ``i`` on, next to each other, in order."""
+    n = len(term.words)
+    if i + n > len(seq):
+        return False
+    if any(seq[i + k] != w for k, w in enumerate(term.words[:-1])):
+        return False
+    last = seq[i + n - 1]
+    return last.startswith(term.words[-1]) if term.prefix else last == term.words[-1]
+
+
+def _occurs(term: Term, seq: Sequence[str]) -> bool:
+    first = term.words[0]
+    if len(term.words) > 1:
+        return any(term_at(term, seq, i) for i, w in enumerate(seq) if w == first)
+    return any(w.startswith(first) for w in seq) if term.prefix else first in seq
+
+
+def holds(cues: Sequence[IndexedCue], terms: Sequence[Term]) -> bool:
+    """Whether every term occurs in the page, a phrase's words next to each other (across
+    cue boundaries too): what the engine, which keeps no positions, cannot tell."""
+    seq = _page_words(cues)
+    return all(_occurs(t, seq) for t in terms)
 
 
 @dataclass(frozen=True)
@@ -77,8 +112,8 @@ class Term:
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """A parsed query with its filters: every term must occur in a page, and a speaker's
-    words in its speaker names."""
+    """A parsed query with its filters: every term must occur in a page (a phrase's words
+    next to each other), and a speaker's words in its speaker names."""
 
     terms: tuple[Term, ...]
     speakers: tuple[str, ...] = ()
@@ -134,7 +169,8 @@ class SearchIndex(ABC):
 
     @abstractmethod
     def search(self, spec: SearchSpec) -> list[PageHit]:
-        """At most ``spec.limit`` pages holding every term, best first."""
+        """At most ``spec.limit`` pages holding every term (``holds``), best first; a page
+        whose stored result changed since it was indexed is left out (stale)."""
 
     @abstractmethod
     def indexed_paths(self) -> set[str]: ...

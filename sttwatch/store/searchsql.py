@@ -1,22 +1,29 @@
 """The search index in SQL, for both engines (the ``SearchIndex`` role of ``SqlStore``).
 
-SQLite: a contentless FTS5 table (the words are indexed, not kept twice) ranked with bm25;
-its rows are removed with FTS5's ``delete`` command, which needs the words that were
-indexed, rebuilt from the page's stored cues. PostgreSQL: a ``tsvector`` column with a GIN
-index, under the ``simple`` configuration (no stemming, no stop words: a library holds many
-languages, and the words are folded before they get here), ranked with ``ts_rank``. The
-cues of each page are stored compressed beside it, to find and show the hits.
+Both engines index the set of each page's words, without positions or counts: that is what
+finds the pages holding every word, and positions cost more than the rest of the index
+together (docs/search.md has the figures). Phrases are checked on the candidate pages' cues,
+best first, until ``limit`` pages hold them (``holds``).
+
+SQLite: a contentless FTS5 table with ``detail=none``, ranked with bm25. Its rows are removed
+with FTS5's ``delete`` command, which needs the words that were indexed: they come from the
+page's cues, or, for a page whose result changed since (stale), from the index itself
+(``fts5vocab``, a scan of the index: rare, and only then). PostgreSQL: a stripped
+``tsvector`` column with a GIN index, under the ``simple`` configuration (no stemming, no
+stop words: a library holds many languages, and the words are folded before they get here),
+ranked with ``ts_rank``. Each page's cues are kept beside it, their words compressed against
+the job's stored result (sttwatch/store/searchpack.py).
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from .errors import StoreError
 from .model import Job
+from .packing import stored_json
 from .search import (
     IndexedCue,
     IndexedTranscript,
@@ -24,11 +31,14 @@ from .search import (
     SearchIndex,
     SearchSpec,
     Term,
+    holds,
     pages,
     words,
 )
+from .searchpack import pack_page, unpack_page
 
-SEARCH_VERSION = 3  # the schema version that added these tables
+SEARCH_VERSION = 3  # the first schema version that may hold these tables
+POSITIONLESS_VERSION = 5  # the one that dropped their word positions and copied cue words
 
 
 NO_FTS5 = ("search needs SQLite's FTS5, which this Python's sqlite3 module lacks (the "
@@ -53,7 +63,9 @@ def search_ddl(dialect: str, fts5: bool = True) -> list[str]:
             speakers TEXT NOT NULL DEFAULT '', cues BLOB NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS search_docs_path ON search_docs(path)",
         *(["CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(body, content='', "
-           "tokenize='unicode61 remove_diacritics 0')"] if fts5 else []),
+           "detail=none, tokenize='unicode61 remove_diacritics 0')",
+           "CREATE VIRTUAL TABLE IF NOT EXISTS search_vocab USING fts5vocab(search_fts, "
+           "instance)"] if fts5 else []),
     ]
 
 
@@ -61,38 +73,10 @@ def has_fts5(x: Any) -> bool:
     return bool(x.execute("SELECT sqlite_compileoption_used('ENABLE_FTS5')").fetchone()[0])
 
 
-def pack_cues(cues: Sequence[IndexedCue]) -> bytes:
-    """One line a cue, ``gap<TAB>length<TAB>speaker<TAB>text``, compressed. The gap (from
-    the previous cue's end) and the length are milliseconds: short numbers that repeat,
-    which compress far better than absolute times (empty for an untimed cue)."""
-    lines, prev = [], 0
-    for c in cues:
-        if c.start is None or c.end is None:
-            times = "\t"
-        else:
-            a, b = round(c.start * 1000), round(c.end * 1000)
-            times, prev = f"{a - prev}\t{b - a}", b
-        lines.append(f"{times}\t{' '.join((c.speaker or '').split())}\t"
-                     f"{' '.join(c.text.split())}")
-    return zlib.compress("\n".join(lines).encode(), 9)
-
-
-def unpack_cues(blob: bytes) -> tuple[IndexedCue, ...]:
-    out, prev = [], 0
-    for line in zlib.decompress(bytes(blob)).decode().split("\n"):
-        gap, length, speaker, text = line.split("\t", 3)
-        start = end = None
-        if gap:
-            a = prev + int(gap)
-            prev = a + int(length)
-            start, end = a / 1000, prev / 1000
-        out.append(IndexedCue(start, end, speaker or None, text))
-    return tuple(out)
-
-
 def body_of(cues: Sequence[IndexedCue]) -> str:
-    """The words a page is indexed by: the same for the insert and FTS5's delete."""
-    return " ".join(w for c in cues for w in words(c.text))
+    """The words a page is indexed by, each once (the engines keep no counts): the same for
+    the insert and FTS5's delete."""
+    return " ".join(sorted({w for c in cues for w in words(c.text)}))
 
 
 def speakers_of(cues: Sequence[IndexedCue]) -> str:
@@ -102,14 +86,15 @@ def speakers_of(cues: Sequence[IndexedCue]) -> str:
 
 
 def fts5_query(terms: Sequence[Term]) -> str:
-    """Every word is quoted (it holds letters and digits only), so no word is an operator."""
-    return " AND ".join('"' + " ".join(t.words) + '"' + (" *" if t.prefix else "")
-                        for t in terms)
+    """Every word is quoted (it holds letters and digits only), so no word is an operator;
+    a phrase asks for its words (``detail=none`` has no phrases), ``holds`` does the rest."""
+    return " AND ".join(f'"{w}"' + (" *" if t.prefix and k == len(t.words) - 1 else "")
+                        for t in terms for k, w in enumerate(t.words))
 
 
 def ts_query(terms: Sequence[Term]) -> str:
-    return " & ".join("(" + " <-> ".join(f"'{w}'" for w in t.words) +
-                      (":*" if t.prefix else "") + ")" for t in terms)
+    return " & ".join(f"'{w}'" + (":*" if t.prefix and k == len(t.words) - 1 else "")
+                      for t in terms for k, w in enumerate(t.words))
 
 
 class SearchSql(SearchIndex):
@@ -138,34 +123,86 @@ class SearchSql(SearchIndex):
                                       ).fetchone() is None:
             raise StoreError(NO_FTS5)
 
+    def _result_json(self, x: Any, job_id: int | None) -> bytes | None:
+        """The decompressed stored result of the job a page was read from, if it has one."""
+        if job_id is None:
+            return None
+        row = self._x(x, "SELECT result FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return stored_json(str(row[0])) if row and row[0] else None
+
     def _drop_search(self, x: Any, path: str) -> bool:
-        rows = self._x(x, "SELECT id, cues FROM search_docs WHERE path=?", (path,)).fetchall()
+        rows = self._x(x, "SELECT id, job_id, cues FROM search_docs WHERE path=?",
+                       (path,)).fetchall()
         if not rows:
             return False
         self._ready(x)
         if not self._pg:
-            for rowid, blob in rows:
-                self._x(x, "INSERT INTO search_fts(search_fts, rowid, body) VALUES "
-                           "('delete', ?, ?)", (rowid, body_of(unpack_cues(blob))))
+            self._unindex(x, rows)
         self._x(x, "DELETE FROM search_docs WHERE path=?", (path,))
         return True
 
+    def _unindex(self, x: Any, rows: Sequence[Any]) -> None:
+        """FTS5's delete for these pages, with the words each was indexed by."""
+        lost = []
+        for rowid, job_id, blob in rows:
+            cues = unpack_page(blob, self._result_json(x, job_id))
+            if cues is None:
+                lost.append(int(rowid))
+                continue
+            self._x(x, "INSERT INTO search_fts(search_fts, rowid, body) VALUES "
+                       "('delete', ?, ?)", (rowid, body_of(cues)))
+        if lost:  # stale pages: their words, from the index itself (one scan of it)
+            found: dict[int, list[str]] = {r: [] for r in lost}
+            for doc, term in self._x(x, "SELECT doc, term FROM search_vocab WHERE doc IN "
+                                        f"({', '.join('?' * len(lost))})", lost).fetchall():
+                found[int(doc)].append(str(term))
+            for rowid, terms in found.items():
+                self._x(x, "INSERT INTO search_fts(search_fts, rowid, body) VALUES "
+                           "('delete', ?, ?)", (rowid, " ".join(terms)))
+
     def index_transcript(self, doc: IndexedTranscript) -> None:
-        parts = [(p, pack_cues(p), body_of(p), speakers_of(p)) for p in pages(doc.cues)]
+        parts = [(body_of(p), speakers_of(p), p) for p in pages(doc.cues)]
         with self._tx() as x:
             self._ready(x)
             self._drop_search(x, doc.path)
-            for n, (_cues, blob, body, speakers) in enumerate(parts):
-                head = (doc.path, n, doc.job_id, doc.model, doc.recorded_at, speakers, blob)
+            source = self._result_json(x, doc.job_id)
+            for n, (body, speakers, cues) in enumerate(parts):
+                head = (doc.path, n, doc.job_id, doc.model, doc.recorded_at, speakers,
+                        pack_page(cues, source))
                 if self._pg:
                     self._x(x, "INSERT INTO search_docs (path, page, job_id, model, "
                                "recorded_at, speakers, cues, tsv) VALUES (?, ?, ?, ?, ?, ?, ?, "
-                               "to_tsvector('simple', ?))", (*head, body))
+                               "strip(to_tsvector('simple', ?)))", (*head, body))
                     continue
                 rowid = self._x(x, "INSERT INTO search_docs (path, page, job_id, model, "
                                    "recorded_at, speakers, cues) VALUES (?, ?, ?, ?, ?, ?, ?) "
                                    "RETURNING id", head).fetchone()[0]
                 self._x(x, "INSERT INTO search_fts(rowid, body) VALUES (?, ?)", (rowid, body))
+
+    def _migrate_search_to_5(self, x: Any) -> None:
+        """Version 5: the index keeps no word positions, and a page's words are compressed
+        against its job's stored result. Every page is read in its version-4 form and
+        indexed again (SQLite: a new FTS5 table; PostgreSQL: the tsvectors stripped)."""
+        there = ("SELECT to_regclass('search_docs') IS NOT NULL" if self._pg else
+                 "SELECT COUNT(*) FROM sqlite_master WHERE name='search_docs'")
+        if not self._x(x, there).fetchone()[0]:
+            return
+        rows = self._x(x, "SELECT id, job_id, cues FROM search_docs").fetchall()
+        if not self._pg:
+            self._x(x, "DROP TABLE IF EXISTS search_fts")
+            for stmt in search_ddl("sqlite", has_fts5(x)):
+                self._x(x, stmt)
+        else:
+            self._x(x, "UPDATE search_docs SET tsv=strip(tsv)")
+        fts = not self._pg and has_fts5(x)
+        for rowid, job_id, blob in rows:
+            cues = unpack_page(blob, None)  # the version-4 form: the cues themselves
+            assert cues is not None
+            self._x(x, "UPDATE search_docs SET cues=? WHERE id=?",
+                    (pack_page(cues, self._result_json(x, job_id)), rowid))
+            if fts:
+                self._x(x, "INSERT INTO search_fts(rowid, body) VALUES (?, ?)",
+                        (rowid, body_of(cues)))
 
     def drop_transcripts(self, paths: Iterable[str]) -> int:
         with self._tx() as x:
@@ -194,23 +231,28 @@ class SearchSql(SearchIndex):
         for name in spec.speakers:  # folded words: letters and digits, nothing LIKE reads
             where.append("d.speakers LIKE ?")
             args.append(f"% {name} %")
-        cols = "d.path, d.job_id, d.model, d.recorded_at, d.cues"
+        # A phrase is checked on the pages' cues: the engine can only give every page with
+        # its words, best first, to be read until ``limit`` of them hold it.
+        phrases = any(len(t.words) > 1 for t in spec.terms)
+        limit = "" if phrases else " LIMIT ?"
+        tail = [] if phrases else [spec.limit]
         if not spec.terms:
-            sql = (f"SELECT {cols}, 0 FROM search_docs d WHERE {' AND '.join(where) or '1=1'} "
-                   "ORDER BY d.recorded_at DESC, d.path, d.page LIMIT ?")
-            args.append(spec.limit)
+            sql = (f"SELECT d.id, 0 FROM search_docs d WHERE {' AND '.join(where) or '1=1'} "
+                   f"ORDER BY d.recorded_at DESC, d.path, d.page{limit}")
+            args += tail
         elif self._pg:
-            sql = (f"SELECT {cols}, ts_rank(d.tsv, q) AS score FROM search_docs d, "
+            sql = ("SELECT d.id, ts_rank(d.tsv, q) AS score FROM search_docs d, "
                    "to_tsquery('simple', ?) q WHERE d.tsv @@ q"
                    + "".join(f" AND {w}" for w in where) +
-                   " ORDER BY score DESC, d.path, d.page LIMIT ?")
-            args = [ts_query(spec.terms), *args, spec.limit]
+                   f" ORDER BY score DESC, d.path, d.page{limit}")
+            args = [ts_query(spec.terms), *args, *tail]
         else:
-            sql = (f"SELECT {cols}, -bm25(search_fts) AS score FROM search_fts JOIN "
+            sql = ("SELECT d.id, -bm25(search_fts) AS score FROM search_fts JOIN "
                    "search_docs d ON d.id = search_fts.rowid WHERE search_fts MATCH ?"
                    + "".join(f" AND {w}" for w in where) +
-                   " ORDER BY bm25(search_fts), d.path, d.page LIMIT ?")
-            args = [fts5_query(spec.terms), *args, spec.limit]
+                   f" ORDER BY bm25(search_fts), d.path, d.page{limit}")
+            args = [fts5_query(spec.terms), *args, *tail]
+        out: list[PageHit] = []
         with self._read() as x:
             self._ready(x)
             if self._pg and spec.terms:
@@ -218,10 +260,35 @@ class SearchSql(SearchIndex):
                 # planner prefers reading it whole, unpacking every page's words: 120 ms on
                 # 10,000 transcripts, against a few ms through the GIN index.
                 self._x(x, "SET LOCAL enable_seqscan = off")
-            rows = self._x(x, sql, args).fetchall()
-        return [PageHit(str(p), None if j is None else int(j), m,
-                        None if r is None else float(r), float(s), unpack_cues(c))
-                for p, j, m, r, c, s in rows]
+            ranked = [(int(i), float(s)) for i, s in self._x(x, sql, args).fetchall()]
+            sources: dict[int, bytes | None] = {}
+            step = max(spec.limit, 20)
+            for at in range(0, len(ranked), step):
+                out += self._read_pages(x, ranked[at:at + step], spec, sources)
+                if len(out) >= spec.limit:
+                    break
+        return out[:spec.limit]
+
+    def _read_pages(self, x: Any, ranked: Sequence[tuple[int, float]], spec: SearchSpec,
+                    sources: dict[int, bytes | None]) -> list[PageHit]:
+        """These pages, in this order, with their cues; those holding every term only."""
+        ids = [i for i, _s in ranked]
+        rows = {int(r[0]): r for r in self._x(
+            x, "SELECT id, path, job_id, model, recorded_at, cues FROM search_docs WHERE id "
+               f"IN ({', '.join('?' * len(ids))})", ids).fetchall()}
+        out = []
+        for rowid, score in ranked:
+            _i, path, job_id, model, recorded_at, blob = rows[rowid]
+            job = None if job_id is None else int(job_id)
+            if job is not None and job not in sources:
+                sources[job] = self._result_json(x, job)
+            cues = unpack_page(blob, None if job is None else sources[job])
+            if cues is None or not holds(cues, spec.terms):
+                continue
+            out.append(PageHit(str(path), job, model,
+                               None if recorded_at is None else float(recorded_at), score,
+                               cues))
+        return out
 
     def indexed_paths(self) -> set[str]:
         with self._read() as x:

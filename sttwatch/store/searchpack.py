@@ -1,0 +1,129 @@
+"""How a page of cues is kept in the search index without keeping the transcript twice.
+
+A page that comes from a job's stored result keeps its cue times, speakers and word counts,
+and its words compressed with zlib against that result (a preset dictionary: the stretch of
+the result's decompressed JSON that holds the page's words). The words are in the result
+already, in the same order, so they compress to a few bytes a cue; reading them back needs
+the result's row, decompressed but not parsed (about 0.1 ms for 1,000 words, against 13 ms
+to lay its cues out again from the result). The dictionary's offset and CRC are kept with
+the page: a result rewritten since (a retry) no longer matches, and the page reads as
+``None`` (stale) until ``sttwatch search --reindex`` or the job's next finish indexes it
+again.
+
+A page with no stored result behind it (the srt, vtt or txt of a recording transcribed
+before sttwatch saw it) keeps its cues whole, compressed on their own: they are nowhere
+else in the state.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Sequence
+
+from .search import IndexedCue
+
+PLAIN = b"P"  # the cues, compressed on their own
+BY_RESULT = b"R"  # times and counts, the words compressed against the job's stored result
+WINDOW = 32_000  # zlib reaches 32 KiB back: the dictionary plus what precedes in the page
+_HEAD = struct.Struct(">cII")  # form of the words (json list or spaced), offset, CRC
+
+
+def _times(cues: Sequence[IndexedCue]) -> list[str]:
+    """``gap<TAB>length`` a cue: milliseconds from the previous cue's end, and its length:
+    short numbers that repeat, which compress far better than absolute times."""
+    out, prev = [], 0
+    for c in cues:
+        if c.start is None or c.end is None:
+            out.append("\t")
+            continue
+        a, b = round(c.start * 1000), round(c.end * 1000)
+        out.append(f"{a - prev}\t{b - a}")
+        prev = b
+    return out
+
+
+def _read_times(fields: Sequence[tuple[str, str]]) -> list[tuple[float | None, float | None]]:
+    out: list[tuple[float | None, float | None]] = []
+    prev = 0
+    for gap, length in fields:
+        if not gap:
+            out.append((None, None))
+            continue
+        a = prev + int(gap)
+        prev = a + int(length)
+        out.append((a / 1000, prev / 1000))
+    return out
+
+
+def _speaker(c: IndexedCue) -> str:
+    return " ".join((c.speaker or "").split())
+
+
+def pack_cues(cues: Sequence[IndexedCue]) -> bytes:
+    """One line a cue, ``gap<TAB>length<TAB>speaker<TAB>text``, compressed."""
+    lines = [f"{t}\t{_speaker(c)}\t{' '.join(c.text.split())}"
+             for t, c in zip(_times(cues), cues, strict=True)]
+    return zlib.compress("\n".join(lines).encode(), 9)
+
+
+def unpack_cues(blob: bytes) -> tuple[IndexedCue, ...]:
+    rows = [line.split("\t", 3) for line in zlib.decompress(bytes(blob)).decode().split("\n")]
+    times = _read_times([(r[0], r[1]) for r in rows])
+    return tuple(IndexedCue(s, e, r[2] or None, r[3]) for (s, e), r in zip(times, rows,
+                                                                          strict=True))
+
+
+def pack_page(cues: Sequence[IndexedCue], result_json: bytes | None) -> bytes:
+    """The smallest of: the cues alone, or their words against ``result_json`` (the
+    decompressed stored result of the job they were read from) as a JSON list (how a
+    result lists its words) or spaced (how it gives a segment's text)."""
+    best = PLAIN + pack_cues(cues)
+    if not result_json:
+        return best
+    tokens = [t for c in cues for t in c.text.split()]
+    layout = "\n".join(f"{t}\t{_speaker(c)}\t{len(c.text.split())}"
+                       for t, c in zip(_times(cues), cues, strict=True))
+    for form, text, head in (
+            (b"j", json.dumps(tokens, separators=(",", ":")),
+             json.dumps(tokens[:4], separators=(",", ":"))[1:-1]),
+            (b"s", " ".join(tokens), " ".join(tokens[:4]))):
+        at = max(0, result_json.find(head.encode())) if tokens else 0
+        zdict = result_json[at:at + WINDOW]
+        # the words first: each then lies WINDOW bytes back from its copy in the dictionary
+        z = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict)
+        blob = (BY_RESULT + _HEAD.pack(form, at, zlib.crc32(zdict)) +
+                z.compress(f"{text}\n{layout}".encode()) + z.flush())
+        if len(blob) < len(best):
+            best = blob
+    return best
+
+
+def unpack_page(blob: bytes, result_json: bytes | None) -> tuple[IndexedCue, ...] | None:
+    """The page's cues; None when its words were packed against a result that is no longer
+    the job's (or the job is gone)."""
+    blob = bytes(blob)
+    kind = blob[:1]
+    if kind == PLAIN:
+        return unpack_cues(blob[1:])
+    if kind != BY_RESULT:
+        return unpack_cues(blob)  # a page of schema 4, read by the migration to 5
+    if result_json is None:
+        return None
+    form, at, crc = _HEAD.unpack_from(blob, 1)
+    zdict = result_json[at:at + WINDOW]
+    if zlib.crc32(zdict) != crc:
+        return None
+    z = zlib.decompressobj(15, zdict)
+    text, _, layout = (z.decompress(blob[1 + _HEAD.size:]) + z.flush()).decode().partition("\n")
+    tokens: list[str] = json.loads(text) if form == b"j" else (text.split(" ") if text else [])
+    rows = [line.split("\t") for line in layout.split("\n")]
+    times = _read_times([(r[0], r[1]) for r in rows])
+    out, at_token = [], 0
+    for (start, end), (_g, _l, speaker, count) in zip(times, rows, strict=True):
+        n = int(count)
+        out.append(IndexedCue(start, end, speaker or None,
+                              " ".join(tokens[at_token:at_token + n])))
+        at_token += n
+    return tuple(out)
