@@ -222,10 +222,15 @@ def as_version_4(store: SqlStore) -> None:
             assert cues is not None
             full[rowid] = " ".join(w for c in cues for w in words(c.text))
             store._x(x, "UPDATE search_docs SET cues=? WHERE id=?", (pack_cues(cues), rowid))
-            if not isinstance(store, SqliteStore):
+        if not isinstance(store, SqliteStore):
+            store._x(x, "DROP INDEX search_docs_words")
+            store._x(x, "ALTER TABLE search_docs DROP COLUMN words, DROP COLUMN nwords, "
+                        "ADD COLUMN tsv TSVECTOR")
+            for rowid, body in full.items():
                 store._x(x, "UPDATE search_docs SET tsv=to_tsvector('simple', ?) WHERE id=?",
-                         (full[rowid], rowid))
-        if isinstance(store, SqliteStore):
+                         (body, rowid))
+            store._x(x, "CREATE INDEX search_docs_tsv ON search_docs USING GIN (tsv)")
+        else:
             for table in ("search_vocab", "search_fts"):
                 store._x(x, f"DROP TABLE {table}")
             store._x(x, "CREATE VIRTUAL TABLE search_fts USING fts5(body, content='', "

@@ -8,11 +8,13 @@ best first, until ``limit`` pages hold them (``holds``).
 SQLite: a contentless FTS5 table with ``detail=none``, ranked with bm25. Its rows are removed
 with FTS5's ``delete`` command, which needs the words that were indexed: they come from the
 page's cues, or, for a page whose result changed since (stale), from the index itself
-(``fts5vocab``, a scan of the index: rare, and only then). PostgreSQL: a stripped
-``tsvector`` column with a GIN index, under the ``simple`` configuration (no stemming, no
-stop words: a library holds many languages, and the words are folded before they get here),
-ranked with ``ts_rank``. Each page's cues are kept beside it, their words compressed against
-the job's stored result (sttwatch/store/searchpack.py).
+(``fts5vocab``, a scan of the index: rare, and only then). PostgreSQL: the page's words as
+text (TOAST compresses it to less than half a stored ``tsvector``) with a GIN index over their
+``tsvector``, under the ``simple`` configuration (no stemming, no stop words: a library holds
+many languages, and the words are folded before they get here), ranked as bm25 without word
+counts ranks an AND of words: the page with fewer words first. Each page's cues are kept
+beside it, their words compressed against the job's stored result
+(sttwatch/store/searchpack.py).
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ def search_ddl(dialect: str, fts5: bool = True) -> list[str]:
             """CREATE TABLE IF NOT EXISTS search_docs (
                 id BIGSERIAL PRIMARY KEY, path TEXT NOT NULL, page INTEGER NOT NULL,
                 job_id BIGINT, model TEXT, recorded_at DOUBLE PRECISION,
-                speakers TEXT NOT NULL DEFAULT '', cues BYTEA NOT NULL, tsv TSVECTOR NOT NULL)""",
+                speakers TEXT NOT NULL DEFAULT '', cues BYTEA NOT NULL, words TEXT NOT NULL,
+                nwords INTEGER NOT NULL)""",
             "CREATE INDEX IF NOT EXISTS search_docs_path ON search_docs(path)",
-            "CREATE INDEX IF NOT EXISTS search_docs_tsv ON search_docs USING GIN (tsv)",
+            "CREATE INDEX IF NOT EXISTS search_docs_words ON search_docs USING GIN "
+            "(to_tsvector('simple', words))",
         ]
     return [
         """CREATE TABLE IF NOT EXISTS search_docs (
@@ -171,8 +175,8 @@ class SearchSql(SearchIndex):
                         pack_page(cues, source))
                 if self._pg:
                     self._x(x, "INSERT INTO search_docs (path, page, job_id, model, "
-                               "recorded_at, speakers, cues, tsv) VALUES (?, ?, ?, ?, ?, ?, ?, "
-                               "strip(to_tsvector('simple', ?)))", (*head, body))
+                               "recorded_at, speakers, cues, words, nwords) VALUES (?, ?, ?, "
+                               "?, ?, ?, ?, ?, ?)", (*head, body, len(body.split())))
                     continue
                 rowid = self._x(x, "INSERT INTO search_docs (path, page, job_id, model, "
                                    "recorded_at, speakers, cues) VALUES (?, ?, ?, ?, ?, ?, ?) "
@@ -182,7 +186,7 @@ class SearchSql(SearchIndex):
     def _migrate_search_to_5(self, x: Any) -> None:
         """Version 5: the index keeps no word positions, and a page's words are compressed
         against its job's stored result. Every page is read in its version-4 form and
-        indexed again (SQLite: a new FTS5 table; PostgreSQL: the tsvectors stripped)."""
+        indexed again (SQLite: a new FTS5 table; PostgreSQL: a GIN index over the words)."""
         there = ("SELECT to_regclass('search_docs') IS NOT NULL" if self._pg else
                  "SELECT COUNT(*) FROM sqlite_master WHERE name='search_docs'")
         if not self._x(x, there).fetchone()[0]:
@@ -192,17 +196,25 @@ class SearchSql(SearchIndex):
             self._x(x, "DROP TABLE IF EXISTS search_fts")
             for stmt in search_ddl("sqlite", has_fts5(x)):
                 self._x(x, stmt)
-        else:
-            self._x(x, "UPDATE search_docs SET tsv=strip(tsv)")
+        else:  # the tsvector column and its index go; the words replace them
+            self._x(x, "DROP INDEX IF EXISTS search_docs_tsv")
+            self._x(x, "ALTER TABLE search_docs DROP COLUMN IF EXISTS tsv")
+            self._x(x, "ALTER TABLE search_docs ADD COLUMN IF NOT EXISTS words TEXT NOT NULL "
+                       "DEFAULT ''")
+            self._x(x, "ALTER TABLE search_docs ADD COLUMN IF NOT EXISTS nwords INTEGER NOT "
+                       "NULL DEFAULT 0")
         fts = not self._pg and has_fts5(x)
         for rowid, job_id, blob in rows:
             cues = unpack_page(blob, None)  # the version-4 form: the cues themselves
             assert cues is not None
             self._x(x, "UPDATE search_docs SET cues=? WHERE id=?",
                     (pack_page(cues, self._result_json(x, job_id)), rowid))
+            body = body_of(cues)
             if fts:
-                self._x(x, "INSERT INTO search_fts(rowid, body) VALUES (?, ?)",
-                        (rowid, body_of(cues)))
+                self._x(x, "INSERT INTO search_fts(rowid, body) VALUES (?, ?)", (rowid, body))
+            elif self._pg:
+                self._x(x, "UPDATE search_docs SET words=?, nwords=? WHERE id=?",
+                        (body, len(body.split()), rowid))
 
     def drop_transcripts(self, paths: Iterable[str]) -> int:
         with self._tx() as x:
@@ -241,10 +253,11 @@ class SearchSql(SearchIndex):
                    f"ORDER BY d.recorded_at DESC, d.path, d.page{limit}")
             args += tail
         elif self._pg:
-            sql = ("SELECT d.id, ts_rank(d.tsv, q) AS score FROM search_docs d, "
-                   "to_tsquery('simple', ?) q WHERE d.tsv @@ q"
+            # bm25 with no word counts, as SQLite's: the shorter page first
+            sql = ("SELECT d.id, 1.0 / (1 + d.nwords) AS score FROM search_docs d WHERE "
+                   "to_tsvector('simple', d.words) @@ to_tsquery('simple', ?)"
                    + "".join(f" AND {w}" for w in where) +
-                   f" ORDER BY score DESC, d.path, d.page{limit}")
+                   f" ORDER BY d.nwords, d.path, d.page{limit}")
             args = [ts_query(spec.terms), *args, *tail]
         else:
             sql = ("SELECT d.id, -bm25(search_fts) AS score FROM search_fts JOIN "
@@ -257,8 +270,8 @@ class SearchSql(SearchIndex):
             self._ready(x)
             if self._pg and spec.terms:
                 # The words live out of line (TOAST), so the table looks small and the
-                # planner prefers reading it whole, unpacking every page's words: 120 ms on
-                # 10,000 transcripts, against a few ms through the GIN index.
+                # planner prefers reading it whole, cutting every page's words again: far
+                # slower on 10,000 transcripts than a few ms through the GIN index.
                 self._x(x, "SET LOCAL enable_seqscan = off")
             ranked = [(int(i), float(s)) for i, s in self._x(x, sql, args).fetchall()]
             sources: dict[int, bytes | None] = {}
