@@ -222,6 +222,7 @@ def as_version_4(store: SqlStore) -> None:
             assert cues is not None
             full[rowid] = " ".join(w for c in cues for w in words(c.text))
             store._x(x, "UPDATE search_docs SET cues=? WHERE id=?", (pack_cues(cues), rowid))
+        store._x(x, "ALTER TABLE search_docs DROP COLUMN pairs")
         if not isinstance(store, SqliteStore):
             store._x(x, "DROP INDEX search_docs_words")
             store._x(x, "ALTER TABLE search_docs DROP COLUMN words, DROP COLUMN nwords, "

@@ -3,6 +3,7 @@ and read back, and the subtitle and text files a reindex reads."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -10,8 +11,15 @@ import pytest
 from sttwatch.search.entries import subtitle_file_cues, text_file_cues
 from sttwatch.search.hits import clock, marked, snippet
 from sttwatch.search.query import QueryError, parse
-from sttwatch.store.search import IndexedCue, Term, words
-from sttwatch.store.searchpack import pack_cues, pack_page, unpack_cues, unpack_page
+from sttwatch.store.search import IndexedCue, Term, pairs_of, words
+from sttwatch.store.searchpack import (
+    may_hold,
+    pack_cues,
+    pack_page,
+    pack_pairs,
+    unpack_cues,
+    unpack_page,
+)
 from sttwatch.store.searchsql import fts5_query, ts_query
 
 
@@ -87,3 +95,13 @@ def test_a_page_packed_against_its_result_reads_back_and_goes_stale_with_it() ->
     assert unpack_page(blob, result.replace(b"budget", b"BUDGET")) is None  # result rewritten
     assert unpack_page(blob, None) is None  # the job is gone
     assert unpack_page(pack_page(cues, None), None) == cues  # nothing to pack against
+
+
+def test_pairs_of_next_words_are_told_apart_without_reading_the_page() -> None:
+    seq = [f"w{i * 7919 % 1000}" for i in range(1000)]
+    bloom = pack_pairs(seq)
+    assert len(bloom) <= 1000 * 6.24 / 8 + 8  # under a byte a word
+    assert all(may_hold(bloom, [(a, b)]) for a, b in itertools.pairwise(seq))
+    apart = [(seq[i], seq[i + 2]) for i in range(998)]
+    assert sum(may_hold(bloom, [p]) for p in apart) < 0.1 * len(apart)
+    assert pairs_of(parse('"a b c" d "e f"*').terms) == [("a", "b"), ("b", "c")]

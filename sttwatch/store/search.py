@@ -15,6 +15,7 @@ in the cues agree with what the engine matched, whatever language the transcript
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from abc import ABC, abstractmethod
@@ -47,7 +48,8 @@ def words(text: str) -> list[str]:
     return [w for w, _s, _e in word_spans(unicodedata.normalize("NFC", text))]
 
 
-def _page_words(cues: Sequence[IndexedCue]) -> list[str]:
+def page_words(cues: Sequence[IndexedCue]) -> list[str]:
+    """The page's folded words in order, across its cues."""
     out: list[str] = []
     for c in cues:
         # ASCII: lowering first cuts the same words and folds them as ``words`` does
@@ -73,10 +75,19 @@ def _occurs(term: Term, seq: Sequence[str]) -> bool:
     return any(w.startswith(first) for w in seq) if term.prefix else first in seq
 
 
+def pairs_of(terms: Sequence[Term]) -> list[tuple[str, str]]:
+    """The pairs of next words the terms need (a prefix's last word is no whole word)."""
+    out = []
+    for t in terms:
+        whole = t.words[:-1] if t.prefix else t.words
+        out += list(itertools.pairwise(whole))
+    return out
+
+
 def holds(cues: Sequence[IndexedCue], terms: Sequence[Term]) -> bool:
     """Whether every term occurs in the page, a phrase's words next to each other (across
     cue boundaries too): what the engine, which keeps no positions, cannot tell."""
-    seq = _page_words(cues)
+    seq = page_words(cues)
     return all(_occurs(t, seq) for t in terms)
 
 

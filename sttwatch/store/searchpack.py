@@ -17,6 +17,8 @@ else in the state.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import struct
 import zlib
@@ -127,3 +129,33 @@ def unpack_page(blob: bytes, result_json: bytes | None) -> tuple[IndexedCue, ...
                               " ".join(tokens[at_token:at_token + n])))
         at_token += n
     return tuple(out)
+
+
+PAIR_BITS = 6.24  # bits a pair: 5% false positives with 4 hashes (m/n = -ln p / ln(2)^2)
+_PAIR_HASHES = 4
+
+
+def _pair_bits(a: str, b: str, m: int) -> list[int]:
+    digest = hashlib.blake2b(f"{a} {b}".encode(), digest_size=8).digest()
+    h1, h2 = int.from_bytes(digest[:4], "big"), int.from_bytes(digest[4:], "big") | 1
+    return [(h1 + i * h2) % m for i in range(_PAIR_HASHES)]
+
+
+def pack_pairs(seq: Sequence[str]) -> bytes:
+    """A Bloom filter of the page's pairs of next words: a phrase whose pairs are not all in
+    it is not in the page, told without reading the page (most candidate pages of a phrase
+    of common words hold both words, but apart). 5% of the pages without a pair pass."""
+    pairs = set(itertools.pairwise(seq))
+    m = max(64, -(-int(len(pairs) * PAIR_BITS) // 8) * 8)
+    bits = bytearray(m // 8)
+    for a, b in pairs:
+        for k in _pair_bits(a, b, m):
+            bits[k >> 3] |= 1 << (k & 7)
+    return bytes(bits)
+
+
+def may_hold(bloom: bytes, pairs: Sequence[tuple[str, str]]) -> bool:
+    """False: some pair of next words is not in the page. True: it may be."""
+    m = len(bloom) * 8
+    return not m or all(bloom[k >> 3] >> (k & 7) & 1 for a, b in pairs
+                        for k in _pair_bits(a, b, m))

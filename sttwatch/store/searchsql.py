@@ -34,10 +34,12 @@ from .search import (
     SearchSpec,
     Term,
     holds,
+    page_words,
     pages,
+    pairs_of,
     words,
 )
-from .searchpack import pack_page, unpack_page
+from .searchpack import may_hold, pack_page, pack_pairs, unpack_page
 
 SEARCH_VERSION = 3  # the first schema version that may hold these tables
 POSITIONLESS_VERSION = 5  # the one that dropped their word positions and copied cue words
@@ -54,8 +56,8 @@ def search_ddl(dialect: str, fts5: bool = True) -> list[str]:
             """CREATE TABLE IF NOT EXISTS search_docs (
                 id BIGSERIAL PRIMARY KEY, path TEXT NOT NULL, page INTEGER NOT NULL,
                 job_id BIGINT, model TEXT, recorded_at DOUBLE PRECISION,
-                speakers TEXT NOT NULL DEFAULT '', cues BYTEA NOT NULL, words TEXT NOT NULL,
-                nwords INTEGER NOT NULL)""",
+                speakers TEXT NOT NULL DEFAULT '', cues BYTEA NOT NULL, pairs BYTEA,
+                words TEXT NOT NULL, nwords INTEGER NOT NULL)""",
             "CREATE INDEX IF NOT EXISTS search_docs_path ON search_docs(path)",
             "CREATE INDEX IF NOT EXISTS search_docs_words ON search_docs USING GIN "
             "(to_tsvector('simple', words))",
@@ -64,7 +66,7 @@ def search_ddl(dialect: str, fts5: bool = True) -> list[str]:
         """CREATE TABLE IF NOT EXISTS search_docs (
             id INTEGER PRIMARY KEY, path TEXT NOT NULL, page INTEGER NOT NULL,
             job_id INTEGER, model TEXT, recorded_at REAL,
-            speakers TEXT NOT NULL DEFAULT '', cues BLOB NOT NULL)""",
+            speakers TEXT NOT NULL DEFAULT '', cues BLOB NOT NULL, pairs BLOB)""",
         "CREATE INDEX IF NOT EXISTS search_docs_path ON search_docs(path)",
         *(["CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(body, content='', "
            "detail=none, tokenize='unicode61 remove_diacritics 0')",
@@ -165,22 +167,23 @@ class SearchSql(SearchIndex):
                            "('delete', ?, ?)", (rowid, " ".join(terms)))
 
     def index_transcript(self, doc: IndexedTranscript) -> None:
-        parts = [(body_of(p), speakers_of(p), p) for p in pages(doc.cues)]
+        parts = [(body_of(p), speakers_of(p), p, pack_pairs(page_words(p)))
+                 for p in pages(doc.cues)]
         with self._tx() as x:
             self._ready(x)
             self._drop_search(x, doc.path)
             source = self._result_json(x, doc.job_id)
-            for n, (body, speakers, cues) in enumerate(parts):
+            for n, (body, speakers, cues, pairs) in enumerate(parts):
                 head = (doc.path, n, doc.job_id, doc.model, doc.recorded_at, speakers,
-                        pack_page(cues, source))
+                        pack_page(cues, source), pairs)
                 if self._pg:
                     self._x(x, "INSERT INTO search_docs (path, page, job_id, model, "
-                               "recorded_at, speakers, cues, words, nwords) VALUES (?, ?, ?, "
-                               "?, ?, ?, ?, ?, ?)", (*head, body, len(body.split())))
+                               "recorded_at, speakers, cues, pairs, words, nwords) VALUES (?, "
+                               "?, ?, ?, ?, ?, ?, ?, ?, ?)", (*head, body, len(body.split())))
                     continue
                 rowid = self._x(x, "INSERT INTO search_docs (path, page, job_id, model, "
-                                   "recorded_at, speakers, cues) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                                   "RETURNING id", head).fetchone()[0]
+                                   "recorded_at, speakers, cues, pairs) VALUES (?, ?, ?, ?, ?, ?, "
+                                   "?, ?) RETURNING id", head).fetchone()[0]
                 self._x(x, "INSERT INTO search_fts(rowid, body) VALUES (?, ?)", (rowid, body))
 
     def _migrate_search_to_5(self, x: Any) -> None:
@@ -192,6 +195,7 @@ class SearchSql(SearchIndex):
         if not self._x(x, there).fetchone()[0]:
             return
         rows = self._x(x, "SELECT id, job_id, cues FROM search_docs").fetchall()
+        self._x(x, f"ALTER TABLE search_docs ADD COLUMN pairs {'BYTEA' if self._pg else 'BLOB'}")
         if not self._pg:
             self._x(x, "DROP TABLE IF EXISTS search_fts")
             for stmt in search_ddl("sqlite", has_fts5(x)):
@@ -207,8 +211,9 @@ class SearchSql(SearchIndex):
         for rowid, job_id, blob in rows:
             cues = unpack_page(blob, None)  # the version-4 form: the cues themselves
             assert cues is not None
-            self._x(x, "UPDATE search_docs SET cues=? WHERE id=?",
-                    (pack_page(cues, self._result_json(x, job_id)), rowid))
+            self._x(x, "UPDATE search_docs SET cues=?, pairs=? WHERE id=?",
+                    (pack_page(cues, self._result_json(x, job_id)),
+                     pack_pairs(page_words(cues)), rowid))
             body = body_of(cues)
             if fts:
                 self._x(x, "INSERT INTO search_fts(rowid, body) VALUES (?, ?)", (rowid, body))
@@ -275,23 +280,25 @@ class SearchSql(SearchIndex):
                 self._x(x, "SET LOCAL enable_seqscan = off")
             ranked = [(int(i), float(s)) for i, s in self._x(x, sql, args).fetchall()]
             sources: dict[int, bytes | None] = {}
-            step = max(spec.limit, 20)
-            for at in range(0, len(ranked), step):
+            at, step = 0, max(spec.limit, 20)
+            while at < len(ranked) and len(out) < spec.limit:
                 out += self._read_pages(x, ranked[at:at + step], spec, sources)
-                if len(out) >= spec.limit:
-                    break
+                at, step = at + step, min(step * 4, 2000)  # most were not it: read on faster
         return out[:spec.limit]
 
     def _read_pages(self, x: Any, ranked: Sequence[tuple[int, float]], spec: SearchSpec,
                     sources: dict[int, bytes | None]) -> list[PageHit]:
         """These pages, in this order, with their cues; those holding every term only."""
         ids = [i for i, _s in ranked]
+        need = pairs_of(spec.terms)
         rows = {int(r[0]): r for r in self._x(
-            x, "SELECT id, path, job_id, model, recorded_at, cues FROM search_docs WHERE id "
-               f"IN ({', '.join('?' * len(ids))})", ids).fetchall()}
+            x, "SELECT id, path, job_id, model, recorded_at, cues, pairs FROM search_docs "
+               f"WHERE id IN ({', '.join('?' * len(ids))})", ids).fetchall()}
         out = []
         for rowid, score in ranked:
-            _i, path, job_id, model, recorded_at, blob = rows[rowid]
+            _i, path, job_id, model, recorded_at, blob, pairs = rows[rowid]
+            if need and pairs is not None and not may_hold(bytes(pairs), need):
+                continue
             job = None if job_id is None else int(job_id)
             if job is not None and job not in sources:
                 sources[job] = self._result_json(x, job)
