@@ -69,11 +69,12 @@ class Finisher:
 
     def run_once(self) -> float:
         now = self.clock()
-        for job in self.store.claim_finish(self.owner, now, self.lease, 16):
+        claim = self.store.claim_finish_due(self.owner, now, self.lease, 16)
+        for job in claim.jobs:
             self.finish(job)
-        now = self.clock()
-        return sleep_for(now, [self.store.next_due(State.FETCHED, None, self.owner)],
-                         floor=0.05)
+        # Read with the claim (the jobs it took count from a lease ahead, a deferred one
+        # only later); a result stored meanwhile wakes this loop (wake_finish).
+        return sleep_for(self.clock(), [claim.next_due], floor=0.05)
 
     def finish(self, job: Job) -> None:
         """A result stored before this finisher started (a crash, a takeover) or whose write

@@ -75,7 +75,8 @@ class Poller:
             room = max(0, 4 * self.settings.poll_workers - len(self._fetching))
         owner, lease = self.settings.owner, self.settings.lease
         open_kinds = [k for k, t in self.throttles.items() if not t.paused]
-        for job in self.store.claim_poll(owner, now, lease, room, self.volatile, open_kinds):
+        claim = self.store.claim_poll_due(owner, now, lease, room, self.volatile, open_kinds)
+        for job in claim.jobs:
             due[job.id] = job
         probes: set[int] = set()
         for kind, throttle in self.throttles.items():  # a paused backend's polls wait, but
@@ -92,14 +93,14 @@ class Poller:
                     continue
                 self._fetching.add(job.id)
             self._pool.submit(self._fetch_guarded, job, job.id in probes)
-        return self._sleep_hint(open_kinds)
+        return self._sleep_hint(claim.next_due)
 
-    def _sleep_hint(self, open_kinds: list[str]) -> float:
+    def _sleep_hint(self, open_due: float | None) -> float:
         """Until the next poll this daemon may make: one of an open backend that is due
-        (another daemon's counts from when its lease runs out), or a paused backend's next
-        probe if it has a task waiting."""
+        (``open_due``, read with the claim; another daemon's counts from when its lease runs
+        out), or a paused backend's next probe if it has a task waiting."""
         now, owner = self.clock(), self.settings.owner
-        due = [self.store.next_due(State.PENDING, open_kinds, owner)]
+        due = [open_due]
         for kind, throttle in self.throttles.items():
             if throttle.paused:
                 nxt = self.store.next_due(State.PENDING, [kind], owner)

@@ -268,6 +268,24 @@ def test_claim_poll_takes_own_due_jobs_and_pushes_them_a_lease_ahead(store: Stor
     assert get(store, A).next_at == 105.0 and get(store, A).polls == 1
 
 
+def test_a_claim_says_when_the_next_job_is_due_in_its_own_transaction(store: Store) -> None:
+    submitted(store, A, "gen-A")  # first poll due at 101
+    early = store.claim_poll_due(ME, 100.5, LEASE, 10, [], ["aimlapi"])
+    assert early.jobs == [] and early.next_due == 101.0
+    taken = store.claim_poll_due(ME, 101.0, LEASE, 10, [], ["aimlapi"])
+    assert [j.path for j in taken.jobs] == [A] and taken.next_due == 101.0 + LEASE
+    # Another daemon counts this one's row from when the lease runs out.
+    assert store.claim_poll_due(OTHER, 102.0, LEASE, 10, [], ["aimlapi"]).next_due == \
+        101.0 + LEASE
+    assert store.claim_poll_due(ME, 102.0, LEASE, 10, [], []).next_due is None
+    assert store.claim_finish_due(ME, 102.0, LEASE, 10).next_due is None
+    (job,) = taken.jobs
+    assert store.set_fetched(job, RESULT, 103.0, 2.0) is not None
+    done = store.claim_finish_due(ME, 103.0, LEASE, 10)
+    assert [j.path for j in done.jobs] == [A] and done.next_due == 103.0 + LEASE
+    assert store.claim_finish_due(ME, 104.0, LEASE, 10).jobs == []
+
+
 def test_another_daemon_takes_over_durable_ids_only_when_the_lease_ran_out(
         store: Store) -> None:
     submitted(store, A, "gen-A", plan=API)

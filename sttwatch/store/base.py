@@ -17,7 +17,7 @@ from typing import Any
 
 from ..timeline import Timeline
 from .keys import WatchKeys
-from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
+from .model import Admission, Claim, DaemonInfo, Job, OutboxEvent, Plan, State
 
 
 class Store(ABC):
@@ -136,6 +136,12 @@ class Store(ABC):
         moves a lease ahead while the fetch runs, so no loop takes them twice."""
 
     @abstractmethod
+    def claim_poll_due(self, owner: str, now: float, lease: float, limit: int,
+                       volatile: Iterable[str], backends: Sequence[str]) -> Claim:
+        """``claim_poll``, and then ``next_due(PENDING, backends, owner)`` in the same
+        transaction."""
+
+    @abstractmethod
     def by_generation_id(self, owner: str, generation_id: str) -> Job | None: ...
 
     @abstractmethod
@@ -153,6 +159,11 @@ class Store(ABC):
     @abstractmethod
     def claim_finish(self, owner: str, now: float, lease: float, limit: int) -> list[Job]:
         """Due fetched jobs this daemon owns or whose owner's lease ran out."""
+
+    @abstractmethod
+    def claim_finish_due(self, owner: str, now: float, lease: float, limit: int) -> Claim:
+        """``claim_finish``, and then ``next_due(FETCHED, None, owner)`` in the same
+        transaction."""
 
     @abstractmethod
     def defer(self, job: Job, until: float, reason: str, now: float) -> bool:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ..timeline import Timeline
 from .keys import WatchKeys
-from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
+from .model import Admission, Claim, DaemonInfo, Job, OutboxEvent, Plan, State
 
 
 class JobStore(Protocol):
@@ -66,6 +66,9 @@ class JobStore(Protocol):
     def claim_poll(self, owner: str, now: float, lease: float, limit: int,
                    volatile: Iterable[str], backends: Sequence[str]) -> list[Job]: ...
 
+    def claim_poll_due(self, owner: str, now: float, lease: float, limit: int,
+                       volatile: Iterable[str], backends: Sequence[str]) -> Claim: ...
+
     def by_generation_id(self, owner: str, generation_id: str) -> Job | None: ...
 
     def schedule_poll(self, job: Job, next_at: float, now: float) -> bool: ...
@@ -76,6 +79,8 @@ class JobStore(Protocol):
     def recent_service_seconds(self, n: int = 32) -> list[float]: ...
 
     def claim_finish(self, owner: str, now: float, lease: float, limit: int) -> list[Job]: ...
+
+    def claim_finish_due(self, owner: str, now: float, lease: float, limit: int) -> Claim: ...
 
     def defer(self, job: Job, until: float, reason: str, now: float) -> bool: ...
 
