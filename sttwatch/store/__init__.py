@@ -20,12 +20,13 @@ from .model import (
     Job,
     OutboxEvent,
     Plan,
+    Spend,
     State,
 )
 from .roles import DaemonRegistry, JobStore, Outbox, SpendLedger
 
 __all__ = ["CLAIMED", "UNFINISHED", "Admission", "Claim", "DaemonInfo", "DaemonRegistry", "Job",
-           "JobStore", "Outbox", "OutboxEvent", "Plan", "SpendLedger", "State", "Store",
+           "JobStore", "Outbox", "OutboxEvent", "Plan", "Spend", "SpendLedger", "State", "Store",
            "StoreError", "StoreLocked", "StoreMissing", "StoreUnavailable", "durably",
            "open_store"]
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ..timeline import Timeline
 from .keys import WatchKeys
-from .model import Admission, Claim, DaemonInfo, Job, OutboxEvent, Plan, State
+from .model import Admission, Claim, DaemonInfo, Job, OutboxEvent, Plan, Spend, State
 
 
 class JobStore(Protocol):
@@ -48,7 +48,8 @@ class JobStore(Protocol):
 
     def set_pending(self, job: Job, generation_id: str, now: float, first_poll_at: float,
                     cost: Mapping[str, str] | None, sha256: str | None = None,
-                    timeline: Timeline | None = None) -> Job | None: ...
+                    timeline: Timeline | None = None, spend: Spend | None = None
+                    ) -> Job | None: ...
 
     def find_result(self, sha256: str, backend: str, exclude: int) -> Job | None: ...
 

@@ -19,7 +19,7 @@ from ..timeline import Timeline, from_text, to_text
 from .base import Store
 from .errors import StoreError
 from .keys import WatchKeys
-from .model import Admission, Claim, DaemonInfo, Job, OutboxEvent, Plan, State
+from .model import Admission, Claim, DaemonInfo, Job, OutboxEvent, Plan, Spend, State
 from .packing import pack, unpack_result
 from .searchsql import SearchSql, has_fts5, search_ddl
 
@@ -471,7 +471,8 @@ class SqlStore(SearchSql, Store):
 
     def set_pending(self, job: Job, generation_id: str, now: float, first_poll_at: float,
                     cost: Mapping[str, str] | None, sha256: str | None = None,
-                    timeline: Timeline | None = None) -> Job | None:
+                    timeline: Timeline | None = None, spend: Spend | None = None
+                    ) -> Job | None:
         fence, args = self._fence(job)
         with self._tx() as x:
             got = self._returning(
@@ -480,6 +481,9 @@ class SqlStore(SearchSql, Store):
                    + fence,
                 (generation_id, now, first_poll_at, json.dumps(dict(cost)) if cost else None,
                  sha256, to_text(timeline), now, job.id, *args))
+            if spend is not None:
+                self._add_spend(x, spend.day, spend.usd, spend.audio_seconds, spend.creates,
+                                now)
         return got[0] if got else None
 
     def find_result(self, sha256: str, backend: str, exclude: int) -> Job | None:
