@@ -193,6 +193,9 @@ class Poller:
                 lambda: self.store.set_fetched(job, result, now, sample))
             if fetched is not None:
                 self.outcomes.wake_finish.set()
+                # Its slot is free now (a fetched job is not in flight): the next create
+                # need not wait for the transcript to be written.
+                self.outcomes.wake_submit.set()
             else:
                 bound.warning("lease_lost", stage="poll")
 
