@@ -108,8 +108,9 @@ class Poller:
         return sleep_for(now, due)
 
     def _fetch_guarded(self, job: Job, probe: bool = False) -> None:
+        stored = False
         try:
-            self._fetch(job, probe)
+            stored = self._fetch(job, probe)
         except StoreUnavailable as exc:
             # The answer could not be stored: fetch it again once the store takes writes
             # (the stage loops say when it is away and when it is back).
@@ -127,10 +128,13 @@ class Poller:
             with self._lock:
                 self._fetching.discard(job.id)
             # The loop went to sleep while this fetch ran (the claim had moved the job a
-            # lease ahead): it must look again at when the job is due now.
-            self.wake.set()
+            # lease ahead): it must look again at when the job is due now, unless the job
+            # is no longer pending (its result stored: a poll-loop turn per file saved).
+            if not stored:
+                self.wake.set()
 
-    def _fetch(self, job: Job, probe: bool = False) -> None:
+    def _fetch(self, job: Job, probe: bool = False) -> bool:
+        """Fetch one task; True when its result is stored (the job left this stage)."""
         assert job.generation_id is not None
         gen = job.generation_id
         bound = log.bind(job_id=job.id, path=job.path, generation_id=gen, attempt=job.attempts)
@@ -140,32 +144,32 @@ class Poller:
         throttle = self.throttles.get(job.backend or "")
         if backend is None or throttle is None:  # its backend is no longer configured
             self.outcomes.retry_or_fail(job, f"backend {job.backend} is gone")
-            return
+            return False
         if throttle.paused and not probe:  # queued before the pause: it waits with the rest
             self.store.schedule_poll(job, now, now)
-            return
+            return False
         try:
             status = backend.fetch(gen)
         except ExpiredError as exc:
             self._last_miss.pop(job.id, None)
             self.outcomes.retry_or_fail(job, f"service forgot the task: {exc}")
-            return
+            return False
         except AuthError as exc:
             throttle.refuse(exc)
             self.store.schedule_poll(job, self.clock() + 5.0, self.clock())
-            return
+            return False
         except PermanentError as exc:
             self.outcomes.fail(job, f"cannot read the task's answer: {exc}")
-            return
+            return False
         except TransientError as exc:
             if age > self.settings.job_timeout:
                 self.outcomes.retry_or_fail(job, f"no answer after {age:.0f} s: {exc}")
-                return
+                return False
             hinted = exc.retry_after
             delay = min(300.0, hinted) if hinted is not None else min(60.0, max(2.0, age / 4))
             bound.warning("fetch_failed", error=str(exc), retry_in=round(delay, 1))
             self.store.schedule_poll(job, self.clock() + delay, self.clock())
-            return
+            return False
         throttle.accepted(sent_at=now, create=False)
         now = self.clock()
         if status.state is TaskState.RUNNING:
@@ -174,7 +178,7 @@ class Poller:
             if age > self.settings.job_timeout:
                 self._last_miss.pop(job.id, None)
                 self.outcomes.retry_or_fail(job, f"not finished after {age:.0f} s")
-                return
+                return False
             self._last_miss[job.id] = age
             self.store.schedule_poll(job, now + self.schedule.next_delay(age), now)
         elif status.state is TaskState.FAILED:
@@ -196,8 +200,9 @@ class Poller:
                 # Its slot is free now (a fetched job is not in flight): the next create
                 # need not wait for the transcript to be written.
                 self.outcomes.wake_submit.set()
-            else:
-                bound.warning("lease_lost", stage="poll")
+                return True
+            bound.warning("lease_lost", stage="poll")
+        return False
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
