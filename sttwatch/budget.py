@@ -263,6 +263,11 @@ class Budget:
                         action="to the local engine" if self._local is not None else
                         "paused; jobs stay queued until the reset")
 
+    def books_into(self, store: object) -> bool:
+        """Whether the ledger is ``store`` (the daemon's), so a booking can share a job's
+        transaction; ``transcribe`` runs its jobs in a store of its own."""
+        return self.store is store
+
     def spend_of(self, plan: Plan, est: Estimate, cost: Mapping[str, str] | None,
                  booked_on: str | None = None) -> Spend | None:
         """What an accepted create books (the service's word over our estimate; for an

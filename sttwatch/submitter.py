@@ -206,10 +206,12 @@ class Submitter:
             made = True
             throttle.accepted(sent_at=sent)
             now = self.clock()
-            # Booked with the id, even for an orphaned task: it was paid for.
+            # Booked with the id, even for an orphaned task: it was paid for (in the same
+            # transaction when the ledger is this store; ``transcribe`` keeps its jobs apart).
             spend = self.budget.spend_of(plan, decision.estimate, created.cost,
                                          decision.booked_on) \
-                if isinstance(decision, Go) and self.budget is not None else None
+                if isinstance(decision, Go) and self.budget is not None and \
+                self.budget.books_into(self.store) else None
             pending = self.outcomes.durably(lambda: self.store.set_pending(
                 job, created.generation_id, now, now + self.schedule.first_delay(),
                 created.cost, digest, created.timeline, spend))
