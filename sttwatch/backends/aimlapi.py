@@ -252,7 +252,8 @@ def _body_length(data: Any) -> int | None:
 def pool_for(base_url: str, maxsize: int = 8) -> urllib3.PoolManager:
     """The connection pool for ``base_url``: through the proxy the environment names for it
     (``no_proxy`` honoured, as requests reads it), verified against ``REQUESTS_CA_BUNDLE`` /
-    ``CURL_CA_BUNDLE`` or certifi's bundle. Read once, not on every request."""
+    ``CURL_CA_BUNDLE`` or certifi's bundle. Read once, not on every request. ``maxsize``
+    covers the threads that share it (the submitter and the poll workers)."""
     proxies = requests.utils.get_environ_proxies(base_url)
     proxy = proxies.get(urlsplit(base_url).scheme) or proxies.get("all")
     ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or \
