@@ -1,9 +1,9 @@
 """Issue 24's table in one command: each row against its goal, with the load average beside it.
 
     python bench/issue24.py            # full sizes (1,000 files, 100,000 done, 10,000 state
-                                       # jobs, 300 files on 1/2/3 daemons): about 15 minutes
+                                       # jobs, 300 files on 1/2/3/4 daemons): about 16 minutes
     python bench/issue24.py --quick    # 200 files, 10,000 done, 1,000 state jobs (x10),
-                                       # 300 files on 1/2/3 daemons: about 6 minutes
+                                       # 300 files on 1/2/3/4 daemons: about 7 minutes
 
 Single-daemon rows come from bench/overhead.py's parts (throughput, library, state); the
 multi-host rows from bench/multi_host.py's runs on PostgreSQL (each run in a database made for
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller sizes (see the docstring)")
     p.add_argument("--only", default="throughput,library,state,hosts",
                    help="comma-separated parts (default: all)")
-    p.add_argument("--hosts", default="1,2,3", help="daemon counts on PostgreSQL")
+    p.add_argument("--hosts", default="1,2,3,4", help="daemon counts on PostgreSQL")
     p.add_argument("--host-files", type=int, default=300, help="files for the multi-host runs")
     p.add_argument("--pg", default=os.environ.get(
         "STTWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"))
@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[hosts] {k} daemon(s) on PostgreSQL, {a.host_files} files", flush=True)
             r = multi_host.run_once(args, "postgres", k, True)
             print(f"  done {r.done}/{a.host_files}, exit {r.exit_codes}, span {r.span}, "
-                  f"xacts {r.xacts}, cpu {r.cpu:.2f} s; load {overhead.loadavg()}", flush=True)
+                  f"xacts {r.xacts}, cpu {r.cpu:.2f} s, PostgreSQL cpu "
+                  f"{'n/a' if r.pg_cpu is None else f'{r.pg_cpu:.2f} s'}; "
+                  f"load {overhead.loadavg()}", flush=True)
             hosts.append(r)
         loads.append(f"hosts {overhead.loadavg()}")
 
@@ -101,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         out.append(f"| daemon CPU per file, {ks} daemons (all daemons together) | flat in the "
                    f"daemons | {' / '.join(f'{x:.1f}' for x in cpus)} ms | "
                    f"{'yes' if max(cpus) <= 1.2 * min(cpus) else 'NO'} |")
+        if all(r.pg_cpu is not None for r in hosts):
+            out.append(f"| PostgreSQL's own CPU per file (its backends for the run), {ks} "
+                       f"daemons | (reported) | "
+                       f"{' / '.join(f'{1000 * (r.pg_cpu or 0) / n:.1f}' for r in hosts)} ms |"
+                       f" |")
+        files_s = [n / r.wall for r in hosts]
+        out.append(f"| files per second (launch -> last transcript), {ks} daemons | "
+                   f"bound {n / ideal:.2f} | {' / '.join(f'{x:.2f}' for x in files_s)} | |")
         if any(r.done != n or any(c != 0 for c in r.exit_codes) for r in hosts):
             out.append("| WARNING | a multi-host run did not finish every file cleanly | | |")
     if "startup_cpu" in v:

@@ -4,8 +4,8 @@ The fake service (tests/fake_service.py) runs in this process with ``task_second
 concurrency limit L; N fake recordings are written to one temporary inbox that every daemon
 watches. Each daemon is a real ``sttwatch run`` subprocess with its own ``daemon.host_id``;
 the bench waits until every transcript is on disk, then stops the daemons with SIGTERM and
-reaps each with ``os.wait4`` for its CPU time. Runs: PostgreSQL with 1, 2 and 3 daemons, and
-the SQLite store with 1 daemon. Reported per run:
+reaps each with ``os.wait4`` for its CPU time. Runs: PostgreSQL with 1, 2, 3 and 4 daemons,
+and the SQLite store with 1 daemon. Reported per run:
 
 * files per second, launch of the first daemon to the last transcript written (file mtime),
   and that wall time next to the ideal bound ceil(N/L) x T; also the span from the first
@@ -17,7 +17,11 @@ the SQLite store with 1 daemon. Reported per run:
   bench's own reads are not in it); statements per file would need ``pg_stat_statements``,
   which must be preloaded by the server and usually is not. SQLite gives no such counter
   from outside the daemon, so it has none;
-* daemon CPU seconds per file: user + sys of every daemon process, summed.
+* daemon CPU seconds per file: user + sys of every daemon process, summed;
+* PostgreSQL's own CPU per file: user + sys of the server processes serving the run's
+  database (``pg_stat_activity``), read from ``/proc`` every half second while they live,
+  so only when the server runs on this machine; the shared background processes (WAL
+  writer, checkpointer, autovacuum) are not in it.
 
 ``api.max_in_flight`` is split so the daemons together keep at most L tasks in flight
 (``--in-flight split``, the default: 32 -> 32 / 16+16 / 11+11+10), or each daemon gets L
@@ -69,6 +73,7 @@ class RunResult:
     cpu: float  # user + sys, all daemons
     exit_codes: tuple[int, ...]
     xacts: int | None  # PostgreSQL transactions during the run
+    pg_cpu: float | None = None  # the run's server processes, user + sys
 
 
 def split_in_flight(total: int, daemons: int, mode: str) -> tuple[int, ...]:
@@ -90,6 +95,22 @@ def xact_commit(admin_url: str, dbname: str) -> int:
         row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s",
                            (dbname,)).fetchone()
     return int(row[0]) if row else 0
+
+
+def backend_cpu(admin_url: str, dbname: str, seen: dict[int, float]) -> None:
+    """Update ``seen`` (server pid -> CPU seconds so far) for the backends of ``dbname``."""
+    import psycopg
+    tick = os.sysconf("SC_CLK_TCK")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        pids = [int(r[0]) for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (dbname,)).fetchall()]
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:  # another machine's server, or the backend just ended
+            continue
+        seen[pid] = (int(fields[11]) + int(fields[12])) / tick
 
 
 def settle_stats(admin_url: str, dbname: str, timeout: float = 15.0) -> int:
@@ -174,15 +195,22 @@ def run_once(args: argparse.Namespace, label: str, daemons: int, pg: bool) -> Ru
                         stdout=fh, stderr=fh, env=env))
             deadline = time.monotonic() + args.timeout
             finished = None
+            server: dict[int, float] = {}
+            next_look = 0.0
             while time.monotonic() < deadline:
                 finished = last_written(outputs)
                 if finished is not None or any(p.poll() is not None for p in procs):
                     break
+                if pg and time.monotonic() >= next_look:
+                    backend_cpu(admin, dbname, server)
+                    next_look = time.monotonic() + 0.5
                 time.sleep(0.2)
             if finished is None:
                 finished = time.time()
             # Let every daemon record its last transitions before stopping it.
             time.sleep(args.grace)
+            if pg:
+                backend_cpu(admin, dbname, server)
             cpu = 0.0
             codes = []
             for p in procs:
@@ -207,7 +235,7 @@ def run_once(args: argparse.Namespace, label: str, daemons: int, pg: bool) -> Ru
             span = finished - (creates[0].time + offset) if creates else None
             return RunResult(label, daemons, in_flight, finished - launched, span, done,
                              len(creates), svc.max_running_seen, tuple(shares), cpu,
-                             tuple(codes), xacts)
+                             tuple(codes), xacts, sum(server.values()) if server else None)
     finally:
         if pg:
             import psycopg
@@ -228,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pg", default=os.environ.get(
         "STTWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
         help="a PostgreSQL URL allowed to create databases; each run gets its own")
-    p.add_argument("--hosts", default="1,2,3", help="daemon counts on PostgreSQL")
+    p.add_argument("--hosts", default="1,2,3,4", help="daemon counts on PostgreSQL")
     p.add_argument("--timeout", type=float, default=300.0, help="per run (default 300 s)")
     p.add_argument("--grace", type=float, default=1.0,
                    help="seconds between the last transcript and SIGTERM (default 1)")
@@ -247,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                                      for k in args.hosts.split(",")]
     head = (f"{'store':<8} {'daemons':>7} {'in flight':>10} {'wall s':>7} {'ideal s':>7} "
             f"{'xideal':>6} {'span s':>6} {'files/s':>7} {'ideal/s':>7} {'done':>5} "
-            f"{'creates/f':>9} {'maxrun':>6} {'xacts/f':>7} {'cpu ms/f':>8} {'shares':>12} "
+            f"{'creates/f':>9} {'maxrun':>6} {'xacts/f':>7} {'cpu ms/f':>8} {'pg ms/f':>7} "
+            f"{'shares':>12} "
             f"{'exit':>6}")
     print(head, flush=True)
     results = []
@@ -256,10 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         sp = f"{r.span:6.1f}" if r.span is not None else f"{'n/a':>6}"
         xa = f"{r.xacts / n:7.1f}" if r.xacts is not None else f"{'n/a':>7}"
+        pc = f"{1000 * r.pg_cpu / n:7.1f}" if r.pg_cpu is not None else f"{'n/a':>7}"
         print(f"{r.label:<8} {r.daemons:>7} {'+'.join(map(str, r.in_flight)):>10} "
               f"{r.wall:7.1f} {ideal:7.1f} {r.wall / ideal:6.2f} {sp} {n / r.wall:7.2f} "
               f"{n / ideal:7.2f} {r.done:>5} {r.creates / n:9.2f} {r.max_running:>6} {xa} "
-              f"{1000 * r.cpu / n:8.1f} {'/'.join(map(str, r.shares)):>12} "
+              f"{1000 * r.cpu / n:8.1f} {pc} {'/'.join(map(str, r.shares)):>12} "
               f"{','.join(map(str, r.exit_codes)):>6}", flush=True)
     bad = [r for r in results if r.done != n or any(c != 0 for c in r.exit_codes)]
     if bad:

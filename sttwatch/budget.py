@@ -25,7 +25,7 @@ import structlog
 
 from .config import ApiConfig, BudgetConfig
 from .errors import AuthError, CreditsExhausted
-from .store import Job, Plan, SpendLedger, durably
+from .store import Job, Plan, Spend, SpendLedger, durably
 
 log = structlog.get_logger("sttwatch.budget")
 
@@ -265,25 +265,44 @@ class Budget:
                         action="to the local engine" if self._local is not None else
                         "paused; jobs stay queued until the reset")
 
+    def books_into(self, store: object) -> bool:
+        """Whether the ledger is ``store`` (the daemon's), so a booking can share a job's
+        transaction; ``transcribe`` runs its jobs in a store of its own."""
+        return self.store is store
+
+    def spend_of(self, plan: Plan, est: Estimate, cost: Mapping[str, str] | None,
+                 booked_on: str | None = None) -> Spend | None:
+        """What an accepted create books (the service's word over our estimate; for an
+        estimate booked before the create, on ``booked_on``, only the difference); None:
+        nothing. The submitter hands it to ``set_pending``, one transaction for both."""
+        if plan.backend not in self.paid:
+            return None
+        said = cost_usd(cost, self.api.credits_per_usd)
+        usd = est.usd if said is None else said
+        if booked_on is not None:
+            return Spend(booked_on, usd - est.usd, 0.0, 0) if usd != est.usd else None
+        if not usd and not est.seconds:
+            return None
+        return Spend(utc_day(self.clock()), usd, est.seconds, 1)
+
     def charged(self, job: Job, plan: Plan, est: Estimate,
-                cost: Mapping[str, str] | None, booked_on: str | None = None) -> float:
-        """A create was accepted: book what it cost (the service's word over our estimate;
-        for an estimate booked before the create, on ``booked_on``, only the difference)."""
+                cost: Mapping[str, str] | None, booked_on: str | None = None, *,
+                booked: Spend | None = None) -> float:
+        """A create was accepted: count it, and book what it cost unless ``booked`` says
+        it is booked already (with the job's ``set_pending``)."""
         now = self.clock()
         if self.meter is not None:
             pickup = now - job.created_at if job.attempts <= 1 else None
             self.meter.submitted(job.size, est.seconds, pickup)
         if plan.backend not in self.paid:
             return 0.0
-        said = cost_usd(cost, self.api.credits_per_usd)
-        usd = est.usd if said is None else said
-        if booked_on is not None:
-            if usd != est.usd:
-                durably(lambda: self.store.adjust_spend(booked_on, usd - est.usd, 0.0, 0, now))
-        elif not usd and not est.seconds:
-            return 0.0  # nothing to book: no transaction
-        else:
-            durably(lambda: self.store.add_spend(utc_day(now), usd, est.seconds, now))
+        spend = booked or self.spend_of(plan, est, cost, booked_on)
+        if spend is None:
+            return 0.0 if booked_on is None else est.usd  # nothing to book: no transaction
+        usd = spend.usd + (est.usd if booked_on is not None else 0.0)
+        if booked is None:
+            durably(lambda: self.store.adjust_spend(spend.day, spend.usd, spend.audio_seconds,
+                                                    spend.creates, now))
         log.debug("charged", job_id=job.id, usd=usd, estimated_usd=round(est.usd, 6),
                   audio_seconds=round(est.seconds, 2), duration_from=est.how)
         return usd

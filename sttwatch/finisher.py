@@ -77,12 +77,15 @@ class Finisher:
 
     def run_once(self) -> float:
         now = self.clock()
-        for job in self.store.claim_finish(self.owner, now, self.lease, 16):
+        claim = self.store.claim_finish_due(self.owner, now, self.lease, 16)
+        for job in claim.jobs:
             self.finish(job)
         now = self.clock()
         if self.owed and now >= self._owed_at:
             self._tidy_owed()
-        due = [self.store.next_due(State.FETCHED, None, self.owner)]
+        # Read with the claim (the jobs it took count from a lease ahead, a deferred one
+        # only later); a result stored meanwhile wakes this loop (wake_finish).
+        due = [claim.next_due]
         return sleep_for(now, [*due, self._owed_at] if self.owed else due, floor=0.05)
 
     def finish(self, job: Job) -> None:

@@ -22,7 +22,7 @@ from .hooks import Completions
 from .outputs import language_of
 from .plan import Planner
 from .sharefile import PathCall, direct
-from .store import Job, JobStore, Plan, durably
+from .store import Job, JobStore, Plan, State, durably
 from .transcripts import Placement, header, write_error
 
 log = structlog.get_logger("sttwatch.outcomes")
@@ -81,7 +81,8 @@ class Outcomes:
             if failed:
                 self.failed_this_run += 1
         self._on_left(job)
-        self.wake_submit.set()
+        if job.state is not State.FETCHED:  # a stored result freed its slot, and woke the
+            self.wake_submit.set()           # submitter, when it was stored (poller.py)
 
     def fail(self, job: Job, reason: str) -> None:
         event = self.event(job, self.plan(job), "failed", reason, [])

@@ -76,7 +76,8 @@ class Poller:
             room = max(0, 4 * self.settings.poll_workers - len(self._fetching))
         owner, lease = self.settings.owner, self.settings.lease
         open_kinds = [k for k, t in self.throttles.items() if not t.paused]
-        for job in self.store.claim_poll(owner, now, lease, room, self.volatile, open_kinds):
+        claim = self.store.claim_poll_due(owner, now, lease, room, self.volatile, open_kinds)
+        for job in claim.jobs:
             due[job.id] = job
         probes: set[int] = set()
         for kind, throttle in self.throttles.items():  # a paused backend's polls wait, but
@@ -93,14 +94,14 @@ class Poller:
                     continue
                 self._fetching.add(job.id)
             self._pool.submit(self._fetch_guarded, job, job.id in probes)
-        return self._sleep_hint(open_kinds)
+        return self._sleep_hint(claim.next_due)
 
-    def _sleep_hint(self, open_kinds: list[str]) -> float:
+    def _sleep_hint(self, open_due: float | None) -> float:
         """Until the next poll this daemon may make: one of an open backend that is due
-        (another daemon's counts from when its lease runs out), or a paused backend's next
-        probe if it has a task waiting."""
+        (``open_due``, read with the claim; another daemon's counts from when its lease runs
+        out), or a paused backend's next probe if it has a task waiting."""
         now, owner = self.clock(), self.settings.owner
-        due = [self.store.next_due(State.PENDING, open_kinds, owner)]
+        due = [open_due]
         for kind, throttle in self.throttles.items():
             if throttle.paused:
                 nxt = self.store.next_due(State.PENDING, [kind], owner)
@@ -108,8 +109,9 @@ class Poller:
         return sleep_for(now, due)
 
     def _fetch_guarded(self, job: Job, probe: bool = False) -> None:
+        stored = False
         try:
-            self._fetch(job, probe)
+            stored = self._fetch(job, probe)
         except StoreUnavailable as exc:
             # The answer could not be stored: fetch it again once the store takes writes
             # (the stage loops say when it is away and when it is back).
@@ -127,10 +129,13 @@ class Poller:
             with self._lock:
                 self._fetching.discard(job.id)
             # The loop went to sleep while this fetch ran (the claim had moved the job a
-            # lease ahead): it must look again at when the job is due now.
-            self.wake.set()
+            # lease ahead): it must look again at when the job is due now, unless the job
+            # is no longer pending (its result stored: a poll-loop turn per file saved).
+            if not stored:
+                self.wake.set()
 
-    def _fetch(self, job: Job, probe: bool = False) -> None:
+    def _fetch(self, job: Job, probe: bool = False) -> bool:
+        """Fetch one task; True when its result is stored (the job left this stage)."""
         assert job.generation_id is not None
         gen = job.generation_id
         bound = log.bind(job_id=job.id, path=job.path, generation_id=gen, attempt=job.attempts)
@@ -140,32 +145,32 @@ class Poller:
         throttle = self.throttles.get(job.backend or "")
         if backend is None or throttle is None:  # its backend is no longer configured
             self.outcomes.retry_or_fail(job, f"backend {job.backend} is gone")
-            return
+            return False
         if throttle.paused and not probe:  # queued before the pause: it waits with the rest
             self.store.schedule_poll(job, now, now)
-            return
+            return False
         try:
             status = backend.fetch(gen)
         except ExpiredError as exc:
             self._last_miss.pop(job.id, None)
             self.outcomes.retry_or_fail(job, f"service forgot the task: {exc}")
-            return
+            return False
         except AuthError as exc:
             throttle.refuse(exc)
             self.store.schedule_poll(job, self.clock() + 5.0, self.clock())
-            return
+            return False
         except PermanentError as exc:
             self.outcomes.fail(job, f"cannot read the task's answer: {exc}")
-            return
+            return False
         except TransientError as exc:
             if age > self.settings.job_timeout:
                 self.outcomes.retry_or_fail(job, f"no answer after {age:.0f} s: {exc}")
-                return
+                return False
             hinted = exc.retry_after
             delay = min(300.0, hinted) if hinted is not None else min(60.0, max(2.0, age / 4))
             bound.warning("fetch_failed", error=str(exc), retry_in=round(delay, 1))
             self.store.schedule_poll(job, self.clock() + delay, self.clock())
-            return
+            return False
         throttle.accepted(sent_at=now, create=False)
         now = self.clock()
         if status.state is TaskState.RUNNING:
@@ -174,7 +179,7 @@ class Poller:
             if age > self.settings.job_timeout:
                 self._last_miss.pop(job.id, None)
                 self.outcomes.retry_or_fail(job, f"not finished after {age:.0f} s")
-                return
+                return False
             self._last_miss[job.id] = age
             self.store.schedule_poll(job, now + self.schedule.next_delay(age), now)
         elif status.state is TaskState.FAILED and status.away:
@@ -200,8 +205,12 @@ class Poller:
                 lambda: self.store.set_fetched(job, result, now, sample))
             if fetched is not None:
                 self.outcomes.wake_finish.set()
-            else:
-                bound.warning("lease_lost", stage="poll")
+                # Its slot is free now (a fetched job is not in flight): the next create
+                # need not wait for the transcript to be written.
+                self.outcomes.wake_submit.set()
+                return True
+            bound.warning("lease_lost", stage="poll")
+        return False
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -36,7 +36,7 @@ from .schedule import PollSchedule
 from .screen import Skipped
 from .settings import PipelineSettings
 from .sharefile import Shares
-from .store import Job, JobStore, Plan, State
+from .store import Job, JobStore, Plan, Spend, State
 from .throttle import Throttle
 
 log = structlog.get_logger("sttwatch.submitter")
@@ -213,12 +213,18 @@ class Submitter:
             made = True
             throttle.accepted(sent_at=sent)
             now = self.clock()
+            # Booked with the id, even for an orphaned task: it was paid for (in the same
+            # transaction when the ledger is this store; ``transcribe`` keeps its jobs apart).
+            spend = self.budget.spend_of(plan, decision.estimate, created.cost,
+                                         decision.booked_on) \
+                if isinstance(decision, Go) and self.budget is not None and \
+                self.budget.books_into(self.store) else None
             pending = self.outcomes.durably(lambda: self.store.set_pending(
                 job, created.generation_id, now, now + self.schedule.first_delay(),
-                created.cost, digest, created.timeline))
-            if isinstance(decision, Go):  # booked even for an orphaned task: it was paid for
+                created.cost, digest, created.timeline, spend))
+            if isinstance(decision, Go):
                 self.budget_charged(job, plan, decision.estimate, created.cost,
-                                    decision.booked_on)
+                                    decision.booked_on, spend)
             if pending is not None:
                 self.submitted += 1
                 bound.info("submitted", generation_id=created.generation_id,
@@ -258,9 +264,10 @@ class Submitter:
             self.outcomes.wake_finish.set()  # its row is fetched now: the finisher takes it
 
     def budget_charged(self, job: Job, plan: Plan, est: Estimate,
-                       cost: Mapping[str, str] | None, booked_on: str | None = None) -> None:
+                       cost: Mapping[str, str] | None, booked_on: str | None = None,
+                       booked: Spend | None = None) -> None:
         if self.budget is not None:
-            self.budget.charged(job, plan, est, cost, booked_on)
+            self.budget.charged(job, plan, est, cost, booked_on, booked=booked)
 
     def _hold(self, job: Job, hold: Hold) -> None:
         """A create the budget (or an empty account) does not allow: wait, or go local."""

@@ -28,6 +28,7 @@ from sttwatch.store import (
     Admission,
     Job,
     Plan,
+    Spend,
     State,
     Store,
     StoreError,
@@ -266,6 +267,37 @@ def test_claim_poll_takes_own_due_jobs_and_pushes_them_a_lease_ahead(store: Stor
     assert store.claim_poll(ME, 102.0, LEASE, 10, [], ["aimlapi"]) == []
     assert store.schedule_poll(job, 105.0, 102.0)
     assert get(store, A).next_at == 105.0 and get(store, A).polls == 1
+
+
+def test_set_pending_books_the_spend_with_the_id_even_for_an_orphaned_task(
+        store: Store) -> None:
+    admitted(store)
+    job = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"])
+    assert job is not None
+    spend = Spend("2025-03-10", 0.25, 60.0, 1)
+    assert store.set_pending(job, "gen-A", 100.0, 101.0, None, spend=spend) is not None
+    # The same job again (its state moved on): fenced out, and still booked, once more.
+    assert store.set_pending(job, "gen-B", 102.0, 103.0, None, spend=spend) is None
+    assert store.spend_by_day("2025-03-01")["2025-03-10"] == (pytest.approx(0.5), 120.0, 2)
+    assert get(store, A).generation_id == "gen-A"
+
+
+def test_a_claim_says_when_the_next_job_is_due_in_its_own_transaction(store: Store) -> None:
+    submitted(store, A, "gen-A")  # first poll due at 101
+    early = store.claim_poll_due(ME, 100.5, LEASE, 10, [], ["aimlapi"])
+    assert early.jobs == [] and early.next_due == 101.0
+    taken = store.claim_poll_due(ME, 101.0, LEASE, 10, [], ["aimlapi"])
+    assert [j.path for j in taken.jobs] == [A] and taken.next_due == 101.0 + LEASE
+    # Another daemon counts this one's row from when the lease runs out.
+    assert store.claim_poll_due(OTHER, 102.0, LEASE, 10, [], ["aimlapi"]).next_due == \
+        101.0 + LEASE
+    assert store.claim_poll_due(ME, 102.0, LEASE, 10, [], []).next_due is None
+    assert store.claim_finish_due(ME, 102.0, LEASE, 10).next_due is None
+    (job,) = taken.jobs
+    assert store.set_fetched(job, RESULT, 103.0, 2.0) is not None
+    done = store.claim_finish_due(ME, 103.0, LEASE, 10)
+    assert [j.path for j in done.jobs] == [A] and done.next_due == 103.0 + LEASE
+    assert store.claim_finish_due(ME, 104.0, LEASE, 10).jobs == []
 
 
 def test_another_daemon_takes_over_durable_ids_only_when_the_lease_ran_out(

@@ -10,7 +10,11 @@ headers have the key and any ``Bearer`` token redacted (gateways quote the reque
 in their error pages): nothing after that point, no exception, stored error, sidecar or
 ``status`` line, can carry the key.
 
-Uploads are streamed from disk (requests-toolbelt's ``MultipartEncoder``), so memory stays
+Creates and fetches go through urllib3's connection pool directly (one ``PoolManager`` for
+the backend, proxies and CA bundle read from the environment once, as requests would): the
+requests layer above it was a good part of the daemon's CPU per file; requests stays for the
+one-off preflight. Uploads are streamed from disk (requests-toolbelt's ``MultipartEncoder``),
+so memory stays
 flat whatever the file's size. While the body is being sent, each socket write may take up
 to the connect timeout; once it is sent, the service may take a while to take the upload
 in before it answers, so the read timeout grows by ``size / UPLOAD_FLOOR_BPS`` (an assumed
@@ -30,10 +34,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+import certifi
 import requests
 import structlog
+import urllib3
 from requests_toolbelt import (  # type: ignore[import-untyped]
     MultipartEncoder,
     MultipartEncoderMonitor,
@@ -84,6 +90,19 @@ PROGRESS_STEP = 10  # per cent between upload_progress events
 UploadProgress = Callable[[int, int, int], None]  # (job_id, bytes sent, total bytes)
 
 
+def _text(resp: urllib3.BaseHTTPResponse) -> str:
+    """The body as text: the charset the answer names, else UTF-8 (a JSON API's)."""
+    charset = "utf-8"
+    for part in resp.headers.get("content-type", "").split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "charset" and value:
+            charset = value.strip('"')
+    try:
+        return resp.data.decode(charset, errors="replace")
+    except LookupError:  # a charset Python does not know
+        return resp.data.decode("utf-8", errors="replace")
+
+
 @dataclass(frozen=True)
 class Answer:
     """An HTTP answer as the rest of this module sees it: already redacted."""
@@ -94,9 +113,9 @@ class Answer:
     headers: Mapping[str, str]  # lower-case names
 
     @classmethod
-    def of(cls, resp: requests.Response, key: str) -> Answer:
+    def of(cls, resp: urllib3.BaseHTTPResponse, key: str) -> Answer:
         """The one place service text enters the program: the key is removed here."""
-        return cls(resp.status_code, redact(resp.reason or "", key), redact(resp.text, key),
+        return cls(resp.status, redact(resp.reason or "", key), redact(_text(resp), key),
                    {k.lower(): redact(v, key) for k, v in resp.headers.items()})
 
     def json(self) -> Any:
@@ -211,13 +230,48 @@ def _wait(base: Callable[[RetryCallState], float],
     return wait
 
 
-def _nothing_sent(exc: requests.RequestException) -> bool:
-    """True when the request never reached the service (no connection was made)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(exc, requests.ConnectionError) and (
-        "NewConnectionError" in type(reason).__name__ or "NameResolution" in repr(reason))
+def _nothing_sent(exc: BaseException) -> bool:
+    """True when the request never reached the service (no connection was made: a connect
+    timeout, a refused connection, a name that does not resolve)."""
+    return isinstance(exc, urllib3.exceptions.ConnectTimeoutError)
+
+
+def _body_length(data: Any) -> int | None:
+    """The body's length as requests would find it (``len()`` or toolbelt's ``.len``); None:
+    unknown, sent chunked."""
+    if isinstance(data, (bytes, bytearray)):
+        return len(data)
+    size = getattr(data, "len", None)
+    if isinstance(size, int):
+        return size
+    try:
+        return len(data)
+    except TypeError:
+        return None
+
+
+def pool_for(base_url: str, maxsize: int = 8) -> urllib3.PoolManager:
+    """The connection pool for ``base_url``: through the proxy the environment names for it
+    (``no_proxy`` honoured, as requests reads it), verified against ``REQUESTS_CA_BUNDLE`` /
+    ``CURL_CA_BUNDLE`` or certifi's bundle. Read once, not on every request. ``maxsize``
+    covers the threads that share it (the submitter and the poll workers)."""
+    proxies = requests.utils.get_environ_proxies(base_url)
+    proxy = proxies.get(urlsplit(base_url).scheme) or proxies.get("all")
+    ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or \
+        certifi.where()
+    kwargs: dict[str, Any] = {"maxsize": maxsize, "cert_reqs": "CERT_REQUIRED",
+                              "retries": False}
+    kwargs["ca_cert_dir" if os.path.isdir(ca) else "ca_certs"] = ca
+    if not proxy:
+        return urllib3.PoolManager(**kwargs)
+    if proxy.lower().startswith("socks"):
+        from urllib3.contrib.socks import SOCKSProxyManager
+        user, password = requests.utils.get_auth_from_url(proxy)
+        return SOCKSProxyManager(proxy, username=user or None, password=password or None,
+                                 **kwargs)
+    user, password = requests.utils.get_auth_from_url(proxy)
+    headers = urllib3.make_headers(proxy_basic_auth=f"{user}:{password}") if user else None
+    return urllib3.ProxyManager(proxy, proxy_headers=headers, **kwargs)
 
 
 def _form_fields(fields: dict[str, Any]) -> list[tuple[str, str]]:
@@ -300,7 +354,7 @@ class RequestObserver(Protocol):
 
 
 class AimlApiBackend(Backend, kind="aimlapi"):
-    """The AI/ML API; one ``requests.Session`` per thread, every call with a timeout."""
+    """The AI/ML API; one urllib3 pool for every thread, every call with a timeout."""
 
     def __init__(self, base_url: str, api_key: str, model: str, *,
                  connect_timeout: float = 10.0, read_timeout: float = 60.0, retries: int = 5,
@@ -318,7 +372,8 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         self._model = model
         self._timeouts = (connect_timeout, read_timeout)
         self._on_upload_progress = on_upload_progress
-        self._local = threading.local()
+        self._pool_lock = threading.Lock()
+        self._http: urllib3.PoolManager | None = None
         self._retrying = Retrying(
             retry=retry_if_exception(_is_retryable), stop=stop_after_attempt(retries),
             wait=_wait(wait_random_exponential(multiplier=0.5, max=max_backoff), max_backoff),
@@ -393,18 +448,11 @@ class AimlApiBackend(Backend, kind="aimlapi"):
     def model_name(self) -> str:
         return self._model
 
-    def _session(self) -> requests.Session:
-        s: requests.Session | None = getattr(self._local, "session", None)
-        if s is None:
-            s = self._local.session = requests.Session()
-            # Proxies from the environment, read once per session rather than on every
-            # request (requests looks them up, netrc included, for each call: measured at
-            # about 5% of the daemon's CPU).
-            s.proxies.update(requests.utils.get_environ_proxies(self._base))
-            s.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
-                "CURL_CA_BUNDLE") or True
-            s.trust_env = False
-        return s
+    def _pool(self) -> urllib3.PoolManager:
+        with self._pool_lock:
+            if self._http is None:
+                self._http = pool_for(self._base)
+            return self._http
 
     def upload_read_timeout(self, size: int) -> float:
         """The read timeout for an upload of ``size`` bytes: the configured one, plus the
@@ -420,18 +468,33 @@ class AimlApiBackend(Backend, kind="aimlapi"):
               creates: bool = False, **kwargs: Any) -> Answer:
         headers = {"Authorization": f"Bearer {self._key}", **kwargs.pop("headers", {})}
         endpoint = "create" if creates else "fetch"
+        body: Any = kwargs.pop("data", None)
+        if "json" in kwargs:
+            body = json.dumps(kwargs.pop("json")).encode()
+            headers["Content-Type"] = "application/json"
+        assert not kwargs, f"unknown request arguments: {sorted(kwargs)}"
+        size = None if body is None else _body_length(body)
+        if size is not None:
+            headers["Content-Length"] = str(size)
         try:
-            with self._session().request(method, url, headers=headers, timeout=timeout,
-                                         **kwargs) as resp:
-                answer = Answer.of(resp, self._key)
-                if self.observer is not None:
-                    self.observer.request(endpoint, answer.status_code)
-                return answer
-        except requests.RequestException as exc:  # every transport failure, cut-off bodies too
+            resp = self._pool().request(
+                method, url, body=body, headers=headers, chunked=body is not None and
+                size is None, timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+                retries=False, redirect=False, preload_content=True)
+            answer = Answer.of(resp, self._key)
+            if self.observer is not None:
+                self.observer.request(endpoint, answer.status_code)
+            return answer
+        # Every transport failure, cut-off bodies too (a failure to decode a body is
+        # the service's, and counts as one).
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             if self.observer is not None:
                 self.observer.request(endpoint, None)
-            what = ("timed out" if isinstance(exc, requests.Timeout) else "connection failed"
-                    if isinstance(exc, requests.ConnectionError) else "request failed")
+            # (urllib3's NewConnectionError is a kind of ConnectTimeoutError: asked first.)
+            what = ("connection failed" if isinstance(exc, (
+                urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError,
+                ConnectionError)) else "timed out" if isinstance(exc, (
+                    urllib3.exceptions.TimeoutError, TimeoutError)) else "request failed")
             if creates and not _nothing_sent(exc):
                 raise OutcomeUnknown(f"create {what} after sending ({type(exc).__name__}); "
                                      "the task may exist") from None
@@ -530,6 +593,6 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         return parse_status(_json_body(self._retrying(once), "fetch", TransientError))
 
     def close(self) -> None:
-        s: requests.Session | None = getattr(self._local, "session", None)
-        if s is not None:
-            s.close()
+        with self._pool_lock:
+            if self._http is not None:
+                self._http.clear()

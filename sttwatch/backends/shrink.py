@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,8 +160,9 @@ def encode(path: Path, target: Path, *, opus: bool,
             out.mux(packet)
 
 
-def _make(path: Path, folder: Path, *, mode: str, trim: bool, min_silence: float,
-          language: str | None, opener: Opener | None = None) -> Upload | None:
+def _make(path: Path, folder: Callable[[], Path], *, mode: str, trim: bool,
+          min_silence: float, language: str | None,
+          opener: Opener | None = None) -> Upload | None:
     info = probe(path, opener)
     track = None if info is None else choose_audio(info, language)
     if info is None or track is None:
@@ -176,12 +177,13 @@ def _make(path: Path, folder: Path, *, mode: str, trim: bool, min_silence: float
         kept = keep_ranges(speech, end, min_silence)
         if not kept or sum(e - s for s, e in kept) >= end - min_silence:
             kept = None  # nothing long enough to cut
-    stem = folder / path.stem[:100]
     if kept is None:
         if mode == "as_is":
             return None
         if plain and (mode == "audio" or already_compact(path, opener)):
             return None
+    stem = folder() / path.stem[:100]
+    if kept is None:
         if not plain and track.codec in REMUX and (mode == "audio" or track.codec == "opus"):
             target, mime = remux(path, track, stem, opener)
             return Upload(target, target.name, mime, track=track)
@@ -206,10 +208,18 @@ def prepared(path: Path, *, mode: str, trim: bool, min_silence: float,
     deadline (sharefile.py): a share that is away or hangs raises, the job waits."""
     import av
 
-    tmp = Path(tempfile.mkdtemp(prefix="sttwatch-upload-"))  # mode 0700: only we read it
+    made: list[Path] = []
+
+    def folder() -> Path:
+        """Made only for a file to write: most audio goes as it is (a folder made and
+        removed per create was a few per cent of the daemon's CPU)."""
+        if not made:
+            made.append(Path(tempfile.mkdtemp(prefix="sttwatch-upload-")))  # 0700: ours
+        return made[0]
+
     try:
         try:
-            upload = _make(path, tmp, mode=mode, trim=trim, min_silence=min_silence,
+            upload = _make(path, folder, mode=mode, trim=trim, min_silence=min_silence,
                            language=language, opener=opener)
         except (av.error.FFmpegError, IndexError, ValueError) as exc:
             if unreachable(exc):
@@ -227,4 +237,5 @@ def prepared(path: Path, *, mode: str, trim: bool, min_silence: float,
                      if upload.timeline else None)
         yield upload
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for tmp in made:
+            shutil.rmtree(tmp, ignore_errors=True)

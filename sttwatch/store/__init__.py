@@ -11,11 +11,22 @@ from typing import TypeVar
 
 from .base import Store
 from .errors import StoreError, StoreLocked, StoreMissing, StoreUnavailable
-from .model import CLAIMED, UNFINISHED, Admission, DaemonInfo, Job, OutboxEvent, Plan, State
+from .model import (
+    CLAIMED,
+    UNFINISHED,
+    Admission,
+    Claim,
+    DaemonInfo,
+    Job,
+    OutboxEvent,
+    Plan,
+    Spend,
+    State,
+)
 from .roles import DaemonRegistry, JobStore, Outbox, SpendLedger
 
-__all__ = ["CLAIMED", "UNFINISHED", "Admission", "DaemonInfo", "DaemonRegistry", "Job",
-           "JobStore", "Outbox", "OutboxEvent", "Plan", "SpendLedger", "State", "Store",
+__all__ = ["CLAIMED", "UNFINISHED", "Admission", "Claim", "DaemonInfo", "DaemonRegistry", "Job",
+           "JobStore", "Outbox", "OutboxEvent", "Plan", "Spend", "SpendLedger", "State", "Store",
            "StoreError", "StoreLocked", "StoreMissing", "StoreUnavailable", "durably",
            "open_store"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..timeline import Timeline
 from .keys import WatchKeys
-from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
+from .model import Admission, Claim, DaemonInfo, Job, OutboxEvent, Plan, Spend, State
 
 
 class Store(ABC):
@@ -93,9 +93,12 @@ class Store(ABC):
     @abstractmethod
     def set_pending(self, job: Job, generation_id: str, now: float, first_poll_at: float,
                     cost: Mapping[str, str] | None, sha256: str | None = None,
-                    timeline: Timeline | None = None) -> Job | None:
+                    timeline: Timeline | None = None, spend: Spend | None = None
+                    ) -> Job | None:
         """Commit the id the moment the create call returns, with the map of a trimmed
-        upload's times onto the recording's (sttwatch/timeline.py)."""
+        upload's times onto the recording's (sttwatch/timeline.py), and what the create
+        cost in the spend ledger in the same transaction (booked even when the job moved on
+        meanwhile: the task was paid for)."""
 
     @abstractmethod
     def find_result(self, sha256: str, backend: str, exclude: int) -> Job | None:
@@ -136,6 +139,12 @@ class Store(ABC):
         moves a lease ahead while the fetch runs, so no loop takes them twice."""
 
     @abstractmethod
+    def claim_poll_due(self, owner: str, now: float, lease: float, limit: int,
+                       volatile: Iterable[str], backends: Sequence[str]) -> Claim:
+        """``claim_poll``, and then ``next_due(PENDING, backends, owner)`` in the same
+        transaction."""
+
+    @abstractmethod
     def by_generation_id(self, owner: str, generation_id: str) -> Job | None: ...
 
     @abstractmethod
@@ -153,6 +162,11 @@ class Store(ABC):
     @abstractmethod
     def claim_finish(self, owner: str, now: float, lease: float, limit: int) -> list[Job]:
         """Due fetched jobs this daemon owns or whose owner's lease ran out."""
+
+    @abstractmethod
+    def claim_finish_due(self, owner: str, now: float, lease: float, limit: int) -> Claim:
+        """``claim_finish``, and then ``next_due(FETCHED, None, owner)`` in the same
+        transaction."""
 
     @abstractmethod
     def defer(self, job: Job, until: float, reason: str, now: float) -> bool:

@@ -109,6 +109,25 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Spend:
+    """A booking in the spend ledger (``day`` UTC 'YYYY-MM-DD'): what a create cost."""
+
+    day: str
+    usd: float
+    audio_seconds: float
+    creates: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a claim took, and when the earliest job the claimer could take next is due (read
+    in the claim's own transaction: a stage loop's turn is one round trip, not two)."""
+
+    jobs: list[Job]
+    next_due: float | None
+
+
+@dataclass(frozen=True)
 class DaemonInfo:
     """One daemon's heartbeat as ``status`` shows it."""
 

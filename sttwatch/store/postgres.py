@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +33,7 @@ def safe_url(url: str) -> str:
 
 class PostgresStore(SqlStore):
     dialect = POSTGRES
+    CHECK_AFTER = 5.0  # seconds
 
     def __init__(self, url: str, *, create: bool = True, schema: str | None = None,
                  max_size: int = 6, timeout: float = 10.0) -> None:
@@ -47,9 +50,13 @@ class PostgresStore(SqlStore):
         kwargs: dict[str, Any] = {"autocommit": True}
         if options:
             kwargs["options"] = options
+        # When each pooled connection last answered: one used a moment ago is handed out
+        # without the pool's check (an empty query, a round trip and a transaction of its
+        # own: half of all the store's transactions when it ran before every one).
+        self._answered: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs=kwargs,
-                                    timeout=timeout, check=ConnectionPool.check_connection,
-                                    open=False, name="sttwatch")
+                                    timeout=timeout, check=self._check, open=False,
+                                    name="sttwatch")
         try:
             self._pool.open(wait=True, timeout=timeout)
         except Exception as exc:
@@ -88,12 +95,39 @@ class PostgresStore(SqlStore):
             "table_schema=current_schema()").fetchall()}
         return True, int(row[0]) if row else 1, columns
 
+    def _check(self, conn: Any) -> None:
+        """The pool's check, for a connection idle longer than ``CHECK_AFTER``. One cut
+        within that moment fails its next statement instead: that is a ``StoreUnavailable``
+        like any other (a claim is not made, a transition is tried again), and the pool
+        drops the broken connection when it comes back."""
+        if time.monotonic() - self._answered.get(conn, -self.CHECK_AFTER) < self.CHECK_AFTER:
+            return
+        from psycopg_pool import ConnectionPool
+        ConnectionPool.check_connection(conn)
+
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Executor]:
+        with self._connection(transaction=True) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Executor]:
+        """Reads run in autocommit, each statement on its own: no BEGIN and COMMIT round
+        trips around a single SELECT."""
+        with self._connection(transaction=False) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _connection(self, *, transaction: bool) -> Iterator[Any]:
         psycopg = self._psycopg
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                yield conn
+            with self._pool.connection() as conn:
+                if transaction:
+                    with conn.transaction():
+                        yield conn
+                else:
+                    yield conn
+                self._answered[conn] = time.monotonic()
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"the store at {self.location} did not answer: "
                                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
@@ -102,8 +136,6 @@ class PostgresStore(SqlStore):
             if type(exc).__module__.startswith("psycopg_pool"):  # PoolTimeout: server gone
                 raise StoreUnavailable(f"the store at {self.location} did not answer") from None
             raise
-
-    _read = _tx
 
     def close(self) -> None:
         self._pool.close()

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ..timeline import Timeline
 from .keys import WatchKeys
-from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
+from .model import Admission, Claim, DaemonInfo, Job, OutboxEvent, Plan, Spend, State
 
 
 class JobStore(Protocol):
@@ -48,7 +48,8 @@ class JobStore(Protocol):
 
     def set_pending(self, job: Job, generation_id: str, now: float, first_poll_at: float,
                     cost: Mapping[str, str] | None, sha256: str | None = None,
-                    timeline: Timeline | None = None) -> Job | None: ...
+                    timeline: Timeline | None = None, spend: Spend | None = None
+                    ) -> Job | None: ...
 
     def find_result(self, sha256: str, backend: str, exclude: int) -> Job | None: ...
 
@@ -66,6 +67,9 @@ class JobStore(Protocol):
     def claim_poll(self, owner: str, now: float, lease: float, limit: int,
                    volatile: Iterable[str], backends: Sequence[str]) -> list[Job]: ...
 
+    def claim_poll_due(self, owner: str, now: float, lease: float, limit: int,
+                       volatile: Iterable[str], backends: Sequence[str]) -> Claim: ...
+
     def by_generation_id(self, owner: str, generation_id: str) -> Job | None: ...
 
     def schedule_poll(self, job: Job, next_at: float, now: float) -> bool: ...
@@ -76,6 +80,8 @@ class JobStore(Protocol):
     def recent_service_seconds(self, n: int = 32) -> list[float]: ...
 
     def claim_finish(self, owner: str, now: float, lease: float, limit: int) -> list[Job]: ...
+
+    def claim_finish_due(self, owner: str, now: float, lease: float, limit: int) -> Claim: ...
 
     def defer(self, job: Job, until: float, reason: str, now: float) -> bool: ...
 

@@ -19,7 +19,7 @@ from ..timeline import Timeline, from_text, to_text
 from .base import Store
 from .errors import StoreError
 from .keys import WatchKeys
-from .model import Admission, DaemonInfo, Job, OutboxEvent, Plan, State
+from .model import Admission, Claim, DaemonInfo, Job, OutboxEvent, Plan, Spend, State
 from .packing import pack, unpack_result
 from .searchsql import POSITIONLESS_VERSION, SEARCH_VERSION, SearchSql, has_fts5, search_ddl
 
@@ -475,7 +475,8 @@ class SqlStore(SearchSql, Store):
 
     def set_pending(self, job: Job, generation_id: str, now: float, first_poll_at: float,
                     cost: Mapping[str, str] | None, sha256: str | None = None,
-                    timeline: Timeline | None = None) -> Job | None:
+                    timeline: Timeline | None = None, spend: Spend | None = None
+                    ) -> Job | None:
         fence, args = self._fence(job)
         with self._tx() as x:
             got = self._returning(
@@ -484,6 +485,9 @@ class SqlStore(SearchSql, Store):
                    + fence,
                 (generation_id, now, first_poll_at, json.dumps(dict(cost)) if cost else None,
                  sha256, to_text(timeline), now, job.id, *args))
+            if spend is not None:
+                self._add_spend(x, spend.day, spend.usd, spend.audio_seconds, spend.creates,
+                                now)
         return got[0] if got else None
 
     def find_result(self, sha256: str, backend: str, exclude: int) -> Job | None:
@@ -537,17 +541,29 @@ class SqlStore(SearchSql, Store):
 
     def claim_poll(self, owner: str, now: float, lease: float, limit: int,
                    volatile: Iterable[str], backends: Sequence[str]) -> list[Job]:
-        vol = list(volatile)
         if not backends or limit <= 0:
             return []
         with self._tx() as x:
-            return self._returning(
-                x, "UPDATE jobs SET owner=?, lease_until=?, next_at=? WHERE id IN (SELECT id "
-                   "FROM jobs WHERE state='pending' AND next_at <= ? AND (owner=? OR "
-                   f"(lease_until < ? AND backend NOT IN ({_marks(len(vol))}))) AND backend IN "
-                   f"({_marks(len(backends))}) ORDER BY next_at LIMIT ?"
-                   f"{self.dialect.skip_locked})",
-                (owner, now + lease, now + lease, now, owner, now, *vol, *backends, limit))
+            return self._claim_poll(x, owner, now, lease, limit, list(volatile), backends)
+
+    def claim_poll_due(self, owner: str, now: float, lease: float, limit: int,
+                       volatile: Iterable[str], backends: Sequence[str]) -> Claim:
+        if not backends:
+            return Claim([], None)
+        with self._tx() as x:
+            jobs = (self._claim_poll(x, owner, now, lease, limit, list(volatile), backends)
+                    if limit > 0 else [])
+            return Claim(jobs, self._next_due(x, State.PENDING, backends, owner))
+
+    def _claim_poll(self, x: Executor, owner: str, now: float, lease: float, limit: int,
+                    vol: list[str], backends: Sequence[str]) -> list[Job]:
+        return self._returning(
+            x, "UPDATE jobs SET owner=?, lease_until=?, next_at=? WHERE id IN (SELECT id "
+               "FROM jobs WHERE state='pending' AND next_at <= ? AND (owner=? OR "
+               f"(lease_until < ? AND backend NOT IN ({_marks(len(vol))}))) AND backend IN "
+               f"({_marks(len(backends))}) ORDER BY next_at LIMIT ?"
+               f"{self.dialect.skip_locked})",
+            (owner, now + lease, now + lease, now, owner, now, *vol, *backends, limit))
 
     def by_generation_id(self, owner: str, generation_id: str) -> Job | None:
         found = self._select("generation_id=? AND state='pending' AND owner=?",
@@ -580,11 +596,20 @@ class SqlStore(SearchSql, Store):
 
     def claim_finish(self, owner: str, now: float, lease: float, limit: int) -> list[Job]:
         with self._tx() as x:
-            return self._returning(
-                x, "UPDATE jobs SET owner=?, lease_until=?, next_at=? WHERE id IN (SELECT id "
-                   "FROM jobs WHERE state='fetched' AND next_at <= ? AND (owner=? OR "
-                   f"lease_until < ?) ORDER BY next_at LIMIT ?{self.dialect.skip_locked})",
-                (owner, now + lease, now + lease, now, owner, now, limit))
+            return self._claim_finish(x, owner, now, lease, limit)
+
+    def claim_finish_due(self, owner: str, now: float, lease: float, limit: int) -> Claim:
+        with self._tx() as x:
+            jobs = self._claim_finish(x, owner, now, lease, limit)
+            return Claim(jobs, self._next_due(x, State.FETCHED, None, owner))
+
+    def _claim_finish(self, x: Executor, owner: str, now: float, lease: float,
+                      limit: int) -> list[Job]:
+        return self._returning(
+            x, "UPDATE jobs SET owner=?, lease_until=?, next_at=? WHERE id IN (SELECT id "
+               "FROM jobs WHERE state='fetched' AND next_at <= ? AND (owner=? OR "
+               f"lease_until < ?) ORDER BY next_at LIMIT ?{self.dialect.skip_locked})",
+            (owner, now + lease, now + lease, now, owner, now, limit))
 
     def defer(self, job: Job, until: float, reason: str, now: float) -> bool:
         fence, args = self._fence(job)
@@ -787,6 +812,11 @@ class SqlStore(SearchSql, Store):
 
     def next_due(self, state: State, backends: Sequence[str] | None = None,
                  owner: str | None = None) -> float | None:
+        with self._read() as x:
+            return self._next_due(x, state, backends, owner)
+
+    def _next_due(self, x: Executor, state: State, backends: Sequence[str] | None,
+                  owner: str | None) -> float | None:
         where, args = "state=?", [state.value]
         if backends is not None:
             if not backends:
@@ -798,8 +828,7 @@ class SqlStore(SearchSql, Store):
             due = (f"CASE WHEN owner IS NULL OR owner=? THEN next_at ELSE "
                    f"{self.dialect.greatest}(next_at, lease_until) END")
             args.insert(0, owner)
-        with self._read() as x:
-            row = self._x(x, f"SELECT MIN({due}) FROM jobs WHERE {where}", args).fetchone()
+        row = self._x(x, f"SELECT MIN({due}) FROM jobs WHERE {where}", args).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     def failed(self, limit: int = 20) -> list[Job]:
