@@ -214,16 +214,29 @@ def tidy_source(place: Placement, size: int, mtime_ns: int) -> dict[str, Any] | 
 
 def sweep_leftovers(root: Path, min_age: float, now: float) -> list[Path]:
     """Remove half-written temp files a killed process left under ``root``. Young ones are
-    left alone: another writer may still be busy with them."""
+    left alone: another writer may still be busy with them. Runs at every start over the
+    whole library: a name is judged before anything is made or asked of its file (leftovers
+    are hidden names), so a folder costs one listing."""
     removed = []
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath) / name
-            if LEFTOVER.match(name):
-                with contextlib.suppress(OSError):
-                    if now - path.stat().st_mtime >= min_age:
-                        path.unlink()
-                        removed.append(path)
+    stack = [os.fspath(root)]
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for e in entries:
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+                        continue
+                    if not (e.name.startswith(".") and LEFTOVER.match(e.name)) or e.is_dir():
+                        continue
+                    if now - e.stat().st_mtime >= min_age:
+                        os.unlink(e.path)
+                        removed.append(Path(e.path))
+                except OSError:
+                    continue
     return removed
 
 
