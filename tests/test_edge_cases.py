@@ -179,13 +179,16 @@ def test_half_written_temp_files_from_a_kill_are_swept(tmp_path: Path,
     leftover = inbox / ".talk.txt.k3j_9x2a.tmp"
     young = inbox / ".memo.srt.abcdefgh.tmp"
     users = inbox / ".notes.tmp"  # not ours: never touched
-    for p in (leftover, young, users):
+    below = inbox / "2026" / ".tapes" / ".call.json.0a1b2c3d.tmp"  # any depth, hidden too
+    below.parent.mkdir(parents=True)
+    for p in (leftover, young, users, below):
         p.write_text("partial")
-    os.utime(leftover, (old, old))
-    os.utime(users, (old, old))
+    for p in (leftover, users, below):
+        os.utime(p, (old, old))
     r = run_cli("run", "--config", str(cfg), "--once")
     assert r.code == 0
-    assert not leftover.exists() and young.exists() and users.exists()
+    assert not leftover.exists() and not below.exists()
+    assert young.exists() and users.exists()
     assert any(e["event"] == "leftover_removed" for e in r.events())
 
 
