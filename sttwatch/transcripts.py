@@ -7,7 +7,6 @@ what happens to the source afterwards, so the writer and the scanner can never d
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import glob

@@ -24,7 +24,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -57,7 +57,9 @@ TEMP_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp
                  ".swp", ERROR_SUFFIX)
 CLOSE_QUIET = 1.0  # seconds of no change after a close-after-write before a file is taken
 CHECK_EVERY = 1.0  # seconds between checks that each watch is there and its observer alive
+COMPARE_EVERY = 1000  # listed files (whole folders) compared with the store in one ask
 OUTPUT_SUFFIXES = tuple(f".{k}" for k in FORMAT_KINDS)
+NEVER_SUFFIXES = (*TEMP_SUFFIXES, *OUTPUT_SUFFIXES)  # never a recording, whatever the patterns
 # Names our own transcript writes produce (temp file, rename, sidecar): dropped in the event
 # handler so they never cost a stat or a settle judgement.
 OWN_SUFFIXES = (*OUTPUT_SUFFIXES, ".tmp", ERROR_SUFFIX)
@@ -111,7 +113,7 @@ class _Names:
 
     def wanted(self, name: str) -> bool:
         low = name.lower()
-        if low.startswith(".") or low.endswith(TEMP_SUFFIXES) or low.endswith(OUTPUT_SUFFIXES):
+        if low.startswith(".") or low.endswith(NEVER_SUFFIXES):
             return False
         if self._skip is not None and self._skip.match(low):
             return False
@@ -121,6 +123,14 @@ class _Names:
 def _globs(globs: Iterable[str]) -> re.Pattern[str] | None:
     parts = [fnmatch.translate(g.lower()) for g in globs]
     return re.compile("|".join(parts)) if parts else None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _own_or_hidden(path: str) -> bool:
@@ -297,6 +307,11 @@ class Watcher:
     # never blocks the main loop (or a stage asking whether a folder is online) for longer.
     gate: FsGate = field(default_factory=FsGate)
     batch: int = 2000  # settled files handed on per tick at most: the main loop stays lively
+    # What the store knows of paths (path -> (size, mtime_ns)), asked once for many listed
+    # files: a scan hands on only the files it does not know as they are now. Most of a
+    # rescan's files are known and unchanged; each would otherwise cost a settle judgement,
+    # a ``Settled`` and its share of an admission batch, only to be dropped there.
+    known: Callable[[Sequence[str]], Mapping[str, tuple[int, int]]] | None = None
     _candidates: dict[str, _Candidate] = field(default_factory=dict)
     # Files the pollers found (path, size, mtime_ns, watch root): filled by their threads.
     _polled: queue.Queue[tuple[str, int, int, str]] = field(default_factory=queue.Queue)
@@ -588,9 +603,10 @@ class Watcher:
     # --- scans ------------------------------------------------------------------------
 
     def scan(self, roots: Sequence[Path] | None = None) -> int:
-        """Queue every file under the online watch folders (or under ``roots`` only); events
-        are hints, this is the truth. Reads each folder with one scandir and one stat per
-        candidate file."""
+        """Queue every file under the online watch folders (or under ``roots`` only) that the
+        store does not know at its size and mtime; events are hints, this is the truth. Reads
+        each folder with one scandir and one stat per candidate file. Returns how many files
+        were found, known or not."""
         self._ensure_states()
         count = 0
         tops = ([(w, w.config.path) for w in self._states.values()] if roots is None else
@@ -599,9 +615,7 @@ class Watcher:
             if not w.online or w.poller is not None or not self._dir_wanted(w, top):
                 continue  # a poller walks its own watch, paced
             try:
-                for raw, size, mtime_ns in self._walk(w, str(top)):
-                    self._scanned.append((raw, size, mtime_ns, w))
-                    count += 1
+                count += self._walk(w, str(top), self._scanned)
             except ShareHung as exc:  # what it found so far goes with the watch
                 self._went_offline(w, f"hung: {exc.strerror}")
         return count
@@ -612,10 +626,16 @@ class Watcher:
         rel = top.relative_to(w.config.path).parts
         return not any(p.startswith(".") for p in rel) and (w.config.recursive or not rel)
 
-    def _walk(self, w: _Watch, top: str) -> Iterator[tuple[str, int, int]]:
-        """Other watches' folders below this one are theirs to scan; hidden folders, the
-        output and done folders and symlinked folders are not entered."""
+    def _walk(self, w: _Watch, top: str, out: list[tuple[str, int, int, _Watch]]) -> int:
+        """Appends each wanted file under ``top`` the store does not know as it is to ``out``;
+        returns how many were found. Other watches' folders below this one are theirs to
+        scan; hidden folders, the output and done folders and symlinked folders are not
+        entered. A rescan of a large library is this loop: each entry costs what scandir
+        already knows (its name and type), a wanted file one lstat and its share of one
+        store read per thousand files."""
         skip = {str(x) for x in self.exclude} | {k for k in self._states if k != top}
+        listed: list[tuple[str, int, int, _Watch]] = []
+        found = 0
         stack = [top]
         while stack:
             folder = stack.pop()
@@ -632,36 +652,60 @@ class Watcher:
                 log.debug("scan_folder_failed", path=folder, error=str(exc))
                 continue
             stack.extend(below)
-            yield from files
+            listed += files
+            if len(listed) >= COMPARE_EVERY:  # whole folders in one ask
+                found += len(listed)
+                self._unknown(listed, out)
+                listed = []
+        self._unknown(listed, out)
+        return found + len(listed)
 
     def _list(self, w: _Watch, folder: str, skip: set[str]
-              ) -> tuple[list[tuple[str, int, int]], list[str]]:
-        """One folder's wanted files (path, size, mtime_ns) and the folders to enter."""
-        files: list[tuple[str, int, int]] = []
+              ) -> tuple[list[tuple[str, int, int, _Watch]], list[str]]:
+        """One folder's wanted files (path, size, mtime_ns, watch) and the folders to enter.
+        Listed through the folder's descriptor: each lstat then looks up one name, not the
+        whole path again."""
+        files: list[tuple[str, int, int, _Watch]] = []
         below: list[str] = []
-        with os.scandir(folder) as entries:
-            for e in entries:
-                if e.name.startswith("."):
-                    continue
-                try:
-                    if e.is_dir(follow_symlinks=False):
-                        if w.config.recursive and e.path not in skip:
-                            below.append(e.path)
+        recursive, wanted = w.config.recursive, w.names.wanted
+        base = folder if folder.endswith("/") else folder + "/"
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with os.scandir(fd) as entries:
+                for e in entries:
+                    name = e.name
+                    if name[0] == ".":
                         continue
-                    if not w.names.wanted(e.name):
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            if recursive and (sub := base + name) not in skip:
+                                below.append(sub)
+                        elif not wanted(name):
+                            continue
+                        elif e.is_file(follow_symlinks=False):
+                            st = e.stat(follow_symlinks=False)
+                            files.append((base + name, st.st_size, st.st_mtime_ns, w))
+                        elif e.is_symlink():
+                            sig = self._link_sig(w, base + name)
+                            if sig is not None:
+                                files.append((base + name, sig[0], sig[1], w))
+                    except OSError:
                         continue
-                    if e.is_symlink():
-                        sig = self._link_sig(w, e.path)
-                    elif e.is_file(follow_symlinks=False):
-                        st = e.stat(follow_symlinks=False)
-                        sig = (st.st_size, st.st_mtime_ns)
-                    else:
-                        sig = None
-                except OSError:
-                    continue
-                if sig is not None:
-                    files.append((e.path, sig[0], sig[1]))
+        finally:
+            os.close(fd)
         return files, below
+
+    def _unknown(self, listed: list[tuple[str, int, int, _Watch]],
+                 out: list[tuple[str, int, int, _Watch]]) -> None:
+        """Appends to ``out`` the files of ``listed`` the store does not know at their size
+        and mtime. A name that is not UTF-8 is not asked about: admission says what is wrong
+        with it."""
+        if self.known is None or not listed:
+            out += listed
+            return
+        asked = [f[0] for f in listed if f[0].isascii() or _utf8(f[0])]
+        known = self.known(asked) if asked else {}
+        out += [f for f in listed if known.get(f[0]) != (f[1], f[2])]
 
     # --- symlinks -----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -157,7 +157,7 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
                                            "restart, not a reload"])
         parts = Rebuilt(pipeline_settings(new, owner), Planner(new, backends, kind),
                         {k: b.in_flight_limit(new) for k, b in backends.items()},
-                        watcher(new, clock, gate))
+                        watcher(new, clock, gate, store))
         keys = watch_keys(new)
         if keys is not None:
             moved = store.key_by_watch(keys, migrate=True)
@@ -245,9 +245,18 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
     return extras
 
 
-def watcher(cfg: Config, clock: Callable[[], float], gate: FsGate | None = None) -> Watcher:
-    """``gate`` outlives a reload: a mount's worker stuck on a hung share is not made again."""
+def watcher(cfg: Config, clock: Callable[[], float], gate: FsGate | None = None,
+            store: Store | None = None) -> Watcher:
+    """``gate`` outlives a reload: a mount's worker stuck on a hung share is not made again.
+    With ``store``, scans hand on only files it does not know as they are."""
     exclude = tuple(p for p in (cfg.output.dir, cfg.output.done_dir) if p is not None)
+    known = None
+    if store is not None:
+        def known(paths: Sequence[str]) -> Mapping[str, tuple[int, int]]:
+            try:
+                return store.versions(paths)
+            except StoreUnavailable:  # all handed on: admission waits the store out
+                return {}
     return Watcher(cfg.watches, cfg.daemon.settle_seconds, clock, exclude=exclude,
                    share_rescan_seconds=cfg.daemon.share_rescan_seconds,
-                   gate=gate or FsGate(cfg.daemon.share_deadline_seconds))
+                   gate=gate or FsGate(cfg.daemon.share_deadline_seconds), known=known)

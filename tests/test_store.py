@@ -194,6 +194,25 @@ def test_a_batch_of_many_files_is_one_call(store: Store) -> None:
     assert len(store.versions([f"/rec/{i:04}.mp3" for i in range(1200)])) == 1200
 
 
+def test_versions_of_a_folders_listing_are_its_files_rows_only(store: Store) -> None:
+    """A scan asks for a whole folder's listing: a folder of many files may be read as one
+    range (SQLite), which must not reach a folder whose name extends it, one below it, or a
+    file it was not asked about."""
+    from sttwatch.store.keys import WatchKeys
+    mine = [f"/rec/d1/{i:03}.mp3" for i in range(40)] + [f"/rec/é/{i:03}.mp3" for i in range(40)]
+    others = ["/rec/d10/x.mp3", "/rec/d1/sub/y.mp3", "/rec/d1.mp3", "/rec/d1-a/z.mp3",
+              "/rec/é0/w.mp3"]
+    store.admit([offer(p, size=i) for i, p in enumerate(mine + others)], 1.0)
+    asked = [*mine[1:], "/rec/d1/new.mp3", "/rec/é/new.mp3"]
+    want = {p: (i, 1000) for i, p in enumerate(mine) if i}
+    assert store.versions(asked) == want
+    assert store.versions(others) == {p: (i + len(mine), 1000) for i, p in enumerate(others)}
+    # Keyed by watch (a shared store), a folder nested as its own watch included.
+    store.key_by_watch(WatchKeys.of([("rec", "/rec"), ("deep", "/rec/d1/sub")]), migrate=True)
+    assert store.versions(asked) == want
+    assert store.versions(["/rec/d1/sub/y.mp3"]) == {"/rec/d1/sub/y.mp3": (len(mine) + 1, 1000)}
+
+
 # --- submitting ----------------------------------------------------------------------------
 
 def test_claim_submit_takes_one_due_job_of_the_ready_backends(store: Store) -> None:

@@ -300,3 +300,37 @@ def test_watch_limit_is_reported_once_and_the_folders_still_watched(tmp_path: Pa
     assert result["found"] == [f"late{i:02d}.wav" for i in range(0, 40, 4)]
     (limit,) = result["limit"]
     assert limit["setting"] == "fs.inotify.max_user_watches" and "sysctl" in limit["fix"]
+
+
+# --- scans against the store -------------------------------------------------------------
+
+def test_a_scan_hands_on_only_what_the_store_does_not_know_as_it_is(tmp_path: Path) -> None:
+    """A rescan of a large library compares each folder's listing with the store in one
+    read: known files at their size and mtime stop there; new and changed ones go on."""
+    from sttwatch.store import Admission, Plan
+    from sttwatch.store.sqlite import SqliteStore
+
+    inbox = tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    old = time.time() - 3600
+    files = [write(inbox / f"r{i:02}.wav") for i in range(40)] + [write(inbox / "sub" / "s.wav")]
+    for f in files:
+        os.utime(f, (old, old))
+    store = SqliteStore(tmp_path / "state.db")
+    plan = Plan("aimlapi", "#g1_whisper-tiny", {}, ("txt",), str(inbox))
+    store.admit([Admission(str(f), f.stat().st_size, f.stat().st_mtime_ns, plan, (),
+                           "transcript already up to date") for f in files], time.time())
+    write(files[3], b"ID3 a longer recording now")  # changed since
+    os.utime(files[3], (old, old))
+    for new in (inbox / "new.wav", inbox / "sub" / "new.wav"):
+        os.utime(write(new), (old, old))
+    w = Watcher((watch(inbox),), 0.3, time.time, known=store.versions)
+    try:
+        assert w.scan() == 43  # found, known or not
+        taken = {s.path.relative_to(inbox).as_posix() for s in w.tick()}
+        assert taken == {"r03.wav", "new.wav", "sub/new.wav"}
+        plain = Watcher((watch(inbox),), 0.3, time.time)  # no store: every file goes on
+        plain.scan()
+        assert len(plain.tick()) == 43
+    finally:
+        store.close()

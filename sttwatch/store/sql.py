@@ -38,6 +38,7 @@ _COLS = ", ".join(COLUMNS)
 _COLS_BUT_RESULT = ", ".join("NULL" if c == "result" else c for c in COLUMNS)
 _CLAIMED = "('submitting', 'pending', 'fetched')"
 CLAIMED_STATES = ("submitting", "pending", "fetched")
+RANGE_AT = 32  # asked paths in one folder from which ``versions`` reads the folder's range
 
 
 class Cursor(Protocol):
@@ -67,6 +68,9 @@ class Dialect:
     skip_locked: str       # appended to a claim's inner SELECT
     admit_lock: str        # serialises admissions across daemons ('' if the engine does)
     ledger_lock: str = ""  # serialises charges against the caps across daemons (likewise)
+    # Text compares as its bytes (SQLite's BINARY), so one folder's rows are one range of the
+    # path index; PostgreSQL's default collation orders "/" unlike that.
+    byte_order: bool = False
 
     def q(self, sql: str) -> str:
         return sql if self.param == "?" else sql.replace("?", self.param)
@@ -317,6 +321,31 @@ class SqlStore(SearchSql, Store):
         return rows
 
     def versions(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """A scan asks this for each folder's listing: where paths compare as bytes, a folder
+        with many of them is read as one range of the path index (rows in order, about a
+        third of the cost of looking each path up); the rest are looked up together."""
+        if not self.dialect.byte_order:
+            return self._versions_of(paths)
+        folders: dict[str, list[str]] = {}
+        for path in paths:
+            folders.setdefault(path.rpartition("/")[0], []).append(path)
+        found = self._versions_of([p for listed in folders.values() if len(listed) < RANGE_AT
+                                   for p in listed])
+        ranged = [(f, set(listed)) for f, listed in folders.items() if len(listed) >= RANGE_AT]
+        if ranged:
+            with self._read() as x:
+                for folder, asked in ranged:
+                    low = self._k(folder) + "/" if folder else "/"
+                    # Rows directly in the folder: from "folder/" up to "folder0" ("0" follows
+                    # "/"), not those of the folders below it.
+                    rows = self._x(x, "SELECT path, size, mtime_ns FROM jobs WHERE path >= ? "
+                                      "AND path < ? AND instr(substr(path, ?), '/') = 0",
+                                   (low, low[:-1] + "0", len(low) + 1)).fetchall()
+                    found.update((local, (int(size), int(mtime))) for path, size, mtime in rows
+                                 if (local := self._l(path)) in asked)
+        return found
+
+    def _versions_of(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
         return {self._l(path): (int(size), int(mtime)) for path, size, mtime
                 in self._rows_where_in("path, size, mtime_ns", "path", paths)}
 

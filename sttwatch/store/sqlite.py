@@ -25,7 +25,7 @@ from .sql import Dialect, Executor, SqlStore
 
 SQLITE = Dialect(name="sqlite", param="?", id_column="INTEGER PRIMARY KEY", real="REAL",
                  bigint="INTEGER", null_eq="IS", greatest="MAX", skip_locked="",
-                 admit_lock="")
+                 admit_lock="", byte_order=True)
 
 # Errors that waiting can cure: the disk under the state file is full, or it is busy.
 _WAITABLE = ("database or disk is full", "disk i/o error", "database is locked")
