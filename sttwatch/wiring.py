@@ -254,7 +254,7 @@ def watcher(cfg: Config, clock: Callable[[], float], gate: FsGate | None = None,
     if store is not None:
         def known(paths: Sequence[str]) -> Mapping[str, tuple[int, int]]:
             try:
-                return store.versions(paths)
+                return store.versions(paths, listing=True)
             except StoreUnavailable:  # all handed on: admission waits the store out
                 return {}
     return Watcher(cfg.watches, cfg.daemon.settle_seconds, clock, exclude=exclude,

@@ -205,12 +205,16 @@ def test_versions_of_a_folders_listing_are_its_files_rows_only(store: Store) -> 
     store.admit([offer(p, size=i) for i, p in enumerate(mine + others)], 1.0)
     asked = [*mine[1:], "/rec/d1/new.mp3", "/rec/é/new.mp3"]
     want = {p: (i, 1000) for i, p in enumerate(mine) if i}
-    assert store.versions(asked) == want
-    assert store.versions(others) == {p: (i + len(mine), 1000) for i, p in enumerate(others)}
+    for listing in (True, False):
+        assert store.versions(asked, listing) == want
+        assert store.versions(others, listing) == {p: (i + len(mine), 1000)
+                                                   for i, p in enumerate(others)}
     # Keyed by watch (a shared store), a folder nested as its own watch included.
     store.key_by_watch(WatchKeys.of([("rec", "/rec"), ("deep", "/rec/d1/sub")]), migrate=True)
-    assert store.versions(asked) == want
-    assert store.versions(["/rec/d1/sub/y.mp3"]) == {"/rec/d1/sub/y.mp3": (len(mine) + 1, 1000)}
+    for listing in (True, False):
+        assert store.versions(asked, listing) == want
+        assert store.versions(["/rec/d1/sub/y.mp3"], listing) == {
+            "/rec/d1/sub/y.mp3": (len(mine) + 1, 1000)}
 
 
 # --- submitting ----------------------------------------------------------------------------

@@ -30,9 +30,12 @@ class Store(ABC):
     def get(self, path: str) -> Job | None: ...
 
     @abstractmethod
-    def versions(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+    def versions(self, paths: Sequence[str], listing: bool = False
+                 ) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of the known ones among ``paths``: lets admission skip unchanged
-        files with one query per batch."""
+        files with one query per batch, and a scan with one per thousand listed files.
+        ``listing``: the paths are whole folders' listings (a scan's), so reading a folder's
+        rows whole costs no more than looking each path up; any paths give the same answer."""
 
     @abstractmethod
     def admit(self, batch: Sequence[Admission], now: float, owner: str | None = None

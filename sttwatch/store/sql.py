@@ -320,11 +320,13 @@ class SqlStore(SearchSql, Store):
                                    f"({_marks(len(part))})", part).fetchall()
         return rows
 
-    def versions(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """A scan asks this for each folder's listing: where paths compare as bytes, a folder
-        with many of them is read as one range of the path index (rows in order, about a
-        third of the cost of looking each path up); the rest are looked up together."""
-        if not self.dialect.byte_order:
+    def versions(self, paths: Sequence[str], listing: bool = False
+                 ) -> dict[str, tuple[int, int]]:
+        """For a scan's listing, where paths compare as bytes, a folder with many of them is
+        read as one range of the path index (rows in order, about half the cost of looking
+        each path up); the rest are looked up together. Admission's batches are looked up:
+        a few new files in a large folder must not read all its rows."""
+        if not (listing and self.dialect.byte_order):
             return self._versions_of(paths)
         folders: dict[str, list[str]] = {}
         for path in paths:
