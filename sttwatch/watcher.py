@@ -30,7 +30,19 @@ from pathlib import Path
 from typing import TypeVar
 
 import structlog
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver
 from watchdog.observers.inotify import InotifyFullEmitter, InotifyObserver
 from watchdog.observers.inotify_c import (
@@ -65,6 +77,11 @@ NEVER_SUFFIXES = (*TEMP_SUFFIXES, *OUTPUT_SUFFIXES)  # never a recording, whatev
 OWN_SUFFIXES = (*OUTPUT_SUFFIXES, ".tmp", ERROR_SUFFIX)
 LIMIT_FIX = ("raise it: sysctl -w fs.inotify.max_user_watches=524288, and keep it in a file "
              "under /etc/sysctl.d/; polling this folder meanwhile")
+# The events the hints use, asked of inotify: opens and reads (every scan's folders, every
+# upload's file) are left in the kernel rather than read and dropped in the handler.
+HINT_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, DirModifiedEvent, FileMovedEvent,
+    DirMovedEvent, FileDeletedEvent, DirDeletedEvent, FileClosedEvent]
 OVERFLOW_FIX = ("events were lost and a rescan finds the files; if it recurs raise "
                 "fs.inotify.max_queued_events (sysctl -w fs.inotify.max_queued_events=65536)")
 
@@ -506,7 +523,7 @@ class Watcher:
         try:
             obs = _Observer(report)
             obs.schedule(_Hints(self.hints, root, self.wake), root,
-                         recursive=w.config.recursive)
+                         recursive=w.config.recursive, event_filter=HINT_EVENTS)
             obs.start()
         except OSError as exc:
             if exc.errno != errno.ENOSPC or w.polling:
