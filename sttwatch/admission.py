@@ -172,4 +172,4 @@ class Admitter:
                         reason="transcripts there are not this recording's (another's, "
                                "or not sttwatch's)")
         return Admission(path, s.size, s.mtime_ns, plan, tuple(dict.fromkeys(keys)), done,
-                         digest)
+                         digest, digest_read=True)

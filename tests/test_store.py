@@ -11,6 +11,7 @@ import stat
 import threading
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,24 @@ def test_versions_move_forward_only_and_the_same_bytes_keep_their_result(
     # Other bytes, newer (or the same mtime with another size): a new version.
     (again,) = store.admit([offer(mtime=2000, size=12)], 112.0)
     assert (again.state, again.sha256, again.result) == (State.SEEN, None, None)
+
+
+def test_an_offer_read_before_the_row_learned_its_digest_never_resets_it(
+        store: Store) -> None:
+    """Another host finishes the file (and learns its digest) between this host's read of
+    the store and its offer: the offer, unhashed, proves no new bytes, so the done row and
+    its result stay (resetting it would send the file a second time)."""
+    job = fetched(store)
+    assert store.mark_done(job, 103.0)
+    with store._tx() as x:  # type: ignore[attr-defined]
+        x.execute(store.dialect.q("UPDATE jobs SET sha256='abc' WHERE path=?"), (A,))  # type: ignore[attr-defined]
+    late = Admission(A, 10, 2000, API, ("/rec/a.{format}",), None, None, digest_read=True)
+    assert store.admit([late], 111.0) == []
+    kept = get(store, A)
+    assert (kept.state, kept.sha256, kept.result) == (State.DONE, "abc", RESULT)
+    # Hashed at the next scan, other bytes: a new version.
+    (again,) = store.admit([replace(late, sha256="def")], 112.0)
+    assert (again.state, again.result) == (State.SEEN, None)
 
 
 def test_a_result_is_reused_only_for_the_same_request(store: Store) -> None:

@@ -75,6 +75,10 @@ class Admission:
     # The bytes' digest, given when the store knows the old version's: the same bytes under
     # a newer mtime (another host's view, a touch) are not a new version.
     sha256: str | None = None
+    # Made from a read of the store that found no digest for this path (so it was not
+    # hashed): a row that has one by the time the offer lands learned it since (another
+    # host finished it meanwhile), and the offer is no evidence of new bytes.
+    digest_read: bool = False
 
 
 @dataclass(frozen=True)

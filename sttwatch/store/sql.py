@@ -418,6 +418,10 @@ class SqlStore(SearchSql, Store):
                 held = state in CLAIMED_STATES and float(lease_until or 0) >= now
                 if held and holder != owner:
                     continue  # another daemon's job is never reset under it
+                if a.digest_read and a.sha256 is None and digest is not None:
+                    # Its digest came after the offer's read: hashing decides, at the next
+                    # scan, whether these are new bytes; resetting now could send it twice.
+                    continue
                 if a.sha256 is not None and a.sha256 == digest:
                     if not held:  # the same bytes: the row keeps its result and its state
                         self._x(x, "UPDATE jobs SET size=?, mtime_ns=?, updated_at=? WHERE "
