@@ -27,6 +27,11 @@ from sttwatch.cli import main
 
 KEY = "sk-test-0123456789abcdefSECRET"
 
+# A daemon writes its heartbeat (what ``status`` reads) every 5 s, or at half systemd's
+# watchdog interval when that is shorter: a test that waits for ``status`` to show what the
+# daemon waits on starts it with this, and waits half a second for a beat instead of five.
+FAST_BEAT = {"WATCHDOG_USEC": "1000000"}
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", default=False,

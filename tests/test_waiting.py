@@ -30,7 +30,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_rate(pid: int, window: float = 4.0) -> float:
+def cpu_rate(pid: int, window: float = 2.0) -> float:
     """CPU-seconds per wall second over ``window``."""
     c0, t0 = cpu_seconds(pid), time.monotonic()
     time.sleep(window)  # the measurement window itself, not a wait for a condition
