@@ -21,6 +21,7 @@ from sttwatch.store.sql import SCHEMA_VERSION
 PROBE = 1.0  # api.probe_seconds in these tests (its least)
 
 
+@pytest.mark.solo  # resumes within a bound of wall time
 @pytest.mark.parametrize("arrivals", [4, 0], ids=["creates-waiting", "polls-only"])
 def test_a_key_that_comes_back_resumes_within_one_probe_and_polls_wait(
         tmp_path: Path, fake: FakeService, daemon_factory, arrivals: int) -> None:  # type: ignore[no-untyped-def]
