@@ -156,7 +156,9 @@ main() {
 
   "$venv/bin/ruff" check sttwatch/ tests/ bench/
   "$venv/bin/mypy" --strict sttwatch/
-  "$venv/bin/python" -m pytest -q "$@"
+  # Two workers: most tests wait on daemons, so two overlap on two cores; tests marked solo
+  # still run alone (tests/conftest.py). -n 0 among the arguments runs one process.
+  "$venv/bin/python" -m pytest -q -n 2 "$@"
 }
 
 # Sourcing the file (for trying one function) runs nothing.

@@ -4,6 +4,7 @@ real daemon process that tests can SIGTERM or SIGKILL."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -27,11 +28,42 @@ from sttwatch.cli import main
 
 KEY = "sk-test-0123456789abcdefSECRET"
 
+# A daemon writes its heartbeat (what ``status`` reads) every 5 s, or at half systemd's
+# watchdog interval when that is shorter: a test that waits for ``status`` to show what the
+# daemon waits on starts it with this, and waits half a second for a beat instead of five.
+FAST_BEAT = {"WATCHDOG_USEC": "1000000"}
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", default=False,
                      help="run the fault tests at full size (tests/test_crash.py: 250 "
                      "files, 12 kills per seed) for the figures in docs/reliability.md")
+
+
+@pytest.fixture(autouse=True)
+def _alone_when_solo(request: pytest.FixtureRequest,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """With pytest-xdist's workers (scripts/test.sh runs two), a test marked ``solo`` runs
+    while no other test does: it bounds wall time, CPU or watchdog gaps, holds leases of a
+    few seconds, or hangs a FUSE mount, and a test on the other worker would disturb it.
+    Every test holds a shared lock on one file of the run, a solo test an exclusive one;
+    the turnstile in front lets a waiting solo test in before the next shared one. Set up
+    before the test's other fixtures and torn down after them, so it covers theirs too."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield  # one process: every test runs alone already
+        return
+    run_dir = tmp_path_factory.getbasetemp().parent  # shared by this run's workers
+    mode = fcntl.LOCK_EX if request.node.get_closest_marker("solo") else fcntl.LOCK_SH
+    with (run_dir / "solo.lock").open("a") as lock, (run_dir / "solo.turn").open("a") as turn:
+        fcntl.flock(turn, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, mode)
+        finally:
+            fcntl.flock(turn, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture

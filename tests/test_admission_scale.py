@@ -18,6 +18,7 @@ WATCHDOG_USEC = 6_000_000  # systemd kills at this; the daemon pings at half of 
 
 
 @pytest.mark.slow
+@pytest.mark.solo  # the watchdog gaps are wall time
 def test_thirty_thousand_new_files_never_starve_the_watchdog(
         tmp_path: Path, fake: FakeService, daemon_factory: Callable[..., Daemon]) -> None:
     fake.update(task_seconds=3600)  # nothing finishes: this is about admission

@@ -120,6 +120,7 @@ def test_key_with_invisible_characters_is_a_config_error(tmp_path: Path) -> None
     assert "sk-abc" not in r.err
 
 
+@pytest.mark.solo  # the writer's pauses are wall time
 def test_appending_writer_is_taken_once(tmp_path: Path, fake: FakeService,
                                         daemon_factory) -> None:  # type: ignore[no-untyped-def]
     """A writer appends in open/write/close rounds with pauses shorter than the quiet spell

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import KEY, run_cli, tmpfs_at, transcript, wait_for, write_config
+from conftest import FAST_BEAT, KEY, run_cli, tmpfs_at, transcript, wait_for, write_config
 from fake_service import FakeService, make_fake_audio
 
 from sttwatch.exitcodes import ExitCode
 from sttwatch.store.sql import SCHEMA_VERSION
 
-PROBE = 2.0  # api.probe_seconds in these tests
+PROBE = 1.0  # api.probe_seconds in these tests (its least)
 
 
+@pytest.mark.solo  # resumes within a bound of wall time
 @pytest.mark.parametrize("arrivals", [4, 0], ids=["creates-waiting", "polls-only"])
 def test_a_key_that_comes_back_resumes_within_one_probe_and_polls_wait(
         tmp_path: Path, fake: FakeService, daemon_factory, arrivals: int) -> None:  # type: ignore[no-untyped-def]
@@ -214,7 +215,7 @@ def test_a_full_disk_under_the_state_file_pauses_work_and_it_resumes(
     texts = {inbox / f"before{i}.mp3": f"before the disk filled {i}" for i in range(5)}
     for path, text in texts.items():
         make_fake_audio(path, text)
-    d = daemon_factory(cfg).start()
+    d = daemon_factory(cfg, env=FAST_BEAT).start()  # a heartbeat every 0.5 s
     wait_for(lambda: all(transcript(p) == t for p, t in texts.items()))
 
     def said(event: str) -> int:
@@ -226,9 +227,9 @@ def test_a_full_disk_under_the_state_file_pauses_work_and_it_resumes(
         make_fake_audio(path, text)
     texts.update(more)
     wait_for(lambda: said("store_unavailable") >= 1)
-    # The experiment: the disk stays full past a heartbeat (one every 2 s), whose write
+    # The experiment: the disk stays full past heartbeats (three of them), whose write
     # used to end the daemon.
-    time.sleep(4)
+    time.sleep(1.5)
     assert d.proc is not None and d.proc.poll() is None  # still running
     assert said("store_unavailable") == 1  # said once, not per failed write
     filler.unlink()

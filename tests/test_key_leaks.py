@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KEY, Daemon, run_cli, wait_for, write_config
+from conftest import FAST_BEAT, KEY, Daemon, run_cli, wait_for, write_config
 from fake_service import FakeConfig, FakeService, make_fake_audio
 
 from sttwatch.store.packing import unpack_result
@@ -61,7 +61,7 @@ def test_the_key_reaches_no_artefact_under_any_error_path(
     for name, text in [("bad400", "reject-400 please"), ("bad422", "reject-422 please"),
                        ("boom", "it goes boom"), ("good", "all fine here")]:
         make_fake_audio(inbox / f"{name}.wav", text)
-    daemon = daemon_factory(config).start()
+    daemon = daemon_factory(config, env=FAST_BEAT).start()
     wait_for(lambda: len(list(inbox.glob("*.sttwatch-error.json"))) == 3
              and (inbox / "good.txt").exists(), timeout=60)
     assert [r.status_code for r in gateway.creates()].count(503) == 2
@@ -76,7 +76,7 @@ def test_the_key_reaches_no_artefact_under_any_error_path(
 
     # 3: out of credits (403), seen by a new daemon picking up the queued file.
     gateway.update(key=KEY, out_of_credits=True)
-    daemon = daemon_factory(config).start()
+    daemon = daemon_factory(config, env=FAST_BEAT).start()
     wait_for(lambda: "Insufficient credits" in snapshot("403"), timeout=60)
     assert daemon.stop() == 0
     assert {r.status_code for r in gateway.creates()} >= {400, 422, 503, 201, 401, 403}

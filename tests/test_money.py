@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KEY, Daemon, run_cli, transcript, wait_for, write_config
+from conftest import FAST_BEAT, KEY, Daemon, run_cli, transcript, wait_for, write_config
 from fake_service import COST_HEADERS, FakeService, make_fake_audio
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -122,14 +122,15 @@ def test_out_of_credits_and_a_rejected_key_read_differently(
     assert bad.code == 1 and "refused the API key" in bad.out and "out of credits" not in bad.out
 
     make_fake_audio(tmp_path / "inbox" / "a.mp3", "waits for credits")
-    d = daemon_factory(cfg).start()
+    d = daemon_factory(cfg, env=FAST_BEAT).start()
     wait_for(lambda: "out of credits" in run_cli("status", "--config", str(cfg)).out)
     text = run_cli("status", "--config", str(cfg)).out
     assert "waiting on: the account is out of credits" in text and "API key" not in text
     assert events(d, "out_of_credits") and not events(d, "api_key_rejected")
     assert d.stop() == 0
 
-    other = daemon_factory(cfg, env={"STTWATCH_TEST_KEY": "sk-wrong-000000000000000000"})
+    other = daemon_factory(cfg, env={**FAST_BEAT,
+                                     "STTWATCH_TEST_KEY": "sk-wrong-000000000000000000"})
     other.log = tmp_path / "bad-key.log"
     other.start()
     wait_for(lambda: "refused the API key" in run_cli("status", "--config", str(cfg)).out)

@@ -20,6 +20,9 @@ from stores import PG_URL, new_schema, pg_url_with_schema, require_pg, terminate
 
 from sttwatch.store import State
 
+# Leases of 5 s and mtimes a second apart: alone under pytest-xdist (tests/conftest.py).
+pytestmark = pytest.mark.solo
+
 
 @pytest.fixture
 def pg_schema() -> Iterator[str]:

@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 
 import yaml
-from conftest import KEY, run_cli, transcript, wait_for, write_config
+from conftest import FAST_BEAT, KEY, run_cli, transcript, wait_for, write_config
 from fake_service import FakeService, make_fake_audio
 
 from sttwatch.check import mount_fstype
@@ -93,7 +93,8 @@ def test_status_shows_a_live_daemon_waiting_on_a_rejected_key(
         tmp_path: Path, fake: FakeService, daemon_factory) -> None:  # type: ignore[no-untyped-def]
     cfg = write_config(tmp_path, fake.base_url)
     make_fake_audio(tmp_path / "inbox" / "a.mp3", "queued behind a bad key")
-    d = daemon_factory(cfg, env={"STTWATCH_TEST_KEY": "sk-revoked-key-000000000000"}).start()
+    d = daemon_factory(cfg, env={**FAST_BEAT,
+                                 "STTWATCH_TEST_KEY": "sk-revoked-key-000000000000"}).start()
     wait_for(lambda: any(e["event"] == "api_key_rejected" for e in d.events()), timeout=20)
 
     def status() -> dict[str, object]:

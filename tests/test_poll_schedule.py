@@ -72,6 +72,7 @@ def test_a_finished_task_teaches_between_its_last_miss_and_now_or_just_before_no
     assert 1.95 <= schedule.sample(2.0, None) < 2.0
 
 
+@pytest.mark.solo  # the fetches follow wall time
 def test_fetches_per_file_against_the_service(tmp_path: Path) -> None:
     """96 files, 2 s tasks, 32 at a time (as bench/overhead.py, smaller): the first 32 learn
     the task time with three fetches each, the rest are fetched about once. The schedule

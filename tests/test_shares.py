@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KEY, Daemon, run_cli, transcript, wait_for, write_config
+from conftest import FAST_BEAT, KEY, Daemon, run_cli, transcript, wait_for, write_config
 from fake_service import FakeConfig, FakeService, make_fake_audio
 from share import SshfsShare
 
 from sttwatch.mounts import Mount, mount_of, parse_mountinfo
+
+# Hung FUSE mounts and bounds on wall time: alone under pytest-xdist (tests/conftest.py).
+pytestmark = pytest.mark.solo
 
 
 def test_the_share_sees_the_servers_files_and_fails_like_a_dead_nas(share: SshfsShare) -> None:
@@ -69,7 +72,7 @@ def test_a_share_is_polled_without_a_setting_and_says_so(
         tmp_path: Path, share: SshfsShare, fake: FakeService,
         daemon_factory: Callable[..., Daemon]) -> None:
     cfg = _share_config(tmp_path, share, fake)
-    d = daemon_factory(cfg).start()
+    d = daemon_factory(cfg, env=FAST_BEAT).start()
     d.wait_started()
     wait_for(lambda: any(e["event"] == "watch_polled" for e in d.events()), 20)
     files = [share.served / f"rec{i}.mp3" for i in range(5)]

@@ -15,6 +15,7 @@ from speech import PARAGRAPH, speak
 
 
 @pytest.mark.model
+@pytest.mark.solo  # stops within the unit's timeout (wall time)
 def test_sigterm_with_a_long_local_file_in_flight_stops_within_the_unit_timeout(
         tmp_path: Path, daemon_factory: Callable[..., Daemon]) -> None:
     piece = speak(PARAGRAPH, tmp_path / "piece.wav")

@@ -44,6 +44,7 @@ def slow() -> Iterator[FakeService]:
         yield svc
 
 
+@pytest.mark.solo  # CPU over a window of wall time
 def test_a_full_backend_beside_an_idle_one_costs_what_idling_costs(
         tmp_path: Path, slow: FakeService, daemon_factory: Callable[..., Daemon]) -> None:
     (tmp_path / "local").mkdir()
@@ -61,6 +62,7 @@ def test_a_full_backend_beside_an_idle_one_costs_what_idling_costs(
     assert d.stop() == 0
 
 
+@pytest.mark.solo  # CPU over a window of wall time
 def test_an_auth_pause_costs_what_idling_costs(
         tmp_path: Path, fake: FakeService, daemon_factory: Callable[..., Daemon]) -> None:
     cfg = write_config(tmp_path, fake.base_url, api={"probe_seconds": 30})
