@@ -21,6 +21,8 @@ from sttwatch.identity import sha256_of
 from sttwatch.offline import unreachable
 from sttwatch.sharefile import ShareFile
 
+pytestmark = pytest.mark.solo  # hangs a FUSE mount against a deadline
+
 BIG = 40 << 20  # more than the socket buffers hold: an upload of it still reads the share
 
 
