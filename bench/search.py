@@ -44,6 +44,7 @@ from sttwatch.store.sql import SqlStore  # noqa: E402
 
 GOAL_MS = 100.0
 GOAL_SIZE = 0.30
+SEARCH_TABLES = ("search_docs",)
 MODEL = "#g1_nova-2"
 SYLLABLES = ["ka", "lo", "mi", "ren", "sa", "tor", "vel", "dun", "bri", "hal", "pe", "zu",
              "mar", "ost", "qui", "fen", "gal", "ur", "nis", "tal"]
@@ -169,6 +170,30 @@ def pg_size(store: Any, tables: tuple[str, ...]) -> int:
     return total
 
 
+def pg_breakdown(store: Any) -> None:
+    """Where PostgreSQL's bytes are, after VACUUM: each search table's heap, its TOAST
+    (with the TOAST index) and each of its indexes."""
+    with store._pool.connection() as x:  # autocommit: VACUUM runs outside a transaction
+        x.execute("VACUUM ANALYZE")
+        rows = x.execute(
+            "SELECT c.relname, pg_relation_size(c.oid), pg_total_relation_size(c.oid) - "
+            "pg_relation_size(c.oid) - pg_indexes_size(c.oid), pg_indexes_size(c.oid) "
+            "FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace AND "
+            "c.relkind = 'r' AND c.relname LIKE 'search%' ORDER BY 1").fetchall()
+        for name, heap, toast, idx in rows:
+            print(f"  {name}: heap {heap / 1e6:.1f} MB, TOAST {toast / 1e6:.1f} MB, "
+                  f"indexes {idx / 1e6:.1f} MB")
+        for name, size in x.execute(
+                "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c WHERE "
+                "c.relnamespace = current_schema()::regnamespace AND c.relkind = 'i' AND "
+                "c.relname LIKE 'search%' ORDER BY 1").fetchall():
+            print(f"    index {name}: {size / 1e6:.1f} MB")
+        for col, avg in x.execute(
+                "SELECT attname, avg_width FROM pg_stats WHERE schemaname = current_schema() "
+                "AND tablename = 'search_docs' ORDER BY 1").fetchall():
+            print(f"    search_docs.{col}: {avg} bytes a row on average (as stored)")
+
+
 def stores(kind: str, tmp: Path) -> Iterator[tuple[str, SqlStore, Callable[[], None]]]:
     if kind in ("sqlite", "both"):
         from sttwatch.store.sqlite import SqliteStore
@@ -194,6 +219,8 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--seed", type=int, default=23)
+    parser.add_argument("--sizes", action="store_true",
+                        help="PostgreSQL: each search table's and index's size after VACUUM")
     args = parser.parse_args()
     print(f"{args.transcripts} transcripts of {args.words} words, {args.queries} queries of "
           "each kind")
@@ -221,10 +248,12 @@ def run(name: str, store: SqlStore, args: argparse.Namespace) -> None:
     if name == "postgres":
         with store._tx() as x:
             x.execute("ANALYZE")
-        after = before + pg_size(store, ("search_docs",))
+        after = before + pg_size(store, SEARCH_TABLES)
     else:
         after = sqlite_size(store)
     print(f"[{name}] indexed in {time.monotonic() - t1:.0f} s; state {after / 1e6:.1f} MB")
+    if name == "postgres" and args.sizes:
+        pg_breakdown(store)
     rng = random.Random(args.seed + 1)
     words, phrases = queries(sample, args.queries, rng)
     rows = [("one-word query, median (p90)", *median_ms(store, words)),

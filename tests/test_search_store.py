@@ -224,8 +224,8 @@ def as_version_4(store: SqlStore) -> None:
             store._x(x, "UPDATE search_docs SET cues=? WHERE id=?", (pack_cues(cues), rowid))
         store._x(x, "ALTER TABLE search_docs DROP COLUMN pairs")
         if not isinstance(store, SqliteStore):
-            store._x(x, "DROP INDEX search_docs_words")
-            store._x(x, "ALTER TABLE search_docs DROP COLUMN words, DROP COLUMN nwords, "
+            store._x(x, "DROP TABLE search_words")
+            store._x(x, "ALTER TABLE search_docs DROP COLUMN sig, DROP COLUMN nwords, "
                         "ADD COLUMN tsv TSVECTOR")
             for rowid, body in full.items():
                 store._x(x, "UPDATE search_docs SET tsv=to_tsvector('simple', ?) WHERE id=?",
@@ -259,7 +259,7 @@ def test_a_version_4_index_is_rebuilt_without_positions(store: SqlStore,
             version = store._x(x, "SELECT value FROM meta WHERE key='schema_version'"
                                ).fetchone()[0]
             kinds = {bytes(r[0])[:1] for r in store._x(x, "SELECT cues FROM search_docs")}
-        assert int(version) == SCHEMA_VERSION == 5
+        assert int(version) == SCHEMA_VERSION == 6
         assert kinds == {b"R", b"P"}
         fts_sound(store)
         assert query(store, '"move to lisbon"') == [
@@ -269,3 +269,54 @@ def test_a_version_4_index_is_rebuilt_without_positions(store: SqlStore,
         fts_sound(store)
     finally:
         store.close()
+
+
+def as_version_5(store: SqlStore) -> None:
+    """Turn PostgreSQL's index back into what schema 5 kept: each page's words as text with
+    a GIN index over their tsvector, and no filters of them nor vocabulary."""
+    with store._tx() as x:
+        full = {}
+        for rowid, job_id, blob in store._x(x, "SELECT id, job_id, cues FROM search_docs"
+                                            ).fetchall():
+            cues = unpack_page(blob, store._result_json(x, job_id))
+            assert cues is not None
+            full[rowid] = " ".join(sorted({w for c in cues for w in words(c.text)}))
+        store._x(x, "DROP TABLE search_words")
+        store._x(x, "ALTER TABLE search_docs DROP COLUMN sig, ADD COLUMN words TEXT NOT NULL "
+                    "DEFAULT ''")
+        for rowid, body in full.items():
+            store._x(x, "UPDATE search_docs SET words=?, nwords=? WHERE id=?",
+                     (body, len(body.split()), rowid))
+        store._x(x, "CREATE INDEX search_docs_words ON search_docs USING GIN "
+                    "(to_tsvector('simple', words))")
+        store._x(x, "UPDATE meta SET value='5' WHERE key='schema_version'")
+
+
+def test_a_version_5_postgres_index_becomes_filters(tmp_path: Path) -> None:
+    from sttwatch.store.postgres import PostgresStore
+    with contract_store("postgres", tmp_path) as store:
+        text = "We decided the move to Lisbon in March."
+        job_id = held_result(store, "/lib/a/move.mp3", text)
+        store.index_transcript(doc("/lib/a/move.mp3", (754.5, text), job_id=job_id))
+        library(store)
+        as_version_5(store)
+        upgraded = PostgresStore(PG_URL, schema=store._schema)  # type: ignore[attr-defined]
+        try:
+            with upgraded._tx() as x:
+                version = upgraded._x(x, "SELECT value FROM meta WHERE key='schema_version'"
+                                      ).fetchone()[0]
+                gone = upgraded._x(x, "SELECT to_regclass('search_docs_words') IS NULL"
+                                   ).fetchone()[0]
+            assert int(version) == SCHEMA_VERSION and gone
+            assert query(upgraded, '"move to lisbon"') == [
+                ("/lib/a/move.mp3", 754.5, "We decided the [move to Lisbon] in March.")]
+            assert query(upgraded, "entrop*")[0][:2] == ("/lib/b/lecture.mp3", 12.0)
+            assert query(upgraded, "lisbonne") == []
+            # a re-transcription and a forget still replace and remove its entries
+            upgraded.index_transcript(doc("/lib/a/move.mp3", (3.0, "Porto after all.")))
+            assert query(upgraded, "lisbon") == []
+            assert query(upgraded, "porto") == [("/lib/a/move.mp3", 3.0, "[Porto] after all.")]
+            assert upgraded.forget(["/lib/a/move.mp3"]) == 1
+            assert query(upgraded, "porto") == []
+        finally:
+            upgraded.close()

@@ -13,14 +13,16 @@ from sttwatch.search.hits import clock, marked, snippet
 from sttwatch.search.query import QueryError, parse
 from sttwatch.store.search import IndexedCue, Term, pairs_of, words
 from sttwatch.store.searchpack import (
+    may_have,
     may_hold,
     pack_cues,
     pack_page,
     pack_pairs,
+    pack_words,
     unpack_cues,
     unpack_page,
 )
-from sttwatch.store.searchsql import fts5_query, ts_query
+from sttwatch.store.searchsql import bloom_test, fts5_query
 
 
 def test_queries_read_as_words_phrases_prefixes_and_speakers() -> None:
@@ -32,7 +34,10 @@ def test_queries_read_as_words_phrases_prefixes_and_speakers() -> None:
     # the engines keep no positions: a phrase asks them for its words, checked after
     assert fts5_query(q.terms) == '"budget" AND "second" AND "quarter" AND "afternoo" * AND ' \
         '"cafe"'
-    assert ts_query(q.terms) == "'budget' & 'second' & 'quarter' & 'afternoo':* & 'cafe'"
+    # PostgreSQL: the filter's bits, numbered here, tested by the server
+    assert bloom_test("d.sig", [7, 2 ** 34]) == (
+        "get_bit(d.sig, mod(7, 8 * length(d.sig))::int) = 1 AND "
+        "get_bit(d.sig, mod(17179869184, 8 * length(d.sig))::int) = 1")
 
 
 @pytest.mark.parametrize("bad", ['"open', "a*b", "**", "", "  ", "-- ...", "speaker:x*",
@@ -105,3 +110,11 @@ def test_pairs_of_next_words_are_told_apart_without_reading_the_page() -> None:
     apart = [(seq[i], seq[i + 2]) for i in range(998)]
     assert sum(may_hold(bloom, [p]) for p in apart) < 0.1 * len(apart)
     assert pairs_of(parse('"a b c" d "e f"*').terms) == [("a", "b"), ("b", "c")]
+
+
+def test_a_filter_of_the_words_holds_them_and_rules_out_nearly_all_others() -> None:
+    said = [f"word{i}" for i in range(500)]
+    bloom = pack_words(said + said[:100])  # each word once, however often said
+    assert len(bloom) == 900  # 14.4 bits a word
+    assert all(may_have(bloom, w) for w in said)
+    assert sum(may_have(bloom, f"other{i}") for i in range(20_000)) < 0.003 * 20_000

@@ -133,29 +133,58 @@ def unpack_page(blob: bytes, result_json: bytes | None) -> tuple[IndexedCue, ...
 
 PAIR_BITS = 6.24  # bits a pair: 5% false positives with 4 hashes (m/n = -ln p / ln(2)^2)
 _PAIR_HASHES = 4
+WORD_BITS = 14.4  # bits a word: 0.1% false positives with 10 hashes
+_WORD_HASHES = 10
 
 
-def _pair_bits(a: str, b: str, m: int) -> list[int]:
-    digest = hashlib.blake2b(f"{a} {b}".encode(), digest_size=8).digest()
+def _probes(item: str, k: int) -> list[int]:
+    """Where ``item`` sets its ``k`` bits in a filter of ``m`` bits: each number ``% m``.
+    The numbers, not the bits, so that PostgreSQL can take them ``% m`` row by row."""
+    digest = hashlib.blake2b(item.encode(), digest_size=8).digest()
     h1, h2 = int.from_bytes(digest[:4], "big"), int.from_bytes(digest[4:], "big") | 1
-    return [(h1 + i * h2) % m for i in range(_PAIR_HASHES)]
+    return [h1 + i * h2 for i in range(k)]
+
+
+def _bloom(items: set[str], bits_each: float, k: int) -> bytes:
+    m = max(64, -(-int(len(items) * bits_each) // 8) * 8)
+    bits = bytearray(m // 8)
+    for item in items:
+        for p in _probes(item, k):
+            bit = p % m
+            bits[bit >> 3] |= 1 << (bit & 7)  # as PostgreSQL's get_bit on a bytea counts
+    return bytes(bits)
+
+
+def _has(bloom: bytes, item: str, k: int) -> bool:
+    m = len(bloom) * 8
+    return not m or all(bloom[p % m >> 3] >> (p % m & 7) & 1 for p in _probes(item, k))
+
+
+def pair_probes(a: str, b: str) -> list[int]:
+    return _probes(f"{a} {b}", _PAIR_HASHES)
+
+
+def word_probes(word: str) -> list[int]:
+    return _probes(word, _WORD_HASHES)
 
 
 def pack_pairs(seq: Sequence[str]) -> bytes:
     """A Bloom filter of the page's pairs of next words: a phrase whose pairs are not all in
     it is not in the page, told without reading the page (most candidate pages of a phrase
     of common words hold both words, but apart). 5% of the pages without a pair pass."""
-    pairs = set(itertools.pairwise(seq))
-    m = max(64, -(-int(len(pairs) * PAIR_BITS) // 8) * 8)
-    bits = bytearray(m // 8)
-    for a, b in pairs:
-        for k in _pair_bits(a, b, m):
-            bits[k >> 3] |= 1 << (k & 7)
-    return bytes(bits)
+    return _bloom({f"{a} {b}" for a, b in itertools.pairwise(seq)}, PAIR_BITS, _PAIR_HASHES)
 
 
 def may_hold(bloom: bytes, pairs: Sequence[tuple[str, str]]) -> bool:
     """False: some pair of next words is not in the page. True: it may be."""
-    m = len(bloom) * 8
-    return not m or all(bloom[k >> 3] >> (k & 7) & 1 for a, b in pairs
-                        for k in _pair_bits(a, b, m))
+    return all(_has(bloom, f"{a} {b}", _PAIR_HASHES) for a, b in pairs)
+
+
+def pack_words(seq: Sequence[str]) -> bytes:
+    """A Bloom filter of the page's words (PostgreSQL's index: docs/search.md says why): a
+    page without a word fails it, but for 0.1% of such pages, which reading them rules out."""
+    return _bloom(set(seq), WORD_BITS, _WORD_HASHES)
+
+
+def may_have(bloom: bytes, word: str) -> bool:
+    return _has(bloom, word, _WORD_HASHES)

@@ -8,12 +8,13 @@ best first, until ``limit`` pages hold them (``holds``).
 SQLite: a contentless FTS5 table with ``detail=none``, ranked with bm25. Its rows are removed
 with FTS5's ``delete`` command, which needs the words that were indexed: they come from the
 page's cues, or, for a page whose result changed since (stale), from the index itself
-(``fts5vocab``, a scan of the index: rare, and only then). PostgreSQL: the page's words as
-text (TOAST compresses it to less than half a stored ``tsvector``) with a GIN index over their
-``tsvector``, under the ``simple`` configuration (no stemming, no stop words: a library holds
-many languages, and the words are folded before they get here), ranked as bm25 without word
-counts ranks an AND of words: the page with fewer words first. Each page's cues are kept
-beside it, their words compressed against the job's stored result
+(``fts5vocab``, a scan of the index: rare, and only then). PostgreSQL: a Bloom filter of the
+page's words (``sig``) beside the one of its pairs of next words, both tested by the server
+row by row (``get_bit``, the bit numbers computed here), and a vocabulary of every word
+indexed (``search_words``) that prefixes expand through: a GIN index needs its words in the
+table, and they were twice the rest of the index (docs/search.md has the figures). Ranked as
+bm25 without word counts ranks an AND of words: the page with fewer words first. Each page's
+cues are kept beside it, their words compressed against the job's stored result
 (sttwatch/store/searchpack.py).
 """
 
@@ -39,10 +40,20 @@ from .search import (
     pairs_of,
     words,
 )
-from .searchpack import may_hold, pack_page, pack_pairs, unpack_page
+from .searchpack import (
+    may_hold,
+    pack_page,
+    pack_pairs,
+    pack_words,
+    pair_probes,
+    unpack_page,
+    word_probes,
+)
 
 SEARCH_VERSION = 3  # the first schema version that may hold these tables
 POSITIONLESS_VERSION = 5  # the one that dropped their word positions and copied cue words
+BLOOM_VERSION = 6  # PostgreSQL: Bloom filters of the words instead of a GIN index over them
+EXPANSIONS = 64  # a prefix of more words than this is left to the reading of the pages
 
 
 NO_FTS5 = ("search needs SQLite's FTS5, which this Python's sqlite3 module lacks (the "
@@ -57,10 +68,14 @@ def search_ddl(dialect: str, fts5: bool = True) -> list[str]:
                 id BIGSERIAL PRIMARY KEY, path TEXT NOT NULL, page INTEGER NOT NULL,
                 job_id BIGINT, model TEXT, recorded_at DOUBLE PRECISION,
                 speakers TEXT NOT NULL DEFAULT '', cues BYTEA NOT NULL, pairs BYTEA,
-                words TEXT NOT NULL, nwords INTEGER NOT NULL)""",
+                sig BYTEA NOT NULL, nwords INTEGER NOT NULL)""",
+            # The filters stay in the row, uncompressed (they do not compress), which a
+            # search reads whole; the cues, read only for the candidates, go out of line.
+            "ALTER TABLE search_docs ALTER COLUMN cues SET STORAGE EXTERNAL, ALTER COLUMN "
+            "pairs SET STORAGE MAIN, ALTER COLUMN sig SET STORAGE MAIN",
             "CREATE INDEX IF NOT EXISTS search_docs_path ON search_docs(path)",
-            "CREATE INDEX IF NOT EXISTS search_docs_words ON search_docs USING GIN "
-            "(to_tsvector('simple', words))",
+            # every word ever indexed (``clear_index`` empties it): what a prefix can be
+            'CREATE TABLE IF NOT EXISTS search_words (word TEXT COLLATE "C" PRIMARY KEY)',
         ]
     return [
         """CREATE TABLE IF NOT EXISTS search_docs (
@@ -98,9 +113,11 @@ def fts5_query(terms: Sequence[Term]) -> str:
                         for t in terms for k, w in enumerate(t.words))
 
 
-def ts_query(terms: Sequence[Term]) -> str:
-    return " & ".join(f"'{w}'" + (":*" if t.prefix and k == len(t.words) - 1 else "")
-                      for t in terms for k, w in enumerate(t.words))
+def bloom_test(column: str, probes: Sequence[int]) -> str:
+    """SQL true when every probe's bit is set in the row's filter (``get_bit`` counts a
+    bytea's bits as ``searchpack._bloom`` sets them). The probes are numbers made here."""
+    return " AND ".join(f"get_bit({column}, mod({int(p)}, 8 * length({column}))::int) = 1"
+                        for p in probes)
 
 
 class SearchSql(SearchIndex):
@@ -166,6 +183,12 @@ class SearchSql(SearchIndex):
                 self._x(x, "INSERT INTO search_fts(search_fts, rowid, body) VALUES "
                            "('delete', ?, ?)", (rowid, " ".join(terms)))
 
+    def _add_words(self, x: Any, found: Iterable[str]) -> None:
+        """PostgreSQL's vocabulary: new words only, in order (two indexers adding the same
+        words wait for each other instead of deadlocking)."""
+        self._x(x, "INSERT INTO search_words (word) SELECT unnest(?::text[]) ON CONFLICT "
+                   "DO NOTHING", (sorted(set(found)),))
+
     def index_transcript(self, doc: IndexedTranscript) -> None:
         parts = [(body_of(p), speakers_of(p), p, pack_pairs(page_words(p)))
                  for p in pages(doc.cues)]
@@ -177,14 +200,17 @@ class SearchSql(SearchIndex):
                 head = (doc.path, n, doc.job_id, doc.model, doc.recorded_at, speakers,
                         pack_page(cues, source), pairs)
                 if self._pg:
+                    found = body.split()
                     self._x(x, "INSERT INTO search_docs (path, page, job_id, model, "
-                               "recorded_at, speakers, cues, pairs, words, nwords) VALUES (?, "
-                               "?, ?, ?, ?, ?, ?, ?, ?, ?)", (*head, body, len(body.split())))
+                               "recorded_at, speakers, cues, pairs, sig, nwords) VALUES (?, ?, "
+                               "?, ?, ?, ?, ?, ?, ?, ?)", (*head, pack_words(found), len(found)))
                     continue
                 rowid = self._x(x, "INSERT INTO search_docs (path, page, job_id, model, "
                                    "recorded_at, speakers, cues, pairs) VALUES (?, ?, ?, ?, ?, ?, "
                                    "?, ?) RETURNING id", head).fetchone()[0]
                 self._x(x, "INSERT INTO search_fts(rowid, body) VALUES (?, ?)", (rowid, body))
+            if self._pg and parts:
+                self._add_words(x, (w for body, *_rest in parts for w in body.split()))
 
     def _migrate_search_to_5(self, x: Any) -> None:
         """Version 5: the index keeps no word positions, and a page's words are compressed
@@ -221,6 +247,29 @@ class SearchSql(SearchIndex):
                 self._x(x, "UPDATE search_docs SET words=?, nwords=? WHERE id=?",
                         (body, len(body.split()), rowid))
 
+    def _migrate_search_to_6(self, x: Any) -> None:
+        """Version 6: PostgreSQL's index becomes Bloom filters of each page's words and a
+        vocabulary, made from the words version 5 kept (SQLite's index is unchanged). The
+        rows the update leaves behind are vacuumed as usual; ``VACUUM FULL search_docs``
+        gives their room back to the disk at once."""
+        if not self._pg or not self._x(x, "SELECT to_regclass('search_docs') IS NOT NULL"
+                                       ).fetchone()[0]:
+            return
+        rows = self._x(x, "SELECT id, words FROM search_docs").fetchall()
+        self._x(x, "DROP INDEX IF EXISTS search_docs_words")
+        self._x(x, "ALTER TABLE search_docs DROP COLUMN IF EXISTS words, ADD COLUMN IF NOT "
+                   "EXISTS sig BYTEA NOT NULL DEFAULT ''::bytea")
+        self._x(x, "ALTER TABLE search_docs ALTER COLUMN sig DROP DEFAULT")
+        self._x(x, 'CREATE TABLE IF NOT EXISTS search_words (word TEXT COLLATE "C" PRIMARY '
+                   'KEY)')
+        vocabulary: set[str] = set()
+        for rowid, body in rows:
+            found = str(body).split()
+            vocabulary.update(found)
+            self._x(x, "UPDATE search_docs SET sig=?, nwords=? WHERE id=?",
+                    (pack_words(found), len(found), rowid))
+        self._add_words(x, vocabulary)
+
     def drop_transcripts(self, paths: Iterable[str]) -> int:
         with self._tx() as x:
             return sum(self._drop_search(x, p) for p in paths)
@@ -228,7 +277,9 @@ class SearchSql(SearchIndex):
     def clear_index(self) -> None:
         with self._tx() as x:
             self._x(x, "DELETE FROM search_docs")
-            if not self._pg:
+            if self._pg:
+                self._x(x, "DELETE FROM search_words")
+            else:
                 self._ready(x)
                 self._x(x, "INSERT INTO search_fts(search_fts) VALUES ('delete-all')")
 
@@ -251,8 +302,9 @@ class SearchSql(SearchIndex):
         # A phrase is checked on the pages' cues: the engine can only give every page with
         # its words, best first, to be read until ``limit`` of them hold it.
         phrases = any(len(t.words) > 1 for t in spec.terms)
-        limit = "" if phrases else " LIMIT ?"
-        tail = [] if phrases else [spec.limit]
+        # PostgreSQL's filters let through a few pages without the words: read on too
+        limit = "" if phrases or (self._pg and spec.terms) else " LIMIT ?"
+        tail = [] if limit == "" else [spec.limit]
         if not spec.terms:
             sql = (f"SELECT d.id, 0 FROM search_docs d WHERE {' AND '.join(where) or '1=1'} "
                    f"ORDER BY d.recorded_at DESC, d.path, d.page{limit}")
@@ -260,10 +312,9 @@ class SearchSql(SearchIndex):
         elif self._pg:
             # bm25 with no word counts, as SQLite's: the shorter page first
             sql = ("SELECT d.id, 1.0 / (1 + d.nwords) AS score FROM search_docs d WHERE "
-                   "to_tsvector('simple', d.words) @@ to_tsquery('simple', ?)"
-                   + "".join(f" AND {w}" for w in where) +
+                   + " AND ".join([*where, "{tests}"]) +
                    f" ORDER BY d.nwords, d.path, d.page{limit}")
-            args = [ts_query(spec.terms), *args, *tail]
+            args += tail
         else:
             sql = ("SELECT d.id, -bm25(search_fts) AS score FROM search_fts JOIN "
                    "search_docs d ON d.id = search_fts.rowid WHERE search_fts MATCH ?"
@@ -274,10 +325,10 @@ class SearchSql(SearchIndex):
         with self._read() as x:
             self._ready(x)
             if self._pg and spec.terms:
-                # The words live out of line (TOAST), so the table looks small and the
-                # planner prefers reading it whole, cutting every page's words again: far
-                # slower on 10,000 transcripts than a few ms through the GIN index.
-                self._x(x, "SET LOCAL enable_seqscan = off")
+                tests = self._bloom_tests(x, spec.terms)
+                if tests is None:
+                    return []
+                sql = sql.replace("{tests}", tests)
             ranked = [(int(i), float(s)) for i, s in self._x(x, sql, args).fetchall()]
             sources: dict[int, bytes | None] = {}
             at, step = 0, max(spec.limit, 20)
@@ -285,6 +336,30 @@ class SearchSql(SearchIndex):
                 out += self._read_pages(x, ranked[at:at + step], spec, sources)
                 at, step = at + step, min(step * 4, 2000)  # most were not it: read on faster
         return out[:spec.limit]
+
+    def _bloom_tests(self, x: Any, terms: Sequence[Term]) -> str | None:
+        """PostgreSQL: the SQL that passes the pages whose filters may hold every term's
+        words and pairs of next words; None when a word was never indexed (no hits)."""
+        whole = sorted({w for t in terms for w in (t.words[:-1] if t.prefix else t.words)})
+        if whole and self._x(x, "SELECT COUNT(*) FROM search_words WHERE word = ANY(?)",
+                             (whole,)).fetchone()[0] < len(whole):
+            return None
+        tests = [bloom_test("d.sig", word_probes(w)) for w in whole]
+        for t in terms:
+            if not t.prefix:
+                continue
+            # folded words are letters and digits: nothing in them that LIKE reads
+            found = [str(r[0]) for r in self._x(
+                x, "SELECT word FROM search_words WHERE word LIKE ? ORDER BY word LIMIT ?",
+                (t.words[-1] + "%", EXPANSIONS + 1)).fetchall()]
+            if not found:
+                return None
+            if len(found) <= EXPANSIONS:  # more: the pages read tell
+                tests.append("(" + " OR ".join(f"({bloom_test('d.sig', word_probes(w))})"
+                                               for w in found) + ")")
+        tests += [f"(d.pairs IS NULL OR ({bloom_test('d.pairs', pair_probes(a, b))}))"
+                  for a, b in pairs_of(terms)]
+        return " AND ".join(tests) or "1=1"
 
     def _read_pages(self, x: Any, ranked: Sequence[tuple[int, float]], spec: SearchSpec,
                     sources: dict[int, bytes | None]) -> list[PageHit]:

@@ -21,12 +21,20 @@ from .errors import StoreError
 from .keys import WatchKeys
 from .model import Admission, Claim, DaemonInfo, Job, OutboxEvent, Plan, Spend, State
 from .packing import pack, unpack_result
-from .searchsql import POSITIONLESS_VERSION, SEARCH_VERSION, SearchSql, has_fts5, search_ddl
+from .searchsql import (
+    BLOOM_VERSION,
+    POSITIONLESS_VERSION,
+    SEARCH_VERSION,
+    SearchSql,
+    has_fts5,
+    search_ddl,
+)
 
 # 3: output names unique, reuse keyed by the request (request_key).
 # 4: the search index (searchsql.py), made empty; ``sttwatch search --reindex`` fills it.
 # 5: the index without word positions, its cue words packed against the stored results.
-SCHEMA_VERSION = 5
+# 6: PostgreSQL's index: Bloom filters of each page's words and a vocabulary, not a GIN index.
+SCHEMA_VERSION = 6
 
 COLUMNS = ("id", "path", "size", "mtime_ns", "state", "generation_id", "attempts", "polls",
            "submitted_at", "next_at", "error", "result", "cost", "created_at", "updated_at",
@@ -283,6 +291,9 @@ class SqlStore(SearchSql, Store):
         if existing_columns and version is not None and \
                 SEARCH_VERSION <= version < POSITIONLESS_VERSION:
             self._migrate_search_to_5(x)
+        if existing_columns and version is not None and \
+                SEARCH_VERSION <= version < BLOOM_VERSION:
+            self._migrate_search_to_6(x)
         fts5 = d.name != "sqlite" or has_fts5(x)
         for stmt in [*ddl(d), *search_ddl(d.name, fts5)]:
             self._x(x, stmt)
