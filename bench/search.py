@@ -147,12 +147,31 @@ def queries(sample: list[list[str]], n: int, rng: random.Random) -> tuple[list[s
     return words, phrases
 
 
-def median_ms(store: SqlStore, texts: list[str]) -> tuple[float, float, int]:
+def server_cpu(store: Any) -> float:
+    """CPU seconds of the PostgreSQL backend serving this (one-thread) bench, when the
+    server runs on this machine; 0 for SQLite, which runs in this process."""
+    if not hasattr(store, "_pool"):
+        return 0.0
+    with store._pool.connection() as c:
+        pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median_ms(store: SqlStore, texts: list[str]) -> tuple[float, float, int, float]:
+    """Median and p90 wall ms, queries with hits, and the mean CPU ms a query (this process
+    and the server's): wall times move with the machine's load, CPU much less."""
     for t in texts[:3]:
         timed(store, t)  # warm the caches, as a second search would find them
+    c0, s0 = time.process_time(), server_cpu(store)
     runs = [timed(store, t) for t in texts]
+    cpu = (time.process_time() - c0 + server_cpu(store) - s0) / len(texts) * 1000
     ms = sorted(r[0] for r in runs)
-    return statistics.median(ms), ms[int(0.9 * (len(ms) - 1))], sum(r[1] > 0 for r in runs)
+    return (statistics.median(ms), ms[int(0.9 * (len(ms) - 1))], sum(r[1] > 0 for r in runs),
+            cpu)
 
 
 def sqlite_size(store: Any) -> int:
@@ -194,6 +213,22 @@ def pg_breakdown(store: Any) -> None:
             print(f"    search_docs.{col}: {avg} bytes a row on average (as stored)")
 
 
+def scaled(store: Any, k: int, words: list[str], phrases: list[str]) -> None:
+    """The same pages K times over, as a library K times larger indexes them (a shortcut:
+    the copies share their jobs' results, which only the pages read need)."""
+    with store._tx() as x:
+        x.execute("INSERT INTO search_docs (path, page, job_id, model, recorded_at, speakers, "
+                  "cues, pairs, sig, nwords) SELECT path || '#' || n, page, job_id, model, "
+                  "recorded_at, speakers, cues, pairs, sig, nwords FROM search_docs, "
+                  "generate_series(2, %s) n", (k,))
+    with store._pool.connection() as x:
+        x.execute("VACUUM ANALYZE search_docs")
+    for label, texts in (("one-word", words), ("phrase", phrases)):
+        med, p90, _found, cpu = median_ms(store, texts)
+        print(f"[postgres] x{k} pages: {label} query, median (p90): {med:.1f} ms ({p90:.1f}), "
+              f"CPU {cpu:.1f} ms a query")
+
+
 def stores(kind: str, tmp: Path) -> Iterator[tuple[str, SqlStore, Callable[[], None]]]:
     if kind in ("sqlite", "both"):
         from sttwatch.store.sqlite import SqliteStore
@@ -219,11 +254,14 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--seed", type=int, default=23)
+    parser.add_argument("--scale", type=int, default=0, metavar="K",
+                        help="PostgreSQL: then copy the index's pages K-1 times over (under "
+                             "other paths) and time the queries again: how the scan grows")
     parser.add_argument("--sizes", action="store_true",
                         help="PostgreSQL: each search table's and index's size after VACUUM")
     args = parser.parse_args()
     print(f"{args.transcripts} transcripts of {args.words} words, {args.queries} queries of "
-          "each kind")
+          f"each kind; load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="sttwatch-search-") as tmp:
         for name, store, close in stores(args.store, Path(tmp)):
             try:
@@ -254,6 +292,7 @@ def run(name: str, store: SqlStore, args: argparse.Namespace) -> None:
     print(f"[{name}] indexed in {time.monotonic() - t1:.0f} s; state {after / 1e6:.1f} MB")
     if name == "postgres" and args.sizes:
         pg_breakdown(store)
+    print(f"[{name}] load average {os.getloadavg()[0]:.1f} before the queries")
     rng = random.Random(args.seed + 1)
     words, phrases = queries(sample, args.queries, rng)
     rows = [("one-word query, median (p90)", *median_ms(store, words)),
@@ -261,10 +300,12 @@ def run(name: str, store: SqlStore, args: argparse.Namespace) -> None:
             ("prefix query, median (p90)", *median_ms(store, [w[:4] + "*" for w in words])),
             ('a word in every transcript ("the"), median (p90)',
              *median_ms(store, ["the"] * 10))]
-    for label, med, p90, found in rows:
+    for label, med, p90, found, cpu in rows:
         ok = "yes" if med < GOAL_MS else "no"
         print(f"[{name}] {label}: {med:.1f} ms ({p90:.1f}), goal < {GOAL_MS:.0f} ms: {ok}"
-              f"  [{found} of the queries had hits]")
+              f"  [{found} of the queries had hits; CPU {cpu:.1f} ms a query]")
+    if name == "postgres" and args.scale > 1:
+        scaled(store, args.scale, words, phrases)
     grow = (after - before) / before
     print(f"[{name}] index size: +{grow:.1%} of the state ({(after - before) / 1e6:.1f} MB), "
           f"goal <= {GOAL_SIZE:.0%}: {'yes' if grow <= GOAL_SIZE else 'no'}")

@@ -41,6 +41,8 @@ from .search import (
     words,
 )
 from .searchpack import (
+    PAIR_BITS,
+    PG_PAIR_BITS,
     may_hold,
     pack_page,
     pack_pairs,
@@ -190,7 +192,8 @@ class SearchSql(SearchIndex):
                    "DO NOTHING", (sorted(set(found)),))
 
     def index_transcript(self, doc: IndexedTranscript) -> None:
-        parts = [(body_of(p), speakers_of(p), p, pack_pairs(page_words(p)))
+        bits = PG_PAIR_BITS if self._pg else PAIR_BITS
+        parts = [(body_of(p), speakers_of(p), p, pack_pairs(page_words(p), bits))
                  for p in pages(doc.cues)]
         with self._tx() as x:
             self._ready(x)
@@ -334,7 +337,10 @@ class SearchSql(SearchIndex):
             at, step = 0, max(spec.limit, 20)
             while at < len(ranked) and len(out) < spec.limit:
                 out += self._read_pages(x, ranked[at:at + step], spec, sources)
-                at, step = at + step, min(step * 4, 2000)  # most were not it: read on faster
+                at += step
+                # as many as the pages read so far say the rest of the hits need, and a few
+                rate = max(len(out) / at, 0.001)
+                step = min(2000, max(10, int((spec.limit - len(out)) / rate * 1.25) + 4))
         return out[:spec.limit]
 
     def _bloom_tests(self, x: Any, terms: Sequence[Term]) -> str | None:
@@ -370,13 +376,20 @@ class SearchSql(SearchIndex):
             x, "SELECT id, path, job_id, model, recorded_at, cues, pairs FROM search_docs "
                f"WHERE id IN ({', '.join('?' * len(ids))})", ids).fetchall()}
         out = []
-        for rowid, score in ranked:
-            _i, path, job_id, model, recorded_at, blob, pairs = rows[rowid]
-            if need and pairs is not None and not may_hold(bytes(pairs), need):
-                continue
+        kept = [r for r in (rows[i] for i in ids)
+                if not (need and r[6] is not None and not may_hold(bytes(r[6]), need))]
+        # the results these pages' words are packed against, in one read
+        missing = sorted({int(r[2]) for r in kept if r[2] is not None} - set(sources))
+        if missing:
+            sources.update(dict.fromkeys(missing))
+            for job_id, result in self._x(x, "SELECT id, result FROM jobs WHERE id IN "
+                                             f"({', '.join('?' * len(missing))})",
+                                          missing).fetchall():
+                sources[int(job_id)] = stored_json(str(result)) if result else None
+        scores = dict(ranked)
+        for rowid, path, job_id, model, recorded_at, blob, _pairs in kept:
+            score = scores[int(rowid)]
             job = None if job_id is None else int(job_id)
-            if job is not None and job not in sources:
-                sources[job] = self._result_json(x, job)
             cues = unpack_page(blob, None if job is None else sources[job])
             if cues is None or not holds(cues, spec.terms):
                 continue
