@@ -2,7 +2,7 @@
 
 A recording's transcript is kept as its cues (start, end, speaker, text), in pages of at
 most ``PAGE_WORDS`` words; the engine indexes the set of each page's words, without their
-positions (SQLite FTS5 ``detail=none``, PostgreSQL a stripped ``tsvector``), finds the pages
+positions (SQLite FTS5 ``detail=none``, PostgreSQL a Bloom filter of them), finds the pages
 holding every word and ranks them; phrases are then checked here, in the page's cues read
 back (``holds``), which also find and show the cue each term is said in (sttwatch/search/).
 Entries are kept by the recording's path: indexing a path replaces what it had, ``forget``
