@@ -140,10 +140,10 @@ class Finisher:
             log.error("write_failed", job_id=job.id, path=job.path, error=reason,
                       retry_in=round(delay))
             return
-        index_result(self.store, job, plan)
+        index = index_result(self.store, job, plan)
         event = self.outcomes.event(job, plan, "done", None, paths)
         if not self.store.mark_done(job, self.clock(), skipped[0] if skipped else None,
-                                    event=event):
+                                    event=event, index=index):
             log.warning("lease_lost", job_id=job.id, path=job.path, stage="finish")
             return
         self.outcomes.left(job)

@@ -13,9 +13,9 @@ from stores import PG_URL, STORE_KINDS, contract_store
 
 from sttwatch.search.hits import find_hits, marked
 from sttwatch.search.query import parse
-from sttwatch.store import Admission, Plan
+from sttwatch.store import Admission, Plan, State
 from sttwatch.store.packing import pack
-from sttwatch.store.search import IndexedCue, IndexedTranscript, SearchSpec, words
+from sttwatch.store.search import IndexedCue, IndexedTranscript, Indexing, SearchSpec, words
 from sttwatch.store.searchpack import pack_cues, unpack_page
 from sttwatch.store.sql import SCHEMA_VERSION, SqlStore
 from sttwatch.store.sqlite import SqliteStore
@@ -320,3 +320,26 @@ def test_a_version_5_postgres_index_becomes_filters(tmp_path: Path) -> None:
             assert query(upgraded, "porto") == []
         finally:
             upgraded.close()
+def test_a_job_is_indexed_in_the_commit_that_marks_it_done(store: SqlStore) -> None:
+    """The finisher's one transaction: done and searchable together; an index that cannot
+    take the entries costs only them (told to ``failed``), never the done job."""
+    failures: list[str] = []
+    text = "The budget review moves to Thursday."
+    for path in ("/lib/kept.mp3", "/lib/unindexed.mp3"):
+        job_id = held_result(store, path, text)
+        with store._tx() as x:
+            store._x(x, "UPDATE jobs SET state='fetched' WHERE id=?", (job_id,))
+        if path == "/lib/unindexed.mp3":  # the index is broken under the store
+            with store._tx() as x:
+                store._x(x, "DROP TABLE search_fts" if isinstance(store, SqliteStore) else
+                            "ALTER TABLE search_docs RENAME TO search_docs_away")
+        job = store.get(path)
+        assert job is not None
+        entry = Indexing(doc(path, (3.0, text), job_id=job_id), failures.append)
+        assert store.mark_done(job, 10.0, index=entry)
+        assert store.get(path).state is State.DONE  # type: ignore[union-attr]
+        if path == "/lib/kept.mp3":
+            assert query(store, "thursday") == [
+                ("/lib/kept.mp3", 3.0, "The budget review moves to [Thursday].")]
+            assert failures == []
+    assert len(failures) == 1 and failures[0]

@@ -5,21 +5,26 @@ from __future__ import annotations
 import structlog
 
 from ..store import Job, Plan
-from ..store.search import SearchIndex
+from ..store.search import Indexing, SearchIndex
 from .entries import document_of_job
 
 log = structlog.get_logger("sttwatch.search")
 
 
-def index_result(store: object, job: Job, plan: Plan) -> None:
-    """Index a job whose transcripts were just written, replacing its earlier entries.
-    Called before the job is marked done, so a crash in between indexes it again on the
-    retried finish. A failure here is logged and never fails the job: the transcript files
-    are what was asked for, and ``sttwatch search --reindex`` repairs the index."""
+def index_result(store: object, job: Job, plan: Plan) -> Indexing | None:
+    """The entries of a job whose transcripts were just written, for the store to write in
+    the transaction that marks it done (``mark_done(..., index=...)``): a crash before that
+    commit leaves neither, and the retried finish indexes it. A failure here is logged and
+    never fails the job: the transcript files are what was asked for, and
+    ``sttwatch search --reindex`` repairs the index."""
     if not isinstance(store, SearchIndex) or job.result is None:
-        return
+        return None
+
+    def failed(error: str) -> None:
+        log.warning("index_failed", job_id=job.id, path=job.path, error=error)
+
     try:
-        store.index_transcript(document_of_job(job, plan))
+        return Indexing(document_of_job(job, plan), failed)
     except Exception as exc:  # the index must never cost a transcript
-        log.warning("index_failed", job_id=job.id, path=job.path,
-                    error=f"{type(exc).__name__}: {exc}")
+        failed(f"{type(exc).__name__}: {exc}")
+        return None

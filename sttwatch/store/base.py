@@ -18,6 +18,7 @@ from typing import Any
 from ..timeline import Timeline
 from .keys import WatchKeys
 from .model import Admission, Claim, DaemonInfo, Job, OutboxEvent, Plan, Spend, State
+from .search import Indexing
 
 
 class Store(ABC):
@@ -178,8 +179,10 @@ class Store(ABC):
 
     @abstractmethod
     def mark_done(self, job: Job, now: float, note: str | None = None,
-                  event: Mapping[str, Any] | None = None) -> bool:
-        """``event`` (with its ``event_id``) goes into the outbox in the same transaction."""
+                  event: Mapping[str, Any] | None = None,
+                  index: Indexing | None = None) -> bool:
+        """``event`` (with its ``event_id``) goes into the outbox in the same transaction, and
+        ``index`` into the search index (a store without one ignores it)."""
 
     @abstractmethod
     def mark_failed(self, job: Job, reason: str, now: float,

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from ..timeline import Timeline
 from .keys import WatchKeys
 from .model import Admission, Claim, DaemonInfo, Job, OutboxEvent, Plan, Spend, State
+from .search import Indexing
 
 
 class JobStore(Protocol):
@@ -87,7 +88,8 @@ class JobStore(Protocol):
     def defer(self, job: Job, until: float, reason: str, now: float) -> bool: ...
 
     def mark_done(self, job: Job, now: float, note: str | None = None,
-                  event: Mapping[str, Any] | None = None) -> bool: ...
+                  event: Mapping[str, Any] | None = None,
+                  index: Indexing | None = None) -> bool: ...
 
     def mark_failed(self, job: Job, reason: str, now: float,
                     event: Mapping[str, Any] | None = None) -> bool: ...

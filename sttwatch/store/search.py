@@ -19,7 +19,7 @@ import itertools
 import re
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .model import Job
@@ -110,6 +110,16 @@ class IndexedTranscript:
     model: str | None
     recorded_at: float | None  # the recording's mtime (seconds)
     cues: tuple[IndexedCue, ...]
+
+
+@dataclass(frozen=True)
+class Indexing:
+    """A transcript indexed in the transaction that marks its job done (``mark_done``):
+    one commit a file rather than two. ``failed`` hears why the index could not take it;
+    the job is done all the same (``sttwatch search --reindex`` repairs the index)."""
+
+    doc: IndexedTranscript
+    failed: Callable[[str], None]
 
 
 @dataclass(frozen=True)

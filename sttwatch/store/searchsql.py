@@ -30,6 +30,7 @@ from .packing import stored_json
 from .search import (
     IndexedCue,
     IndexedTranscript,
+    Indexing,
     PageHit,
     SearchIndex,
     SearchSpec,
@@ -192,28 +193,58 @@ class SearchSql(SearchIndex):
                    "DO NOTHING", (sorted(set(found)),))
 
     def index_transcript(self, doc: IndexedTranscript) -> None:
-        bits = PG_PAIR_BITS if self._pg else PAIR_BITS
-        parts = [(body_of(p), speakers_of(p), p, pack_pairs(page_words(p), bits))
-                 for p in pages(doc.cues)]
         with self._tx() as x:
-            self._ready(x)
-            self._drop_search(x, doc.path)
-            source = self._result_json(x, doc.job_id)
-            for n, (body, speakers, cues, pairs) in enumerate(parts):
-                head = (doc.path, n, doc.job_id, doc.model, doc.recorded_at, speakers,
-                        pack_page(cues, source), pairs)
-                if self._pg:
-                    found = body.split()
-                    self._x(x, "INSERT INTO search_docs (path, page, job_id, model, "
-                               "recorded_at, speakers, cues, pairs, sig, nwords) VALUES (?, ?, "
-                               "?, ?, ?, ?, ?, ?, ?, ?)", (*head, pack_words(found), len(found)))
-                    continue
-                rowid = self._x(x, "INSERT INTO search_docs (path, page, job_id, model, "
-                                   "recorded_at, speakers, cues, pairs) VALUES (?, ?, ?, ?, ?, ?, "
-                                   "?, ?) RETURNING id", head).fetchone()[0]
-                self._x(x, "INSERT INTO search_fts(rowid, body) VALUES (?, ?)", (rowid, body))
-            if self._pg and parts:
-                self._add_words(x, (w for body, *_rest in parts for w in body.split()))
+            self._index_in(x, doc)
+
+    def _index_parts(self, index: Indexing) -> list[tuple[str, Any, Any, Any]] | None:
+        """The pages to write, made before the write lock is taken; None (and
+        ``index.failed`` told) when they cannot be."""
+        try:
+            return self._parts(index.doc)
+        except Exception as exc:  # the index must never cost a transcript
+            index.failed(f"{type(exc).__name__}: {exc}")
+            return None
+
+    def _index_within(self, x: Any, index: Indexing,
+                      parts: list[tuple[str, Any, Any, Any]]) -> None:
+        """Index inside another transaction (a job marked done), behind a savepoint: a
+        failure undoes only the index's part and goes to ``index.failed``, never costing the
+        transition it rides with."""
+        self._x(x, "SAVEPOINT index_doc")
+        try:
+            self._index_in(x, index.doc, parts)
+        except Exception as exc:  # the index must never cost a transcript
+            self._x(x, "ROLLBACK TO SAVEPOINT index_doc")
+            index.failed(f"{type(exc).__name__}: {exc}")
+        self._x(x, "RELEASE SAVEPOINT index_doc")
+
+    def _parts(self, doc: IndexedTranscript) -> list[tuple[str, Any, Any, Any]]:
+        bits = PG_PAIR_BITS if self._pg else PAIR_BITS
+        return [(body_of(p), speakers_of(p), p, pack_pairs(page_words(p), bits))
+                for p in pages(doc.cues)]
+
+    def _index_in(self, x: Any, doc: IndexedTranscript,
+                  parts: list[tuple[str, Any, Any, Any]] | None = None) -> None:
+        if parts is None:
+            parts = self._parts(doc)
+        self._ready(x)
+        self._drop_search(x, doc.path)
+        source = self._result_json(x, doc.job_id)
+        for n, (body, speakers, cues, pairs) in enumerate(parts):
+            head = (doc.path, n, doc.job_id, doc.model, doc.recorded_at, speakers,
+                    pack_page(cues, source), pairs)
+            if self._pg:
+                found = body.split()
+                self._x(x, "INSERT INTO search_docs (path, page, job_id, model, "
+                           "recorded_at, speakers, cues, pairs, sig, nwords) VALUES (?, ?, "
+                           "?, ?, ?, ?, ?, ?, ?, ?)", (*head, pack_words(found), len(found)))
+                continue
+            rowid = self._x(x, "INSERT INTO search_docs (path, page, job_id, model, "
+                               "recorded_at, speakers, cues, pairs) VALUES (?, ?, ?, ?, ?, ?, "
+                               "?, ?) RETURNING id", head).fetchone()[0]
+            self._x(x, "INSERT INTO search_fts(rowid, body) VALUES (?, ?)", (rowid, body))
+        if self._pg and parts:
+            self._add_words(x, (w for body, *_rest in parts for w in body.split()))
 
     def _migrate_search_to_5(self, x: Any) -> None:
         """Version 5: the index keeps no word positions, and a page's words are compressed

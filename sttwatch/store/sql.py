@@ -21,6 +21,7 @@ from .errors import StoreError
 from .keys import WatchKeys
 from .model import Admission, Claim, DaemonInfo, Job, OutboxEvent, Plan, Spend, State
 from .packing import pack, unpack_result
+from .search import Indexing
 from .searchsql import (
     BLOOM_VERSION,
     POSITIONLESS_VERSION,
@@ -665,8 +666,9 @@ class SqlStore(SearchSql, Store):
                            (until, reason, now, job.id, *args)).rowcount == 1
 
     def mark_done(self, job: Job, now: float, note: str | None = None,
-                  event: Mapping[str, Any] | None = None) -> bool:
-        return self._end(job, "done", "('fetched')", note, now, event)
+                  event: Mapping[str, Any] | None = None,
+                  index: Indexing | None = None) -> bool:
+        return self._end(job, "done", "('fetched')", note, now, event, index)
 
     def mark_failed(self, job: Job, reason: str, now: float,
                     event: Mapping[str, Any] | None = None) -> bool:
@@ -674,9 +676,11 @@ class SqlStore(SearchSql, Store):
                          now, event)
 
     def _end(self, job: Job, state: str, allowed: str, error: str | None, now: float,
-             event: Mapping[str, Any] | None) -> bool:
-        """A job ends, and its hooks' event is written in the same transaction (the outbox)."""
+             event: Mapping[str, Any] | None, index: Indexing | None = None) -> bool:
+        """A job ends, and its hooks' event is written in the same transaction (the outbox),
+        with its search entries (one commit: each is an fsync on SQLite)."""
         fence, args = self._fence(job)
+        parts = self._index_parts(index) if index is not None else None
         with self._tx() as x:
             ended = self._x(x, f"UPDATE jobs SET state='{state}', error=?, finished_at=?, "
                                f"updated_at=?, owner=NULL, lease_until=0 WHERE id=? AND state "
@@ -684,6 +688,8 @@ class SqlStore(SearchSql, Store):
                             (error, now, now, job.id, *args)).rowcount == 1
             if ended and event is not None:
                 self._put_event(x, job, event, now)
+            if ended and index is not None and parts is not None:
+                self._index_within(x, index, parts)
             return ended
 
     def _put_event(self, x: Executor, job: Job, event: Mapping[str, Any], now: float) -> None:
