@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     if "state_mb" in v:
         out.append(f"| state file, {jobs * scale:,} jobs with 1,000-word results | < 50 MB | "
                    f"{v['state_mb']:,.0f} MB | {ok(v['state_mb'], 50.0)} |")
+    if "state_indexed_mb" in v:
+        out.append(f"| the same with the search index (docs/search.md) | < 50 MB | "
+                   f"{v['state_indexed_mb']:,.0f} MB | {ok(v['state_indexed_mb'], 50.0)} |")
     print()
     print("\n".join(out))
     print()

@@ -64,6 +64,7 @@ from fake_service import (  # noqa: E402
     result_payload,
 )
 
+from sttwatch.search.indexer import index_result  # noqa: E402
 from sttwatch.store import Admission, Plan  # noqa: E402
 from sttwatch.store.sqlite import SqliteStore  # noqa: E402
 
@@ -491,7 +492,16 @@ def thousand_word_result(i: int, words: int = 1000) -> dict[str, Any]:
 
 
 def state_size(f: Figures, jobs: int, scale: int) -> None:
-    print(f"[state] {jobs} jobs with 1,000-word results through the store API", flush=True)
+    """The state file as the store keeps it, then with the search index the daemon keeps
+    beside it (docs/search.md): both rows, so neither hides the other."""
+    _state_size(f, jobs, scale, False)
+    _state_size(f, jobs, scale, True)
+
+
+def _state_size(f: Figures, jobs: int, scale: int, indexed: bool) -> None:
+    what = " and their search entries" if indexed else ""
+    print(f"[state] {jobs} jobs with 1,000-word results{what} through the store API",
+          flush=True)
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None  # size only: no disk wait
     with tempfile.TemporaryDirectory(prefix="sttwatch-state-", dir=base) as tmp:
         db = Path(tmp) / "sttwatch.db"
@@ -515,12 +525,14 @@ def state_size(f: Figures, jobs: int, scale: int) -> None:
                 assert job is not None
                 job = store.set_fetched(job, results[i % len(results)], now, 2.0)
                 assert job is not None
-                store.mark_done(job, now)
+                store.mark_done(job, now, index=index_result(store, job, plan)
+                                if indexed else None)
         finally:
             store.close()
         size = sum(p.stat().st_size for p in Path(tmp).iterdir())
-    f.values["state_mb"] = size * scale / 1e6
-    f.note(f"{jobs} jobs in {time.monotonic() - t0:.1f} s; {size / 1e6:.1f} MB on disk (state "
+    f.values["state_indexed_mb" if indexed else "state_mb"] = size * scale / 1e6
+    f.note(("with the search index: " if indexed else "")
+           + f"{jobs} jobs in {time.monotonic() - t0:.1f} s; {size / 1e6:.1f} MB on disk (state "
            f"file + WAL){f', x{scale} = {size * scale / 1e6:.0f} MB' if scale > 1 else ''}; one "
            f"result is {sample / 1e3:.0f} kB of JSON")
 
