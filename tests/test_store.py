@@ -190,6 +190,22 @@ def test_an_offer_read_before_the_row_learned_its_digest_never_resets_it(
     assert (again.state, again.result) == (State.SEEN, None)
 
 
+def test_a_newer_view_never_resets_a_create_in_flight_even_its_own(store: Store) -> None:
+    """A host's own rescan sees its newer mtime of the file whose create it is sending: the
+    row has no digest yet, so the view proves nothing, and resetting it would orphan the
+    create and send the file again."""
+    admitted(store)
+    claimed = store.claim_submit(ME, 50.0, 60.0, ["aimlapi"])
+    assert claimed is not None and claimed.state is State.SUBMITTING
+    newer = Admission(A, 10, 2000, API, ("/rec/a.{format}",), None, None, digest_read=True)
+    assert store.admit([newer], 51.0, ME) == []
+    assert store.admit([newer], 51.0, OTHER) == []
+    assert get(store, A).state is State.SUBMITTING
+    # Its lease gone (the host died mid-create): the newer view is queued as before.
+    (again,) = store.admit([newer], 200.0, OTHER)
+    assert (again.state, again.mtime_ns) == (State.SEEN, 2000)
+
+
 def test_a_result_is_reused_only_for_the_same_request(store: Store) -> None:
     french = Plan("aimlapi", API.model, {"language": "fr"}, API.formats, "/rec")
     first = fetched(store)

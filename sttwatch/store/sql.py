@@ -430,6 +430,11 @@ class SqlStore(SearchSql, Store):
                 held = state in CLAIMED_STATES and float(lease_until or 0) >= now
                 if held and holder != owner:
                     continue  # another daemon's job is never reset under it
+                if state == "submitting" and held and digest is None:
+                    # A create in flight (this host's own, too): a newer view is no evidence
+                    # of new bytes yet; once the create is stored with its digest, the next
+                    # scan hashes and decides. Resetting now would send the file twice.
+                    continue
                 if a.digest_read and a.sha256 is None and digest is not None:
                     # Its digest came after the offer's read: hashing decides, at the next
                     # scan, whether these are new bytes; resetting now could send it twice.
