@@ -311,6 +311,7 @@ def throughput(f: Figures, tmp: Path, n: int, task: float, limit: int) -> None:
         creates, fetches = svc.creates(), svc.fetches()
         late = [iso_to_epoch(e["timestamp"]) - (fin + offset) for e in done
                 if (fin := svc.finished_at(e["generation_id"])) is not None]
+        gaps = slot_gaps(svc, limit)
     ideal = math.ceil(n / limit) * task
     span = last - (creates[0].time + offset) if creates and last else math.nan
     f.values.update(cpu_per_file=d.total_cpu / n, ratio=span / ideal, wall_ratio=wall / ideal,
@@ -322,8 +323,36 @@ def throughput(f: Figures, tmp: Path, n: int, task: float, limit: int) -> None:
            f"= {span / ideal:.3f}x; launch -> exit {wall:.2f} s = {wall / ideal:.3f}x")
     f.note(f"creates {len(creates)}, fetches {len(fetches)}; service finished -> done event "
            f"{describe(late)}")
+    if gaps[0]:
+        f.note(f"a freed slot to its next create: {describe(gaps[0], ms=True)}; of it, the "
+               f"task's finish -> the fetch that saw it {describe(gaps[1], ms=True)}, that "
+               f"fetch -> the next create {describe(gaps[2], ms=True)}; the first {limit} "
+               f"creates took {gaps[3] * 1000:.0f} ms")
     if code != 0 or len(done) != n:
         f.note(f"WARNING: not every file finished cleanly: {d.tail_note()}")
+
+
+def slot_gaps(svc: FakeService, limit: int) -> tuple[list[float], list[float], list[float],
+                                                     float]:
+    """Where a round's overhead goes, from the fake's own clock: the i-th create after the
+    first ``limit`` took the slot of the (i - limit)-th task to finish; its gap splits into
+    the wait for a fetch to see the finish and the time from that fetch to the create."""
+    creates = sorted(r.time for r in svc.creates() if r.status_code < 300)
+    seen: dict[str, float] = {}
+    for r in svc.fetches():
+        fin = svc.finished_at(r.generation_id or "")
+        if fin is not None and r.time >= fin and r.generation_id not in seen:
+            seen[r.generation_id or ""] = r.time
+    ends = sorted((fin, seen.get(g, fin)) for g in seen
+                  if (fin := svc.finished_at(g)) is not None)
+    slot, fetch, after = [], [], []
+    for i in range(limit, min(len(creates), len(ends) + limit)):
+        fin, saw = ends[i - limit]
+        slot.append(creates[i] - fin)
+        fetch.append(saw - fin)
+        after.append(creates[i] - saw)
+    burst = creates[limit - 1] - creates[0] if len(creates) >= limit else math.nan
+    return slot, fetch, after, burst
 
 
 def pickup(f: Figures, tmp: Path, runs: int) -> None:
