@@ -2,7 +2,9 @@
 
 The rule (docs/architecture.md, "Pacing"): a stage sleeps until the earliest job *it can claim
 now* is due: only the backends whose gate is open count, a held or paused backend counts by
-when its gate opens, and the sleep is never shorter than ``FLOOR``. The events that change the
+when its gate opens. A time still ahead is slept to exactly (a fetch due in 20 ms goes in
+20 ms, not at the floor: each late fetch holds a service slot idle); a time already past,
+a job due that this turn could not take, sleeps ``FLOOR``. The events that change the
 answer (a job admitted, a job leaving, a result stored, a throttle that opens) wake the loop
 early, so the longest sleep, ``IDLE_WAIT``, only bounds how stale a missed wake-up can be.
 """
@@ -14,9 +16,11 @@ from collections.abc import Iterable
 
 # Seconds an idle stage sleeps when nothing is due.
 IDLE_WAIT = 5.0
-# The shortest sleep after a turn that claimed nothing: a job that is due but that this
-# daemon cannot claim (another host's row under its lease, a lost race) never makes a loop spin.
+# The sleep when the earliest time is already past: a job that is due but that this daemon
+# cannot claim (another host's row under its lease, a lost race) never makes a loop spin.
 FLOOR = 0.1
+# The shortest sleep until a time still ahead.
+TICK = 0.001
 
 
 def backoff(failures: int, base: float, cap: float) -> float:
@@ -27,9 +31,10 @@ def backoff(failures: int, base: float, cap: float) -> float:
 
 def sleep_for(now: float, due: Iterable[float | None], floor: float = FLOOR,
               idle: float = IDLE_WAIT) -> float:
-    """The sleep until the earliest of ``due`` (absolute times; None: nothing), kept within
-    [floor, idle]."""
+    """The sleep until the earliest of ``due`` (absolute times; None: nothing), at most
+    ``idle``; ``floor`` when that time is not ahead of ``now``."""
     times = [d for d in due if d is not None]
     if not times:
         return idle
-    return min(idle, max(floor, min(times) - now))
+    ahead = min(times) - now
+    return min(idle, max(TICK, ahead) if ahead > 0 else floor)

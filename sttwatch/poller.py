@@ -181,7 +181,7 @@ class Poller:
                 self.outcomes.retry_or_fail(job, f"not finished after {age:.0f} s")
                 return False
             self._last_miss[job.id] = age
-            self.store.schedule_poll(job, now + self.schedule.next_delay(age), now)
+            self.store.schedule_poll(job, now + self.schedule.next_delay(age, job.id), now)
         elif status.state is TaskState.FAILED and status.away:
             # The recording's share went away or hung under the local engine: nothing was
             # billed and the file is not at fault; it waits for its folder (issue 20).
@@ -196,8 +196,11 @@ class Poller:
         else:
             assert status.result is not None
             miss = self._last_miss.pop(job.id, None)
-            sample = self.schedule.sample(age, miss)
-            self.schedule.learn(sample)
+            sample = self.schedule.sample(age, miss, job.id)
+            if self.schedule.learn(sample):  # the first finish: the blind plans come closer
+                self.store.pull_polls(self.settings.owner, self.schedule.expected(),
+                                      now + self.settings.lease / 2)
+                self.wake.set()
             # Held in memory only (the local engine forgets a task once it is fetched): stored
             # whatever it takes, or a store blip costs a second transcription.
             result = status.result

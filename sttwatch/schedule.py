@@ -1,12 +1,19 @@
 """When to fetch a job: learned from how long recent tasks took, never a fixed sleep.
 
 The first fetch comes near the moment the job is likely done (the median of recent task
-times, ``first_poll`` before there is any history); after a miss, fetches come quickly and
-back off with the job's age (15% of it; half of it while no task has finished yet, when all
-a miss says is "longer") up to a cap. A task found done at its first fetch is learned as
-only slightly earlier than that fetch, so the estimate settles just after the finish and
-few jobs need a second fetch. The aim is both a transcript within a fraction of a second of
-the service finishing it and close to one fetch per file.
+times, ``first_poll`` before there is any history). A miss close to that moment means the task
+is about to finish: the next fetch comes a small fraction of the expected time later. A miss
+well past it backs off with the job's age (15% of it; half of it while no task has finished
+yet, when all a miss says is "longer") up to a cap.
+
+A task found done at its first fetch finished some time before; it is learned as slightly
+earlier than the moment that fetch was *planned* for, not the moment it went out. A fetch
+goes out late by however long the daemon took to get to it (a busy machine, a claim, a
+worker's turn): learning from when it went out would teach that lateness as task time, and the
+estimate would creep later with every round. Learning from the plan, the estimate settles
+just after the finish and an occasional miss corrects it from below. The aim is a transcript
+within a few hundredths of a second of the service finishing it, close to one fetch per file,
+and each service slot idle as little as possible between one task and the next.
 """
 
 from __future__ import annotations
@@ -25,37 +32,76 @@ class PollSchedule:
     # Before any task finished, a miss says only "longer than this": wait half the age again
     # rather than 15% of it, so a first batch costs three fetches a job, not five or six.
     BLIND_GROWTH = 0.5
-    # A task found done at its first fetch finished some time before; it is learned as this
-    # much earlier, so the estimate creeps towards the finish until a fetch comes too soon.
-    EARLY = 0.01
+    # A miss before this share of the expected time is a task about to finish: the next
+    # fetch comes NEAR_GAP of the expected time later (never sooner than NEAR_MIN seconds).
+    NEAR = 1.1
+    NEAR_GAP = 0.05
+    NEAR_MIN = 0.02
+    # A task found done at its first fetch is learned as this much earlier than the fetch's
+    # planned time, so the estimate creeps towards the finish until a fetch comes too soon.
+    EARLY = 0.003
+    # Planned fetch ages kept (job id -> age); a job that leaves without a last fetch (failed,
+    # taken over) leaves its entry, so the oldest go first past this many.
+    PLANS = 4096
 
     def __init__(self, first_poll: float, cap: float, history: Sequence[float]) -> None:
         self._first = first_poll
         self._cap = cap
         self._history = list(history)[-32:]
+        self._planned: dict[int, float] = {}
         self._lock = threading.Lock()
 
     def expected(self) -> float:
         with self._lock:
-            return statistics.median(self._history) if self._history else self._first
+            return self._expected()
 
-    def learn(self, seconds: float) -> None:
-        with self._lock:
-            self._history = [*self._history[-31:], seconds]
+    def _expected(self) -> float:
+        return statistics.median(self._history) if self._history else self._first
 
-    def sample(self, age: float, last_miss: float | None) -> float:
-        """What a finished task teaches: it ended between the last miss and now; with no
-        miss, slightly before now."""
-        return (last_miss + age) / 2 if last_miss is not None else (1 - self.EARLY) * age
-
-    def first_delay(self) -> float:
-        return min(self._cap, max(self.MIN_GAP, self.expected()))
-
-    def next_delay(self, age: float) -> float:
+    def learn(self, seconds: float) -> bool:
+        """Returns True for the first task learned with no history: the fetches planned
+        blind (half the age again after each miss) may now be far later than needed."""
         with self._lock:
             blind = not self._history
-        wait = self.expected() - age
+            self._history = [*self._history[-31:], seconds]
+            return blind
+
+    def sample(self, age: float, last_miss: float | None, job_id: int | None = None) -> float:
+        """What a finished task teaches: it ended between the last miss and now; with no
+        miss, slightly before its fetch was planned (now, when the plan is not known: the
+        fetch of a job this daemon did not schedule)."""
+        with self._lock:
+            planned = self._planned.pop(job_id, age) if job_id is not None else age
+        upper = min(age, planned)
+        if last_miss is not None:
+            return (last_miss + max(last_miss, upper)) / 2
+        return (1 - self.EARLY) * upper
+
+    def first_delay(self, job_id: int | None = None) -> float:
+        delay = min(self._cap, max(self.MIN_GAP, self.expected()))
+        self._plan(job_id, delay)
+        return delay
+
+    def next_delay(self, age: float, job_id: int | None = None) -> float:
+        with self._lock:
+            blind = not self._history
+            expected = self._expected()
+        wait = expected - age
         if wait > self.MIN_GAP:
-            return min(self._cap, wait)
-        growth = self.BLIND_GROWTH if blind else self.GROWTH
-        return min(self._cap, max(self.MIN_GAP, growth * age))
+            delay = min(self._cap, wait)
+        elif not blind and age < self.NEAR * expected:
+            delay = min(self._cap, max(self.NEAR_MIN, self.NEAR_GAP * expected))
+        else:
+            growth = self.BLIND_GROWTH if blind else self.GROWTH
+            delay = min(self._cap, max(self.MIN_GAP, growth * age))
+        self._plan(job_id, age + delay)
+        return delay
+
+    def _plan(self, job_id: int | None, age: float) -> None:
+        if job_id is None:
+            return
+        with self._lock:
+            self._planned.pop(job_id, None)
+            self._planned[job_id] = age
+            while len(self._planned) > self.PLANS:
+                del self._planned[next(iter(self._planned))]

@@ -220,7 +220,7 @@ class Submitter:
                 if isinstance(decision, Go) and self.budget is not None and \
                 self.budget.books_into(self.store) else None
             pending = self.outcomes.durably(lambda: self.store.set_pending(
-                job, created.generation_id, now, now + self.schedule.first_delay(),
+                job, created.generation_id, now, now + self.schedule.first_delay(job.id),
                 created.cost, digest, created.timeline, spend))
             if isinstance(decision, Go):
                 self.budget_charged(job, plan, decision.estimate, created.cost,

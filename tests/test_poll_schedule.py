@@ -45,7 +45,7 @@ def test_before_the_expected_time_the_next_fetch_aims_at_it() -> None:
 def test_next_delay_backs_off_with_age_within_bounds(history: list[float], cap: float) -> None:
     schedule = PollSchedule(1.0, cap, history)
     delays = [schedule.next_delay(age) for age in AGES]
-    assert all(0.1 <= d <= cap for d in delays)
+    assert all(min(cap, PollSchedule.NEAR_MIN) <= d <= cap for d in delays)
     after = [d for age, d in zip(AGES, delays, strict=True) if age >= schedule.expected()]
     assert all(b >= a for a, b in itertools.pairwise(after))  # never faster as the job ages
     assert after[-1] == cap  # an old job is fetched every `cap` seconds
@@ -53,8 +53,9 @@ def test_next_delay_backs_off_with_age_within_bounds(history: list[float], cap: 
 
 def test_just_after_the_expected_time_fetches_come_quickly() -> None:
     schedule = PollSchedule(1.0, 20.0, [2.0])
-    assert schedule.next_delay(2.0) == pytest.approx(0.3)
-    assert schedule.next_delay(2.5) == pytest.approx(0.375)
+    assert schedule.next_delay(2.0) == pytest.approx(0.1)  # about to finish: 5% later
+    assert schedule.next_delay(2.1) == pytest.approx(0.1)
+    assert schedule.next_delay(2.5) == pytest.approx(0.375)  # well past: 15% of the age
     assert schedule.next_delay(60.0) == pytest.approx(9.0)
 
 
@@ -63,13 +64,38 @@ def test_before_any_task_finished_a_miss_waits_half_the_age_again() -> None:
     assert blind.next_delay(1.0) == pytest.approx(0.5)
     assert blind.next_delay(1.5) == pytest.approx(0.75)
     blind.learn(2.0)  # one task finished: back to quick fetches around the learned time
-    assert blind.next_delay(2.0) == pytest.approx(0.3)
+    assert blind.next_delay(2.0) == pytest.approx(0.1)
 
 
 def test_a_finished_task_teaches_between_its_last_miss_and_now_or_just_before_now() -> None:
     schedule = PollSchedule(1.0, 20.0, [])
     assert schedule.sample(2.2, 2.0) == pytest.approx(2.1)
     assert 1.95 <= schedule.sample(2.0, None) < 2.0
+
+
+def test_a_fetch_that_went_out_late_teaches_its_plan_not_its_lateness() -> None:
+    """The daemon planned the fetch at 2.0 s and got to it at 2.3 s: the task is known to
+    have ended by 2.3 s, but learning 2.3 s would make every later fetch 0.3 s late too."""
+    schedule = PollSchedule(1.0, 20.0, [2.0] * 8)
+    assert schedule.first_delay(7) == pytest.approx(2.0)
+    assert schedule.sample(2.3, None, 7) == pytest.approx(2.0 * (1 - PollSchedule.EARLY))
+    # A job whose plan this daemon does not know (taken over): the fetch's own age.
+    assert schedule.sample(2.3, None, 8) == pytest.approx(2.3 * (1 - PollSchedule.EARLY))
+    schedule.next_delay(2.0, 9)  # a miss at 2.0 s, the next fetch planned for 2.1 s
+    assert schedule.sample(2.4, 2.0, 9) == pytest.approx(2.05)
+
+
+def test_a_late_daemon_does_not_drift_the_schedule_later() -> None:
+    """Tasks of 2 s fetched 50 ms after their plan, round after round: the estimate stays
+    at the finish instead of creeping later by the lateness each round."""
+    schedule = PollSchedule(1.0, 20.0, [2.0] * 32)
+    for job in range(1000):
+        planned, miss = schedule.first_delay(job), None
+        while planned + 0.05 < 2.0:  # the task not yet done when the fetch goes out
+            miss = planned + 0.05
+            planned = miss + schedule.next_delay(miss, job)
+        schedule.learn(schedule.sample(planned + 0.05, miss, job))
+    assert 1.95 <= schedule.expected() <= 2.05  # taught by when they went out: 4.6 s
 
 
 @pytest.mark.solo  # the fetches follow wall time

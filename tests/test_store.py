@@ -327,6 +327,27 @@ def test_claim_poll_takes_own_due_jobs_and_pushes_them_a_lease_ahead(store: Stor
     assert get(store, A).next_at == 105.0 and get(store, A).polls == 1
 
 
+def test_pull_polls_brings_this_daemons_later_plans_to_the_learned_age(store: Store) -> None:
+    """Plans made before any task finished (here 4 s after the create) move to the age one
+    finished in (2 s); an earlier plan, a fetch holding its lease and another daemon's job
+    stay where they are."""
+    B, C, D = "/in/b.mp3", "/in/c.mp3", "/in/d.mp3"
+    late = submitted(store)  # submitted at 100
+    assert store.schedule_poll(late, 104.0, 100.5)
+    early = submitted(store, B, "gen-B")
+    assert store.schedule_poll(early, 101.5, 100.5)
+    submitted(store, C, "gen-C")
+    (held,) = [j for j in store.claim_poll(ME, 101.0, LEASE, 10, [], ["aimlapi"])
+               if j.path == C]
+    submitted(store, D, "gen-D", owner=OTHER)
+    assert store.schedule_poll(get(store, D), 104.0, 100.5)
+    assert store.pull_polls(ME, 2.0, 101.0 + LEASE / 2) == 1
+    assert get(store, A).next_at == 102.0
+    assert get(store, B).next_at == 101.5
+    assert get(store, C).next_at == held.next_at == 101.0 + LEASE
+    assert get(store, D).next_at == 104.0
+
+
 def test_set_pending_books_the_spend_with_the_id_even_for_an_orphaned_task(
         store: Store) -> None:
     admitted(store)
@@ -904,3 +925,53 @@ def test_results_stored_by_an_older_version_still_read(store: Store, form: str) 
     assert store.rerender(113.0) == 1
     (again,) = store.claim_finish(ME, 113.0, LEASE, 10)
     assert json.dumps(again.result) == json.dumps(result)
+
+
+def test_sqlite_syncs_what_was_paid_for_and_not_the_bookkeeping(tmp_path: Path) -> None:
+    """A claim and a done job commit without a sync of their own (a power cut may take
+    them back; redoing them costs nothing); a task's id and its result are synced, and
+    each sync carries the commits before it. Read from the statements SQLite ran."""
+    store = SqliteStore(tmp_path / "state.db")
+    seen: list[str] = []
+    store._db.set_trace_callback(seen.append)  # type: ignore[attr-defined]
+
+    def setting_at_commit_of(step: Any) -> str:
+        seen.clear()
+        step()
+        sync = [s for s in seen if s.startswith("PRAGMA synchronous")]
+        assert "COMMIT" in seen
+        return "unchanged" if not sync else sync[-1].split("=")[1]
+
+    admitted(store)
+    assert setting_at_commit_of(lambda: store.claim_submit(ME, 100.0, LEASE,
+                                                           ["aimlapi"])) == "NORMAL"
+    job = store.claim_submit(ME, 100.0, LEASE, ["aimlapi"]) or get(store, A)
+    assert setting_at_commit_of(lambda: store.set_pending(job, "gen-A", 100.0, 101.0,
+                                                          None)) == "FULL"
+    pending = get(store, A)
+    assert setting_at_commit_of(lambda: store.claim_poll(ME, 101.0, LEASE, 10, [],
+                                                         ["aimlapi"])) == "NORMAL"
+    assert setting_at_commit_of(lambda: store.set_fetched(
+        get(store, A), {"text": "hi"}, 102.0, 2.0)) == "FULL"
+    assert pending.generation_id == "gen-A"
+    assert setting_at_commit_of(lambda: store.claim_finish(ME, 103.0, LEASE, 5)) == "NORMAL"
+    assert setting_at_commit_of(lambda: store.mark_done(get(store, A), 104.0)) == "unchanged"
+    assert get(store, A).state is State.DONE
+    store.close()
+
+
+def test_postgres_waits_for_the_log_flush_only_for_what_was_paid_for() -> None:
+    require_pg()
+    from sttwatch.store.postgres import PostgresStore
+    schema = new_schema()
+    s = PostgresStore(PG_URL, schema=schema)
+    try:
+        with s._tx(durable=False) as x:
+            assert x.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+        with s._tx() as x:
+            assert x.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        with s._tx(durable=False) as x:  # SET LOCAL: the next transaction is lazy again
+            assert x.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+    finally:
+        s.drop_schema()
+        s.close()

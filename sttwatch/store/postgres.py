@@ -56,7 +56,7 @@ class PostgresStore(SqlStore):
         self._answered: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs=kwargs,
                                     timeout=timeout, check=self._check, open=False,
-                                    name="sttwatch")
+                                    configure=self._configure, name="sttwatch")
         try:
             self._pool.open(wait=True, timeout=timeout)
         except Exception as exc:
@@ -95,6 +95,13 @@ class PostgresStore(SqlStore):
             "table_schema=current_schema()").fetchall()}
         return True, int(row[0]) if row else 1, columns
 
+    @staticmethod
+    def _configure(conn: Any) -> None:
+        """Commits return without waiting for the server's log flush, except a durable one
+        (``SqlStore._tx``), which asks for it: the per-file bookkeeping a server crash may
+        take back costs nothing to redo, and the flush it waits for is most of a commit."""
+        conn.execute("SET synchronous_commit TO off")
+
     def _check(self, conn: Any) -> None:
         """The pool's check, for a connection idle longer than ``CHECK_AFTER``. One cut
         within that moment fails its next statement instead: that is a ``StoreUnavailable``
@@ -106,8 +113,10 @@ class PostgresStore(SqlStore):
         ConnectionPool.check_connection(conn)
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[Executor]:
+    def _tx(self, durable: bool = True) -> Iterator[Executor]:
         with self._connection(transaction=True) as conn:
+            if durable:
+                conn.execute("SET LOCAL synchronous_commit TO on")
             yield conn
 
     @contextlib.contextmanager

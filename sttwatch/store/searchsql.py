@@ -128,7 +128,7 @@ class SearchSql(SearchIndex):
 
     dialect: Any
 
-    def _tx(self) -> AbstractContextManager[Any]:
+    def _tx(self, durable: bool = True) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
     def _read(self) -> AbstractContextManager[Any]:

@@ -180,8 +180,14 @@ class SqlStore(SearchSql, Store):
     dialect: Dialect
 
     @abstractmethod
-    def _tx(self) -> AbstractContextManager[Executor]:
-        """One short write transaction."""
+    def _tx(self, durable: bool = True) -> AbstractContextManager[Executor]:
+        """One short write transaction. ``durable=False`` for the bookkeeping of the
+        per-file hot path that costs nothing to redo (claims, leases, a next fetch time, the
+        end of a job whose transcript is already on disk): committed like any other, so
+        it survives the daemon being killed, but not synced to disk on its own; a power cut
+        may roll it back, with the transactions after it, as far as the last durable one.
+        What was paid for (a task's id and its result, bookings) is durable, and its
+        sync carries every commit before it."""
 
     @abstractmethod
     def _read(self) -> AbstractContextManager[Executor]:
@@ -506,7 +512,7 @@ class SqlStore(SearchSql, Store):
         return {"creates": creates, "local_ids": ids}
 
     def renew(self, owner: str, now: float, lease: float) -> int:
-        with self._tx() as x:
+        with self._tx(durable=False) as x:
             return self._x(x, f"UPDATE jobs SET lease_until=? WHERE owner=? AND state IN "
                               f"{_CLAIMED}", (now + lease, owner)).rowcount
 
@@ -516,7 +522,7 @@ class SqlStore(SearchSql, Store):
                      backends: Sequence[str]) -> Job | None:
         if not backends:
             return None
-        with self._tx() as x:
+        with self._tx(durable=False) as x:
             got = self._returning(
                 x, "UPDATE jobs SET state='submitting', attempts=attempts+1, owner=?, "
                    "lease_until=?, updated_at=? WHERE id IN (SELECT id FROM jobs WHERE "
@@ -595,14 +601,14 @@ class SqlStore(SearchSql, Store):
                    volatile: Iterable[str], backends: Sequence[str]) -> list[Job]:
         if not backends or limit <= 0:
             return []
-        with self._tx() as x:
+        with self._tx(durable=False) as x:
             return self._claim_poll(x, owner, now, lease, limit, list(volatile), backends)
 
     def claim_poll_due(self, owner: str, now: float, lease: float, limit: int,
                        volatile: Iterable[str], backends: Sequence[str]) -> Claim:
         if not backends:
             return Claim([], None)
-        with self._tx() as x:
+        with self._tx(durable=False) as x:
             jobs = (self._claim_poll(x, owner, now, lease, limit, list(volatile), backends)
                     if limit > 0 else [])
             return Claim(jobs, self._next_due(x, State.PENDING, backends, owner))
@@ -624,9 +630,16 @@ class SqlStore(SearchSql, Store):
 
     def schedule_poll(self, job: Job, next_at: float, now: float) -> bool:
         fence, args = self._fence(job)
-        with self._tx() as x:
+        with self._tx(durable=False) as x:
             return self._x(x, "UPDATE jobs SET next_at=?, polls=polls+1, updated_at=? WHERE "
                               "id=?" + fence, (next_at, now, job.id, *args)).rowcount == 1
+
+    def pull_polls(self, owner: str, age: float, before: float) -> int:
+        with self._tx(durable=False) as x:
+            return self._x(x, "UPDATE jobs SET next_at=submitted_at + ? WHERE state='pending' "
+                              "AND owner=? AND submitted_at IS NOT NULL AND next_at > "
+                              "submitted_at + ? AND next_at < ?",
+                           (age, owner, age, before)).rowcount
 
     def set_fetched(self, job: Job, result: Mapping[str, Any], now: float,
                     service_seconds: float) -> Job | None:
@@ -647,11 +660,11 @@ class SqlStore(SearchSql, Store):
     # --- finishing -----------------------------------------------------------------------------
 
     def claim_finish(self, owner: str, now: float, lease: float, limit: int) -> list[Job]:
-        with self._tx() as x:
+        with self._tx(durable=False) as x:
             return self._claim_finish(x, owner, now, lease, limit)
 
     def claim_finish_due(self, owner: str, now: float, lease: float, limit: int) -> Claim:
-        with self._tx() as x:
+        with self._tx(durable=False) as x:
             jobs = self._claim_finish(x, owner, now, lease, limit)
             return Claim(jobs, self._next_due(x, State.FETCHED, None, owner))
 
@@ -686,7 +699,9 @@ class SqlStore(SearchSql, Store):
         with its search entries (one commit: each is an fsync on SQLite)."""
         fence, args = self._fence(job)
         parts = self._index_parts(index) if index is not None else None
-        with self._tx() as x:
+        # A done job's transcript is on disk already: redone at no cost if a power cut
+        # takes this commit back. A failure is durable (redone, it could be paid twice).
+        with self._tx(durable=state != "done") as x:
             ended = self._x(x, f"UPDATE jobs SET state='{state}', error=?, finished_at=?, "
                                f"updated_at=?, owner=NULL, lease_until=0 WHERE id=? AND state "
                                f"IN {allowed}" + fence,
@@ -916,7 +931,7 @@ class SqlStore(SearchSql, Store):
 
     def heartbeat(self, host_id: str, pid: int, hostname: str, now: float,
                   info: Mapping[str, Any]) -> None:
-        with self._tx() as x:
+        with self._tx(durable=False) as x:
             self._x(x, "INSERT INTO daemons (host_id, pid, hostname, heartbeat, info) VALUES "
                        "(?, ?, ?, ?, ?) ON CONFLICT(host_id) DO UPDATE SET pid=excluded.pid, "
                        "hostname=excluded.hostname, heartbeat=excluded.heartbeat, "
