@@ -12,6 +12,7 @@ early, so the longest sleep, ``IDLE_WAIT``, only bounds how stale a missed wake-
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterable
 
 # Seconds an idle stage sleeps when nothing is due.
@@ -38,3 +39,19 @@ def sleep_for(now: float, due: Iterable[float | None], floor: float = FLOOR,
         return idle
     ahead = min(times) - now
     return min(idle, max(TICK, ahead) if ahead > 0 else floor)
+
+
+class Alarm(threading.Event):
+    """A stage loop's wake-up that knows when the loop means to wake anyway. ``set`` wakes it
+    now; ``due(at)`` only when ``at`` comes before that (a create's first fetch, seconds
+    away, need not cost the poll loop a turn and a claim). While the loop runs a turn it has
+    no such time, and ``due`` wakes it: the turn may have read the store before the change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.until: float | None = None  # when the sleeping loop wakes; None during a turn
+
+    def due(self, at: float) -> None:
+        until = self.until
+        if until is None or at < until:
+            self.set()

@@ -21,6 +21,7 @@ from .config import OutputConfig
 from .errors import AuthError
 from .finisher import Finisher
 from .outcomes import Outcomes
+from .pacing import Alarm
 from .plan import Planner
 from .poller import Poller
 from .schedule import PollSchedule
@@ -52,7 +53,7 @@ class Pipeline:
                           for k in backends}
         self.schedule = PollSchedule(settings.first_poll, settings.poll_cap,
                                      store.recent_service_seconds())
-        self.wake_poll = threading.Event()
+        self.wake_poll = Alarm()
         # Set at shutdown (by ``close``): transitions waiting for the store give up.
         self.stopping = threading.Event()
         self.outcomes = Outcomes(store, planner, output, settings.max_attempts, clock,
@@ -129,6 +130,7 @@ class Pipeline:
 
     def _loop(self, step: Callable[[], float | None], wake: threading.Event,
               stop: threading.Event) -> None:
+        alarm = wake if isinstance(wake, Alarm) else None
         while not stop.is_set():
             try:
                 delay = step()
@@ -136,7 +138,11 @@ class Pipeline:
                 self.store_trouble(exc)
                 delay = 2.0
             if delay is not None:
+                if alarm is not None:
+                    alarm.until = self.clock() + delay
                 wake.wait(delay)
+                if alarm is not None:
+                    alarm.until = None
                 wake.clear()
 
     def submit_loop(self, stop: threading.Event) -> None:

@@ -197,10 +197,7 @@ class Poller:
             assert status.result is not None
             miss = self._last_miss.pop(job.id, None)
             sample = self.schedule.sample(age, miss, job.id)
-            if self.schedule.learn(sample):  # the first finish: the blind plans come closer
-                self.store.pull_polls(self.settings.owner, self.schedule.expected(),
-                                      now + self.settings.lease / 2)
-                self.wake.set()
+            self.schedule.learn(sample)
             # Held in memory only (the local engine forgets a task once it is fetched): stored
             # whatever it takes, or a store blip costs a second transcription.
             result = status.result

@@ -58,23 +58,21 @@ class PollSchedule:
     def _expected(self) -> float:
         return statistics.median(self._history) if self._history else self._first
 
-    def learn(self, seconds: float) -> bool:
-        """Returns True for the first task learned with no history: the fetches planned
-        blind (half the age again after each miss) may now be far later than needed."""
+    def learn(self, seconds: float) -> None:
         with self._lock:
-            blind = not self._history
             self._history = [*self._history[-31:], seconds]
-            return blind
 
     def sample(self, age: float, last_miss: float | None, job_id: int | None = None) -> float:
-        """What a finished task teaches: it ended between the last miss and now; with no
-        miss, slightly before its fetch was planned (now, when the plan is not known: the
-        fetch of a job this daemon did not schedule)."""
+        """What a finished task teaches, as the age a first fetch should aim at: slightly
+        before the fetch that found it done was planned (its own age, when the plan is not
+        known: a job this daemon did not schedule), which is also the answer after a miss
+        just before it; after a miss far before it (a blind one), the middle between."""
         with self._lock:
             planned = self._planned.pop(job_id, age) if job_id is not None else age
-        upper = min(age, planned)
-        if last_miss is not None:
-            return (last_miss + max(last_miss, upper)) / 2
+            near = self.NEAR_GAP * 1.5 * self._expected() if self._history else 0.0
+        upper = max(last_miss or 0.0, min(age, planned))
+        if last_miss is not None and upper - last_miss > near:
+            return (last_miss + upper) / 2  # a wide bracket (a blind one): its middle
         return (1 - self.EARLY) * upper
 
     def first_delay(self, job_id: int | None = None) -> float:

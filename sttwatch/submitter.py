@@ -9,7 +9,6 @@ the local engine and mixed backends don't share one limit.
 from __future__ import annotations
 
 import errno
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from .errors import (
 from .identity import sha256_of
 from .offline import OFFLINE_RETRY, ShareUnreachable, unreachable
 from .outcomes import Outcomes
-from .pacing import sleep_for
+from .pacing import Alarm, sleep_for
 from .plan import is_url
 from .schedule import PollSchedule
 from .screen import Skipped
@@ -46,7 +45,7 @@ class Submitter:
     def __init__(self, store: JobStore, backends: Mapping[str, Backend],
                  throttles: Mapping[str, Throttle], outcomes: Outcomes,
                  schedule: PollSchedule, settings: PipelineSettings,
-                 clock: Callable[[], float], wake_poll: threading.Event,
+                 clock: Callable[[], float], wake_poll: Alarm,
                  shares: Shares | None = None,
                  budget: Budget | None = None) -> None:
         self.store = store
@@ -219,9 +218,10 @@ class Submitter:
                                          decision.booked_on) \
                 if isinstance(decision, Go) and self.budget is not None and \
                 self.budget.books_into(self.store) else None
+            first_fetch = now + self.schedule.first_delay(job.id)
             pending = self.outcomes.durably(lambda: self.store.set_pending(
-                job, created.generation_id, now, now + self.schedule.first_delay(job.id),
-                created.cost, digest, created.timeline, spend))
+                job, created.generation_id, now, first_fetch, created.cost, digest,
+                created.timeline, spend))
             if isinstance(decision, Go):
                 self.budget_charged(job, plan, decision.estimate, created.cost,
                                     decision.booked_on, spend)
@@ -229,7 +229,7 @@ class Submitter:
                 self.submitted += 1
                 bound.info("submitted", generation_id=created.generation_id,
                            backend=plan.backend)
-                self._wake_poll.set()
+                self._wake_poll.due(first_fetch)  # a turn only if it comes first
             else:  # the file changed, or the lease was lost, during the call
                 bound.warning("task_orphaned", generation_id=created.generation_id)
         if isinstance(decision, Go) and not made and self.budget is not None:

@@ -327,27 +327,6 @@ def test_claim_poll_takes_own_due_jobs_and_pushes_them_a_lease_ahead(store: Stor
     assert get(store, A).next_at == 105.0 and get(store, A).polls == 1
 
 
-def test_pull_polls_brings_this_daemons_later_plans_to_the_learned_age(store: Store) -> None:
-    """Plans made before any task finished (here 4 s after the create) move to the age one
-    finished in (2 s); an earlier plan, a fetch holding its lease and another daemon's job
-    stay where they are."""
-    B, C, D = "/in/b.mp3", "/in/c.mp3", "/in/d.mp3"
-    late = submitted(store)  # submitted at 100
-    assert store.schedule_poll(late, 104.0, 100.5)
-    early = submitted(store, B, "gen-B")
-    assert store.schedule_poll(early, 101.5, 100.5)
-    submitted(store, C, "gen-C")
-    (held,) = [j for j in store.claim_poll(ME, 101.0, LEASE, 10, [], ["aimlapi"])
-               if j.path == C]
-    submitted(store, D, "gen-D", owner=OTHER)
-    assert store.schedule_poll(get(store, D), 104.0, 100.5)
-    assert store.pull_polls(ME, 2.0, 101.0 + LEASE / 2) == 1
-    assert get(store, A).next_at == 102.0
-    assert get(store, B).next_at == 101.5
-    assert get(store, C).next_at == held.next_at == 101.0 + LEASE
-    assert get(store, D).next_at == 104.0
-
-
 def test_set_pending_books_the_spend_with_the_id_even_for_an_orphaned_task(
         store: Store) -> None:
     admitted(store)

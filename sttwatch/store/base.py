@@ -155,13 +155,6 @@ class Store(ABC):
     def schedule_poll(self, job: Job, next_at: float, now: float) -> bool: ...
 
     @abstractmethod
-    def pull_polls(self, owner: str, age: float, before: float) -> int:
-        """This daemon's pending jobs whose next fetch is planned later than ``age`` after
-        their create (and earlier than ``before``: not those a fetch holds a lease ahead)
-        move to that age: the fetches planned before any task had finished, once one has.
-        Returns how many moved."""
-
-    @abstractmethod
     def set_fetched(self, job: Job, result: Mapping[str, Any], now: float,
                     service_seconds: float) -> Job | None:
         """Store the finished result before any transcript is written."""

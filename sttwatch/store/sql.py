@@ -634,13 +634,6 @@ class SqlStore(SearchSql, Store):
             return self._x(x, "UPDATE jobs SET next_at=?, polls=polls+1, updated_at=? WHERE "
                               "id=?" + fence, (next_at, now, job.id, *args)).rowcount == 1
 
-    def pull_polls(self, owner: str, age: float, before: float) -> int:
-        with self._tx(durable=False) as x:
-            return self._x(x, "UPDATE jobs SET next_at=submitted_at + ? WHERE state='pending' "
-                              "AND owner=? AND submitted_at IS NOT NULL AND next_at > "
-                              "submitted_at + ? AND next_at < ?",
-                           (age, owner, age, before)).rowcount
-
     def set_fetched(self, job: Job, result: Mapping[str, Any], now: float,
                     service_seconds: float) -> Job | None:
         fence, args = self._fence(job)

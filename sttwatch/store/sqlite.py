@@ -4,11 +4,13 @@ WAL, so a ``status`` reader never blocks the daemon. Every commit survives the d
 killed; a durable one (``SqlStore._tx``: what was paid for) is synced to disk with
 ``synchronous=FULL`` and survives a power cut, and its sync carries every commit before it
 (the log is one file, written in order). The per-file bookkeeping commits with
-``synchronous=NORMAL``, without a sync of its own: on this kind of virtual disk a synced
-commit costs about 0.3 ms of CPU and 1 ms of waiting, and a file makes seven of them. One daemon per file, enforced with an exclusive ``flock`` on a
-companion ``.lock`` file (released by the kernel when the process dies, SIGKILL included);
-several hosts share a PostgreSQL store instead. The file and its WAL are created 0600: they
-hold paths and transcripts of private recordings.
+``synchronous=NORMAL``, without a sync of its own: on a virtual disk a synced commit cost
+0.3 ms of CPU and 1 ms of waiting, and a file makes seven commits.
+
+One daemon per file, enforced with an exclusive ``flock`` on a companion ``.lock`` file
+(released by the kernel when the process dies, SIGKILL included); several hosts share a
+PostgreSQL store instead. The file and its WAL are created 0600: they hold paths and
+transcripts of private recordings.
 """
 
 from __future__ import annotations
