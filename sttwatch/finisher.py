@@ -120,9 +120,11 @@ class Finisher:
         call, result = self.shares.call, job.result
         media = self.probes.of(source, job.size, job.mtime_ns)
         try:
-            hdr = {**call(source, lambda: header(job, plan.backend, plan.model, now)),
-                   **call(source, lambda: audio_track_of(source, plan.options.get("language"),
-                                                         media))}
+            # One call on the mount's worker for both: each call is a hand-over to another
+            # thread, and the track is most often the screen's probe, not a read.
+            hdr = call(source, lambda: {
+                **header(job, plan.backend, plan.model, now),
+                **audio_track_of(source, plan.options.get("language"), media)})
             paths = call(place.folder(), lambda: place.paths(
                 job.output_key, language_of(result, hdr, plan.options.get("language"))))
             if after_trouble:
