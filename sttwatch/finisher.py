@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from .backends.media import Probes
 from .config import OutputConfig
 from .errors import RenderError
 from .offline import OFFLINE_RETRY, unreachable
@@ -54,7 +55,8 @@ class Finisher:
     def __init__(self, store: JobStore, outcomes: Outcomes, output: OutputConfig, owner: str,
                  lease: float, clock: Callable[[], float],
                  shares: Shares | None = None,
-                 sink: Callable[[Job, Plan], None] | None = None) -> None:
+                 sink: Callable[[Job, Plan], None] | None = None,
+                 probes: Probes | None = None) -> None:
         self.store = store
         self.outcomes = outcomes
         self.output = output
@@ -71,6 +73,9 @@ class Finisher:
         # Where results go instead of files beside the sources (``sttwatch transcribe``
         # prints them); None: the transcript files of the job's plan.
         self.sink = sink
+        # The job's container as the screen probed it (media.Probes, the submitter's): the
+        # json header's audio track without opening the file again.
+        self.probes = Probes() if probes is None else probes
         self.wake = outcomes.wake_finish
         self.started_at = clock()
         self._owed_at = 0.0
@@ -113,9 +118,13 @@ class Finisher:
             self._end_unsent(job, plan, skipped[0])
             return
         call, result = self.shares.call, job.result
+        media = self.probes.of(source, job.size, job.mtime_ns)
         try:
-            hdr = {**call(source, lambda: header(job, plan.backend, plan.model, now)),
-                   **call(source, lambda: audio_track_of(source, plan.options.get("language")))}
+            # One call on the mount's worker for both: each call is a hand-over to another
+            # thread, and the track is most often the screen's probe, not a read.
+            hdr = call(source, lambda: {
+                **header(job, plan.backend, plan.model, now),
+                **audio_track_of(source, plan.options.get("language"), media)})
             paths = call(place.folder(), lambda: place.paths(
                 job.output_key, language_of(result, hdr, plan.options.get("language"))))
             if after_trouble:
@@ -147,6 +156,7 @@ class Finisher:
             log.warning("lease_lost", job_id=job.id, path=job.path, stage="finish")
             return
         self.outcomes.left(job)
+        self.probes.forget(source, job.size, job.mtime_ns)
         log.info("done", job_id=job.id, path=job.path, generation_id=job.generation_id,
                  outputs=[str(p) for p in paths])
         if job.reused_from is not None:  # its result came from a recording with its bytes
@@ -194,6 +204,7 @@ class Finisher:
         if self.outcomes.durably(lambda: self.store.mark_done(job, self.clock(), note,
                                                               event=event)):
             self.outcomes.left(job)
+            self.probes.forget(Path(job.path), job.size, job.mtime_ns)
             log.info("done", job_id=job.id, path=job.path, note=note, outputs=[])
 
     def _unrenderable(self, job: Job, place: Placement, paths: Sequence[Path], plan: Plan,

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from .backends import Backend
+from .backends.media import Probes
 from .config import OutputConfig
 from .errors import AuthError
 from .finisher import Finisher
@@ -40,7 +41,7 @@ class Pipeline:
                  limits: Mapping[str, int], clock: Callable[[], float],
                  is_online: Callable[[Path], bool] = lambda _p: True,
                  sink: Callable[[Job, Plan], None] | None = None,
-                 shares: Shares | None = None) -> None:
+                 shares: Shares | None = None, probes: Probes | None = None) -> None:
         # How the stages touch files under the watches (sharefile.py): the daemon's go
         # through each mount's worker with the deadline.
         shares = shares or Shares(is_online=is_online)
@@ -58,10 +59,16 @@ class Pipeline:
         self.stopping = threading.Event()
         self.outcomes = Outcomes(store, planner, output, settings.max_attempts, clock,
                                  self._job_left, is_online, self.stopping, shares.call)
+        # Each file version's container opened once: by the screen before its create, then
+        # handed to the upload and to the finisher's json header (media.Probes). Room for
+        # every job in flight twice over, so the finish of each still finds its probe.
+        self.probes = Probes(max(1024, 2 * sum(limits.values()))) if probes is None \
+            else probes
         self.finisher = Finisher(store, self.outcomes, output, settings.owner, settings.lease,
-                                 clock, shares, sink=sink)
+                                 clock, shares, sink=sink, probes=self.probes)
         self.submitter = Submitter(store, backends, self.throttles, self.outcomes,
-                                   self.schedule, settings, clock, self.wake_poll, shares)
+                                   self.schedule, settings, clock, self.wake_poll, shares,
+                                   probes=self.probes)
         self.poller = Poller(store, backends, self.throttles, self.outcomes, self.schedule,
                              settings, clock, self.wake_poll)
         self.wake_finish = self.outcomes.wake_finish

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .offline import unreachable
-from .sharefile import Shares
+from .sharefile import Opener, Shares
 
 if TYPE_CHECKING:
+    from .backends.media import MediaInfo, MediaProbe
     from .config import Config
     from .store import Plan
 
@@ -50,13 +51,24 @@ class Skipped:
         return bool(self.result.get(MARK, {}).get("write"))
 
 
-def subtitles_of(path: Path, language: str | None, shares: Shares = PLAIN) -> str | None:
+def _probed(path: Path, opener: Opener | None, media: MediaProbe | None) -> MediaInfo | None:
+    """``path``'s streams: from ``media`` (the job's version, probed once for all its
+    stages: media.Probes) when given, else read here."""
+    if media is not None:
+        return media()
+    from .backends.media import probe
+
+    return probe(path, opener)
+
+
+def subtitles_of(path: Path, language: str | None, shares: Shares = PLAIN,
+                 media: MediaProbe | None = None) -> str | None:
     """Where the video ``path`` already has subtitles in ``language`` (any, when None): a
     sidecar's name, or the embedded stream; None when it has none, or is not a video (an
     audio file's NAME.srt is most likely a transcript of ours)."""
-    from .backends.media import language_key, probe
+    from .backends.media import language_key
 
-    info = probe(path, shares.open)
+    info = _probed(path, shares.open, media)
     if info is None or not info.has_video:
         return None
     want = language_key(language)
@@ -95,7 +107,8 @@ def vad_installed() -> bool:
     return True
 
 
-def hears_speech(path: Path, language: str | None, shares: Shares = PLAIN) -> bool | None:
+def hears_speech(path: Path, language: str | None, shares: Shares = PLAIN,
+                 media: MediaProbe | None = None) -> bool | None:
     """Whether the VAD hears any speech in the track that would be sent; None when it
     cannot tell (not installed, not decodable): then the recording is sent. The container
     is opened first: faster-whisper (a second of imports) loads only for real audio."""
@@ -103,9 +116,9 @@ def hears_speech(path: Path, language: str | None, shares: Shares = PLAIN) -> bo
         import av
     except ImportError:
         return None
-    from .backends.media import choose_audio, probe
+    from .backends.media import choose_audio
 
-    info = probe(path, shares.open)
+    info = _probed(path, shares.open, media)
     track = None if info is None else choose_audio(info, language)
     if track is None or not vad_installed():
         return None
@@ -138,17 +151,18 @@ def empty_result(duration: float | None) -> dict[str, Any]:
 
 def screen(path: Path, language: str | None, *, skip_subtitled: bool,
            skip_no_speech: bool, job_id: int = 0,
-           shares: Shares = PLAIN) -> Skipped | None:
+           shares: Shares = PLAIN, media: MediaProbe | None = None) -> Skipped | None:
     """The reason not to send ``path``, or None to send it. ``shares`` reads a recording on
     a watched share through its mount's worker with the deadline (sharefile.py): a share
-    that is away or hangs raises (``offline.unreachable``) and the job waits."""
+    that is away or hangs raises (``offline.unreachable``) and the job waits. ``media``:
+    the job's version probed once for every stage (media.Probes); None: probed here."""
     if skip_subtitled:
-        where = subtitles_of(path, language, shares)
+        where = subtitles_of(path, language, shares, media)
         if where is not None:
             note = f"already subtitled ({where})"
             log.info("not_sent", job_id=job_id, path=str(path), reason=note)
             return Skipped(note, {MARK: {"note": note, "write": False}})
-    if skip_no_speech and hears_speech(path, language, shares) is False:
+    if skip_no_speech and hears_speech(path, language, shares, media) is False:
         from .backends.audio import probe_duration
 
         log.info("not_sent", job_id=job_id, path=str(path), reason="no speech")
@@ -164,13 +178,15 @@ def skip_of(result: Any) -> tuple[str, bool] | None:
     return str(mark.get("note") or "not sent"), bool(mark.get("write"))
 
 
-def audio_track_of(path: Path, language: str | None) -> dict[str, Any]:
+def audio_track_of(path: Path, language: str | None,
+                   media: MediaProbe | None = None) -> dict[str, Any]:
     """For the json output's header: the audio track heard in a film or a many-track file
     (the one media.choose_audio picks for the upload and the local engine); nothing for a
-    plain audio file or one that cannot be read here."""
+    plain audio file or one that cannot be read here. ``media``: the job's version as the
+    screen probed it (media.Probes); None: probed here."""
     try:
-        from .backends.media import choose_audio, probe
-        info = probe(path)
+        from .backends.media import choose_audio
+        info = _probed(path, None, media)
     except ImportError:
         return {}
     if info is None or (not info.has_video and len(info.of_kind("audio")) <= 1):
@@ -189,11 +205,12 @@ class Screener:
         self._config = config
         self._shares = shares
 
-    def __call__(self, job_id: int, path: Path, plan: Plan) -> Skipped | None:
+    def __call__(self, job_id: int, path: Path, plan: Plan,
+                 media: MediaProbe | None = None) -> Skipped | None:
         cfg = self._config()
         watch = cfg.watch_for(path)
         language = plan.options.get("language")
         return screen(path, str(language) if language else None,
                       skip_subtitled=watch is not None and watch.skip_subtitled,
                       skip_no_speech=cfg.api.skip_no_speech, job_id=job_id,
-                      shares=self._shares)
+                      shares=self._shares, media=media)

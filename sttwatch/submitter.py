@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from .backends import Backend, Request
+from .backends.media import MediaProbe, Probes
 from .budget import Budget, Estimate, Go, Hold
 from .errors import (
     AuthError,
@@ -47,7 +48,7 @@ class Submitter:
                  schedule: PollSchedule, settings: PipelineSettings,
                  clock: Callable[[], float], wake_poll: Alarm,
                  shares: Shares | None = None,
-                 budget: Budget | None = None) -> None:
+                 budget: Budget | None = None, probes: Probes | None = None) -> None:
         self.store = store
         self.backends = backends
         self.throttles = throttles
@@ -65,7 +66,11 @@ class Submitter:
         self.submitted = 0
         self.budget = budget  # spend caps and the fallback to the local engine (budget.py)
         # Recordings not worth sending (already subtitled, no speech): screen.py; set by wiring.
-        self.screen: Callable[[int, Path, Plan], Skipped | None] | None = None
+        self.screen: Callable[[int, Path, Plan, MediaProbe | None], Skipped | None] | None \
+            = None
+        # Each job's container opened once, by the screen, for the upload and the finisher
+        # too (media.Probes; the pipeline's, shared with its finisher).
+        self.probes = Probes() if probes is None else probes
 
     def run_once(self) -> float | None:
         """Create at most one task. Returns how long to sleep, or None to go on at once.
@@ -141,7 +146,9 @@ class Submitter:
                 digest = sha256_of(path, self._shares.open)
                 if self._reuse(job, digest, plan, bound):
                     return
-                skipped = None if self.screen is None else self.screen(job.id, path, plan)
+                media = self.probes.of(path, job.size, job.mtime_ns, self._shares.open)
+                skipped = None if self.screen is None else self.screen(job.id, path, plan,
+                                                                       media)
                 if skipped is not None:
                     self._not_sent(job, skipped, digest)
                     return
@@ -152,7 +159,7 @@ class Submitter:
                     self._hold(job, decision)
                     return
                 request = Request(job.id, plan.model, path=path, options=plan.options,
-                                  opener=self._shares.open)
+                                  opener=self._shares.open, media=media)
             created = backend.create(request)
         except RateLimited as exc:
             in_flight = self.store.in_flight(self.settings.owner).get(plan.backend, 1)

@@ -219,6 +219,46 @@ def test_no_speech_is_not_billed_and_ends_with_empty_transcripts(
     assert doc["result"]["results"]["channels"][0]["alternatives"][0]["transcript"] == ""
 
 
+def test_each_recording_is_probed_once_for_the_screen_the_upload_and_the_header(
+        tmp_path: Path, svc: FakeService, voices: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both screens, the upload's track and the json header's take one probe per file
+    (media.Probes): a film was opened four times with skip_subtitled, a recording three."""
+    from collections import Counter
+
+    from sttwatch.backends import local, media, shrink
+
+    probed: Counter[str] = Counter()
+    real = media.probe
+
+    def counting(path: Path, opener: Any = None) -> media.MediaInfo | None:
+        probed[Path(path).name] += 1
+        return real(path, opener)
+
+    for module in (media, shrink, local):
+        monkeypatch.setattr(module, "probe", counting)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    film(inbox / "dubbed.mkv", [(voices["fr"], "fra"), (voices["short"], "eng")],
+         seconds=6, size="320x240", default=0)
+    film(inbox / "beside.mkv", [(voices["short"], "eng")], seconds=4, size="320x240")
+    srt_file(inbox / "beside.en.srt")
+    faint_noise(inbox / "room.wav", seconds=10)
+    shutil.copy(voices["short"], inbox / "talk.wav")
+    cfg = library(tmp_path, svc.base_url, skip_subtitled=True)
+    once(cfg)
+
+    assert probed == {"dubbed.mkv": 1, "beside.mkv": 1, "room.wav": 1, "talk.wav": 1}
+    assert sorted(sent(svc)) == ["dubbed", "talk"]
+    assert notes(cfg) == {"beside.mkv": "already subtitled (beside.en.srt)",
+                          "room.wav": "no speech"}
+    assert packet_sizes(sent(svc)["dubbed"]) == packet_sizes(inbox / "dubbed.mkv", "a:1")
+    doc = json.loads((inbox / "dubbed.json").read_text())
+    assert doc["sttwatch"]["audio_stream"] == {"index": 2, "language": "eng"}
+    assert "audio_stream" not in json.loads((inbox / "talk.json").read_text())["sttwatch"]
+    assert json.loads((inbox / "room.json").read_text())["result"]["metadata"]["no_speech"]
+
+
 def test_skip_no_speech_false_sends_everything(tmp_path: Path, svc: FakeService) -> None:
     (tmp_path / "inbox").mkdir()
     faint_noise(tmp_path / "inbox" / "room.wav")

@@ -18,6 +18,7 @@ from ..errors import BackendUnavailable
 if TYPE_CHECKING:
     from ..config import Config
     from ..sharefile import Opener
+    from .media import MediaProbe
 
 # Modules holding the registered kinds; imported on first lookup so an optional kind's
 # dependencies are never imported by the ones that do not need them.
@@ -36,6 +37,9 @@ class Request:
     # How to read ``path`` (sharefile.py): on a watched share, a block at a time on its
     # mount's worker with the deadline; None: opened directly.
     opener: Opener | None = None
+    # The container's streams of the job's version of ``path``, probed once for the screen,
+    # this create and the finish (media.Probes); None: the backend probes it itself.
+    media: MediaProbe | None = None
 
 
 @dataclass(frozen=True)

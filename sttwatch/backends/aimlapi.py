@@ -549,7 +549,7 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         with prepared(request.path, mode=self._mode, trim=self._trim,
                       min_silence=self._min_silence, job_id=request.job_id,
                       language=str(language) if language else None,
-                      opener=request.opener) as upload:
+                      opener=request.opener, media=request.media) as upload:
             yield upload
 
     def _upload(self, url: str, request: Request, fields: dict[str, Any],

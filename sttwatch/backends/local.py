@@ -27,7 +27,7 @@ from ..errors import BackendUnavailable, ExpiredError
 from ..offline import unreachable
 from . import Backend, Created, Finding, Request, Status, TaskState
 from .audio import SAMPLE_RATE, probe_duration, stream_chunks
-from .media import choose_audio, probe
+from .media import MediaProbe, choose_audio, probe
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -221,13 +221,15 @@ class LocalBackend(Backend, kind="local"):
         self._progress = progress
 
     def transcribe(self, path: Path, request_id: str, options: dict[str, Any],
-                   opener: Opener | None = None) -> dict[str, Any]:
+                   opener: Opener | None = None,
+                   media: MediaProbe | None = None) -> dict[str, Any]:
         """One file, in the calling thread (the pool calls it; so does the benchmark). A file
         longer than ``chunk_seconds`` is decoded and transcribed piece by piece. (Prompting
         each piece with the previous one's text was tried and made the word error rate
         worse on a 10-minute recording: 4.6% against 3.0% without.) ``opener`` reads a
         recording on a watched share a block at a time with the deadline (sharefile.py): a
-        share that hangs mid-decode raises instead of holding this engine thread."""
+        share that hangs mid-decode raises instead of holding this engine thread. ``media``:
+        the file's probe when the screen has made it already (media.Probes)."""
         s = self._settings
         language = options.get("language", s.language) if self._multilingual else "en"
         kwargs: dict[str, Any] = {
@@ -240,7 +242,8 @@ class LocalBackend(Backend, kind="local"):
         progress = (lambda f: hook(request_id, f)) if hook else None
         got = _Collected(translated=s.task == "translate")
         duration = probe_duration(path, opener)
-        stream = self._stream(path, options.get("language", s.language), request_id, opener)
+        stream = self._stream(path, options.get("language", s.language), request_id, opener,
+                              media)
         if stream is None and duration is not None and duration <= s.chunk_seconds:
             with contextlib.ExitStack() as held:
                 source: Any = str(path) if opener is None else held.enter_context(opener(path))
@@ -261,10 +264,10 @@ class LocalBackend(Backend, kind="local"):
 
     @staticmethod
     def _stream(path: Path, language: str | None, request_id: str,
-                opener: Opener | None = None) -> int | None:
+                opener: Opener | None = None, media: MediaProbe | None = None) -> int | None:
         """The audio track to hear in a film or a many-track file (the one the service would
         be sent: media.choose_audio); None for a plain audio file's only track."""
-        info = probe(path, opener)
+        info = media() if media is not None else probe(path, opener)
         if info is None or (not info.has_video and len(info.of_kind("audio")) <= 1):
             return None
         track = choose_audio(info, language)
@@ -278,7 +281,8 @@ class LocalBackend(Backend, kind="local"):
         options = dict(request.options)
         if request.url is None:
             assert request.path is not None
-            return self.transcribe(request.path, gen_id, options, request.opener)
+            return self.transcribe(request.path, gen_id, options, request.opener,
+                                   request.media)
         if self._fetch_url is None:
             raise RuntimeError("this backend cannot download URLs")
         with tempfile.TemporaryDirectory(prefix="sttwatch-") as tmp:

@@ -9,6 +9,9 @@ upload is the speech's own bytes and memory stays flat whatever the length.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +113,59 @@ def probe(path: Path, opener: Opener | None = None) -> MediaInfo | None:
         if unreachable(exc):
             raise
         return None
+
+
+# The probe of one file version, made when first asked for (``Probes.of``).
+MediaProbe = Callable[[], "MediaInfo | None"]
+
+
+class Probes:
+    """The probe of each recent file version, so that a job's container is opened once:
+    by the screen before its create, and then taken by the upload's preparation and the
+    finisher's json header (each opening cost a few milliseconds of the daemon's CPU per
+    file, three times over). A version is the job's (path, size, mtime_ns), as the store
+    knows it: a file that changed is another version and is probed afresh. Only this
+    process's memory, at most ``size`` versions, the least recently used dropped first:
+    after a restart, or for a version dropped, the next caller probes again. A probe that
+    raises (a share away or hung) is not kept."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._held: OrderedDict[tuple[str, int, int], MediaInfo | None] = OrderedDict()
+        self._lock = threading.Lock()  # the submitter's and the finisher's threads share it
+        self.probed = 0  # containers opened so far
+
+    def of(self, path: Path, size: int, mtime_ns: int,
+           opener: Opener | None = None) -> MediaProbe:
+        """The probe of ``path`` as the version (``size``, ``mtime_ns``); ``opener`` reads
+        it when it is not held yet."""
+        key = (str(path), size, mtime_ns)
+        return lambda: self._get(key, path, opener)
+
+    def forget(self, path: Path, size: int, mtime_ns: int) -> None:
+        """A version no stage will ask about again (its job is done)."""
+        with self._lock:
+            self._held.pop((str(path), size, mtime_ns), None)
+
+    @property
+    def held(self) -> int:
+        """How many versions are kept now."""
+        return len(self._held)
+
+    def _get(self, key: tuple[str, int, int], path: Path,
+             opener: Opener | None) -> MediaInfo | None:
+        with self._lock:
+            if key in self._held:
+                self._held.move_to_end(key)
+                return self._held[key]
+        info = probe(path, opener)
+        with self._lock:
+            self.probed += 1
+            self._held[key] = info
+            self._held.move_to_end(key)
+            while len(self._held) > self._size:
+                self._held.popitem(last=False)
+        return info
 
 
 def _codec_name(stream: Any) -> str:

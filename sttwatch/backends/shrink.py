@@ -34,6 +34,7 @@ from .media import ACCEPTED_FORMATS, REMUX, MediaInfo, Track, choose_audio, prob
 
 if TYPE_CHECKING:
     from ..sharefile import Opener
+    from .media import MediaProbe
 
 log = structlog.get_logger("sttwatch.shrink")
 
@@ -162,8 +163,8 @@ def encode(path: Path, target: Path, *, opus: bool,
 
 def _make(path: Path, folder: Callable[[], Path], *, mode: str, trim: bool,
           min_silence: float, language: str | None,
-          opener: Opener | None = None) -> Upload | None:
-    info = probe(path, opener)
+          opener: Opener | None = None, media: MediaProbe | None = None) -> Upload | None:
+    info = media() if media is not None else probe(path, opener)
     track = None if info is None else choose_audio(info, language)
     if info is None or track is None:
         return None  # not readable here, or no audio: the service's verdict is the one to see
@@ -199,13 +200,15 @@ def _make(path: Path, folder: Callable[[], Path], *, mode: str, trim: bool,
 @contextlib.contextmanager
 def prepared(path: Path, *, mode: str, trim: bool, min_silence: float,
              language: str | None = None, job_id: int = 0,
-             opener: Opener | None = None) -> Iterator[Upload | None]:
+             opener: Opener | None = None,
+             media: MediaProbe | None = None) -> Iterator[Upload | None]:
     """What to upload for ``path``: None for the file as it is, else a smaller file in a
     private temporary folder, removed when the block ends. ``mode`` is ``api.upload``
     (``audio`` or ``compact``); ``language`` picks the audio track of a film. A file PyAV
     cannot decode goes as it is: the service's verdict on it is the one the user should
     see. ``opener`` reads a recording on a watched share a block at a time with the
-    deadline (sharefile.py): a share that is away or hangs raises, the job waits."""
+    deadline (sharefile.py): a share that is away or hangs raises, the job waits.
+    ``media`` is the file's probe when the screen has made it already (media.Probes)."""
     import av
 
     made: list[Path] = []
@@ -220,7 +223,7 @@ def prepared(path: Path, *, mode: str, trim: bool, min_silence: float,
     try:
         try:
             upload = _make(path, folder, mode=mode, trim=trim, min_silence=min_silence,
-                           language=language, opener=opener)
+                           language=language, opener=opener, media=media)
         except (av.error.FFmpegError, IndexError, ValueError) as exc:
             if unreachable(exc):
                 raise
