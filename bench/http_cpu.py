@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import pstats
 import statistics
 import sys
@@ -63,7 +64,7 @@ def main() -> None:
             return [lambda: backend.create(request)] * args.n
 
         def fetches() -> list[Callable[[], object]]:
-            return [lambda gen_id=ids[i % len(ids)]: backend.fetch(gen_id)
+            return [functools.partial(backend.fetch, ids[i % len(ids)])
                     for i in range(args.n)]
 
         if args.profile:

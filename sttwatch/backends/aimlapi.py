@@ -13,12 +13,12 @@ in their error pages): nothing after that point, no exception, stored error, sid
 Creates and fetches go through urllib3's connection pool directly (one ``PoolManager`` for
 the backend, proxies and CA bundle read from the environment once, as requests would): the
 requests layer above it was a good part of the daemon's CPU per file; requests stays for the
-one-off preflight. Uploads are streamed from disk (requests-toolbelt's ``MultipartEncoder``),
-so memory stays
-flat whatever the file's size. While the body is being sent, each socket write may take up
-to the connect timeout; once it is sent, the service may take a while to take the upload
-in before it answers, so the read timeout grows by ``size / UPLOAD_FLOOR_BPS`` (an assumed
-floor of 1 MB/s for the service's side). ``create_deadline`` is the whole allowance.
+one-off preflight. Uploads are streamed from disk (``_Multipart``, a chunk at a time), so
+memory stays flat whatever the file's size. While the body is being sent, each socket write
+may take up to the connect timeout; once it is sent, the service may take a while to take
+the upload in before it answers, so the read timeout grows by ``size / UPLOAD_FLOOR_BPS``
+(an assumed floor of 1 MB/s for the service's side). ``create_deadline`` is the whole
+allowance.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,10 +41,6 @@ import certifi
 import requests
 import structlog
 import urllib3
-from requests_toolbelt import (  # type: ignore[import-untyped]
-    MultipartEncoder,
-    MultipartEncoderMonitor,
-)
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -51,6 +48,7 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
+from urllib3.fields import RequestField
 
 from ..apikey import redact
 from ..errors import (
@@ -301,40 +299,69 @@ class SourceUnreadable(Exception):
         self.error = error
 
 
-class _Capped:
-    """The file as the upload sees it: exactly the size it had when opened. A file that
-    grows is cut there, so the body matches its Content-Length; one that shrinks raises
-    ``SourceChanged`` (toolbelt would otherwise send a body short of its Content-Length
-    and then wait out the read timeout for an answer that cannot come)."""
+class _Multipart:
+    """A multipart/form-data body streamed from an open file, as an iterable of chunks of
+    at most ``BLOCK`` bytes of the file (the first carries the form fields' parts, the last
+    the closing boundary, so a small file goes in one write). It is laid out as
+    requests-toolbelt's ``MultipartEncoder`` lays it out, part headers by urllib3's
+    ``RequestField``, without that encoder's buffer juggling per read.
 
-    def __init__(self, fh: Any, size: int) -> None:
+    The file is sent exactly at the size it had when opened: one that grows is cut there,
+    so the body matches its Content-Length; one that shrinks raises ``SourceChanged``
+    (a body short of its Content-Length would wait out the read timeout for an answer that
+    cannot come). ``on_sent`` is told the body's bytes handed out so far, chunk by chunk."""
+
+    BLOCK = 16384  # urllib3's own block size for a file-like body
+
+    def __init__(self, fields: list[tuple[str, str]], file_field: str, name: str, fh: Any,
+                 size: int, mime: str) -> None:
+        boundary = uuid.uuid4().hex
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+        dash = f"--{boundary}\r\n"
+        head: list[str] = []
+        for key, value in fields:
+            part = RequestField(key, value)
+            part.make_multipart()
+            head += (dash, part.render_headers(), value, "\r\n")
+        part = RequestField(file_field, b"", filename=name)
+        part.make_multipart(content_type=mime)
+        head += (dash, part.render_headers())
+        self._head = "".join(head).encode()
+        self._tail = f"\r\n--{boundary}--\r\n".encode()
         self._fh = fh
-        self._left = size
+        self._size = size
+        self.on_sent: Callable[[int], None] = lambda sent: None
+        self.len = len(self._head) + size + len(self._tail)
 
-    @property
-    def len(self) -> int:  # what requests-toolbelt asks of a part's body
-        return self._left
-
-    def read(self, size: int = -1) -> bytes:
-        want = self._left if size is None or size < 0 else min(size, self._left)
-        try:
-            data: bytes = self._fh.read(want)
-        except OSError as exc:  # not as an OSError: requests would call it a network error
-            raise SourceUnreadable(exc) from exc
-        if len(data) < want:
-            raise SourceChanged("the file got shorter while it was being uploaded")
-        self._left -= len(data)
-        return data
+    def __iter__(self) -> Iterator[bytes]:
+        left, sent, chunk = self._size, 0, self._head
+        while True:
+            want = min(self.BLOCK, left)
+            try:
+                data: bytes = self._fh.read(want) if want else b""
+            except OSError as exc:  # not as an OSError: that would pass for a network error
+                raise SourceUnreadable(exc) from exc
+            if len(data) < want:
+                raise SourceChanged("the file got shorter while it was being uploaded")
+            left -= want
+            chunk = chunk + data if chunk else data
+            if not left:
+                chunk += self._tail
+            sent += len(chunk)
+            self.on_sent(sent)
+            yield chunk
+            if not left:
+                return
+            chunk = b""
 
 
 def _progress(job_id: int, path: str, total: int,
-              listener: UploadProgress | None) -> Callable[[MultipartEncoderMonitor], None]:
-    """Called on every chunk read for the upload: tells the listener, and logs every
-    ``PROGRESS_STEP`` per cent of a large upload."""
+              listener: UploadProgress | None) -> Callable[[int], None]:
+    """Called with the bytes handed out so far on every chunk of the upload: tells the
+    listener, and logs every ``PROGRESS_STEP`` per cent of a large upload."""
     logged = [0]
 
-    def on_read(monitor: MultipartEncoderMonitor) -> None:
-        sent = min(int(monitor.bytes_read), total)
+    def on_sent(sent: int) -> None:
         if listener is not None:
             listener(job_id, sent, total)
         if total >= PROGRESS_MIN_BYTES:
@@ -344,7 +371,7 @@ def _progress(job_id: int, path: str, total: int,
                 log.info("upload_progress", job_id=job_id, path=path, bytes=sent,
                          total=total, percent=step)
 
-    return on_read
+    return on_sent
 
 
 class RequestObserver(Protocol):
@@ -568,10 +595,9 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         with opener(path) as fh:
             size = fh.seek(0, os.SEEK_END)
             fh.seek(0)
-            encoder = MultipartEncoder(
-                [*_form_fields(fields), (file_field, (name, _Capped(fh, size), mime))])
-            body = MultipartEncoderMonitor(encoder, _progress(
-                request.job_id, str(request.path), encoder.len, self._on_upload_progress))
+            body = _Multipart(_form_fields(fields), file_field, name, fh, size, mime)
+            body.on_sent = _progress(request.job_id, str(request.path), body.len,
+                                     self._on_upload_progress)
             try:
                 return self._send("POST", url, data=body, timeout=(
                     self._timeouts[0], self.upload_read_timeout(size)), creates=True,
