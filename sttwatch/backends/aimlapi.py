@@ -48,6 +48,7 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.fields import RequestField
 
 from ..apikey import redact
@@ -401,6 +402,8 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         self._on_upload_progress = on_upload_progress
         self._pool_lock = threading.Lock()
         self._http: urllib3.PoolManager | None = None
+        self._target: tuple[urllib3.PoolManager | HTTPConnectionPool, str] | None = None
+        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self._retrying = Retrying(
             retry=retry_if_exception(_is_retryable), stop=stop_after_attempt(retries),
             wait=_wait(wait_random_exponential(multiplier=0.5, max=max_backoff), max_backoff),
@@ -475,11 +478,22 @@ class AimlApiBackend(Backend, kind="aimlapi"):
     def model_name(self) -> str:
         return self._model
 
-    def _pool(self) -> urllib3.PoolManager:
-        with self._pool_lock:
-            if self._http is None:
-                self._http = pool_for(self._base)
-            return self._http
+    def _pool(self) -> tuple[urllib3.PoolManager | HTTPConnectionPool, str]:
+        """Where requests go and what their paths start with: the base URL's own
+        connection pool and the base path, so that no URL is parsed and no pool looked up
+        per request; or, through a proxy that wants whole URLs, the proxy's manager and
+        the base URL."""
+        target = self._target
+        if target is None:
+            with self._pool_lock:
+                if self._target is None:
+                    self._http = manager = pool_for(self._base)
+                    self._target = (manager, self._base) if isinstance(
+                        manager, urllib3.ProxyManager) else (
+                        manager.connection_from_url(self._base),
+                        urllib3.util.parse_url(self._base).path or "")
+                target = self._target
+        return target
 
     def upload_read_timeout(self, size: int) -> float:
         """The read timeout for an upload of ``size`` bytes: the configured one, plus the
@@ -491,8 +505,10 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         (connect, the upload's take-in allowance, the answer)."""
         return self._timeouts[0] + self.upload_read_timeout(size)
 
-    def _send(self, method: str, url: str, *, timeout: tuple[float, float],
+    def _send(self, method: str, path: str, *, timeout: urllib3.Timeout | None = None,
               creates: bool = False, **kwargs: Any) -> Answer:
+        """One request to ``path`` under the base URL (``timeout``: the configured ones
+        when None), its answer redacted, every transport failure as our error types."""
         headers = {"Authorization": f"Bearer {self._key}", **kwargs.pop("headers", {})}
         endpoint = "create" if creates else "fetch"
         body: Any = kwargs.pop("data", None)
@@ -503,11 +519,12 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         size = None if body is None else _body_length(body)
         if size is not None:
             headers["Content-Length"] = str(size)
+        pool, prefix = self._pool()
         try:
-            resp = self._pool().request(
-                method, url, body=body, headers=headers, chunked=body is not None and
-                size is None, timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
-                retries=False, redirect=False, preload_content=True)
+            resp = pool.urlopen(
+                method, prefix + path, body=body, headers=headers, chunked=body is not None
+                and size is None, timeout=timeout or self._timeout, retries=False,
+                redirect=False, assert_same_host=False, preload_content=True)
             answer = Answer.of(resp, self._key)
             if self.observer is not None:
                 self.observer.request(endpoint, answer.status_code)
@@ -532,20 +549,20 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         profile = profile_for(model)  # the model family's field names and option names
         fields: dict[str, Any] = {"model": model, **profile.create_fields(request.options)}
         headers = {"X-Client-Request-Id": f"sttwatch-job-{request.job_id}"}
-        url = f"{self._base}/stt/create"
+        path = "/stt/create"
 
         with self._shrunk(request) as upload:
             def once() -> Answer:
                 if request.url is not None:
-                    resp = self._send("POST", url, json={**fields, "url": request.url},
-                                      headers=headers, timeout=self._timeouts, creates=True)
+                    resp = self._send("POST", path, json={**fields, "url": request.url},
+                                      headers=headers, creates=True)
                 else:
-                    resp = self._upload(url, request, fields, headers, profile.file_field,
+                    resp = self._upload(path, request, fields, headers, profile.file_field,
                                         upload)
                 raise_for_status(resp)
                 return resp
 
-            resp = self._retrying(once)
+            resp = self._call(once)
         # A 2xx we cannot read may still have made a task: never resent blindly.
         body = _json_body(resp, "create", OutcomeUnknown)
         gen_id = body.get("generation_id") or body.get("id") if isinstance(body, dict) else None
@@ -579,12 +596,13 @@ class AimlApiBackend(Backend, kind="aimlapi"):
                       opener=request.opener) as upload:
             yield upload
 
-    def _upload(self, url: str, request: Request, fields: dict[str, Any],
+    def _upload(self, path: str, request: Request, fields: dict[str, Any],
                 headers: dict[str, str], file_field: str, upload: Upload | None) -> Answer:
         """POST the file as multipart/form-data, read from disk chunk by chunk as it is
         sent (requests' own ``files=`` would hold the whole body in memory)."""
         assert request.path is not None
-        path, name = (upload.path, upload.name) if upload else (request.path, request.path.name)
+        source, name = (upload.path, upload.name) if upload else (request.path,
+                                                                  request.path.name)
         mime = upload.mime if upload else (mimetypes.guess_type(name)[0]
                                            or "application/octet-stream")
         # The recording itself through the request's opener: on a watched share each block
@@ -592,15 +610,16 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         # cuts the body short (no task is made) instead of holding this thread.
         opener = request.opener if upload is None and request.opener is not None \
             else plain_open
-        with opener(path) as fh:
+        with opener(source) as fh:
             size = fh.seek(0, os.SEEK_END)
             fh.seek(0)
             body = _Multipart(_form_fields(fields), file_field, name, fh, size, mime)
             body.on_sent = _progress(request.job_id, str(request.path), body.len,
                                      self._on_upload_progress)
             try:
-                return self._send("POST", url, data=body, timeout=(
-                    self._timeouts[0], self.upload_read_timeout(size)), creates=True,
+                return self._send("POST", path, data=body, timeout=urllib3.Timeout(
+                    connect=self._timeouts[0], read=self.upload_read_timeout(size)),
+                    creates=True,
                     headers={**headers, "Content-Type": body.content_type})
             except SourceChanged as exc:
                 # The body was cut short of its Content-Length: no task can have been made.
@@ -609,16 +628,37 @@ class AimlApiBackend(Backend, kind="aimlapi"):
                 raise exc.error from None
 
     def fetch(self, generation_id: str) -> Status:
-        url = f"{self._base}/stt/{quote(generation_id, safe='')}"
+        path = f"/stt/{quote(generation_id, safe='')}"
 
         def once() -> Answer:
-            resp = self._send("GET", url, timeout=self._timeouts)
+            resp = self._send("GET", path)
             raise_for_status(resp)
             return resp
 
-        return parse_status(_json_body(self._retrying(once), "fetch", TransientError))
+        return parse_status(_json_body(self._call(once), "fetch", TransientError))
+
+    def _call(self, once: Callable[[], Answer]) -> Answer:
+        """``once()`` under the retry policy. The first try is made here, plainly: building
+        the policy's state machine (as every ``Retrying`` call does) costs more than most
+        requests, and most first tries succeed. Only a first try that fails with an error
+        worth retrying sets it going, and it starts from that failure (its first attempt
+        raises it again), so attempts, waits and logs are as if it had made that try."""
+        try:
+            return once()
+        except Exception as exc:
+            if not _is_retryable(exc):
+                raise
+            first = [exc]
+
+        def again() -> Answer:
+            if first:
+                raise first.pop()
+            return once()
+
+        return self._retrying(again)
 
     def close(self) -> None:
         with self._pool_lock:
             if self._http is not None:
                 self._http.clear()
+            self._http = self._target = None
