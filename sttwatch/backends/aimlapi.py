@@ -49,7 +49,7 @@ from tenacity import (
     wait_random_exponential,
 )
 from urllib3.connectionpool import HTTPConnectionPool
-from urllib3.fields import RequestField
+from urllib3.fields import format_multipart_header_param as _param
 
 from ..apikey import redact
 from ..errors import (
@@ -113,9 +113,16 @@ class Answer:
 
     @classmethod
     def of(cls, resp: urllib3.BaseHTTPResponse, key: str) -> Answer:
-        """The one place service text enters the program: the key is removed here."""
+        """The one place service text enters the program: the key is removed here. The
+        header values are looked at together first: when redacting all of them at once
+        changes nothing, neither would redacting each (a key or a token in one value is
+        in their joining too), and they are taken as they are."""
+        headers = {k.lower(): v for k, v in resp.headers.items()}
+        joined = "\n".join(headers.values())
+        if redact(joined, key) != joined:
+            headers = {k: redact(v, key) for k, v in headers.items()}
         return cls(resp.status, redact(resp.reason or "", key), redact(_text(resp), key),
-                   {k.lower(): redact(v, key) for k, v in resp.headers.items()})
+                   headers)
 
     def json(self) -> Any:
         return json.loads(self.text)
@@ -304,8 +311,8 @@ class _Multipart:
     """A multipart/form-data body streamed from an open file, as an iterable of chunks of
     at most ``BLOCK`` bytes of the file (the first carries the form fields' parts, the last
     the closing boundary, so a small file goes in one write). It is laid out as
-    requests-toolbelt's ``MultipartEncoder`` lays it out, part headers by urllib3's
-    ``RequestField``, without that encoder's buffer juggling per read.
+    requests-toolbelt's ``MultipartEncoder`` lays it out (part headers as urllib3's
+    ``RequestField`` renders them), without that encoder's buffer juggling per read.
 
     The file is sent exactly at the size it had when opened: one that grows is cut there,
     so the body matches its Content-Length; one that shrinks raises ``SourceChanged``
@@ -321,12 +328,10 @@ class _Multipart:
         dash = f"--{boundary}\r\n"
         head: list[str] = []
         for key, value in fields:
-            part = RequestField(key, value)
-            part.make_multipart()
-            head += (dash, part.render_headers(), value, "\r\n")
-        part = RequestField(file_field, b"", filename=name)
-        part.make_multipart(content_type=mime)
-        head += (dash, part.render_headers())
+            head += (dash, f"Content-Disposition: form-data; {_param('name', key)}\r\n\r\n",
+                     value, "\r\n")
+        head += (dash, f"Content-Disposition: form-data; {_param('name', file_field)}; "
+                       f"{_param('filename', name)}\r\nContent-Type: {mime}\r\n\r\n")
         self._head = "".join(head).encode()
         self._tail = f"\r\n--{boundary}--\r\n".encode()
         self._fh = fh
