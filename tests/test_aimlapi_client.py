@@ -241,6 +241,47 @@ def test_429_is_rate_limited_at_once_and_not_retried(
     assert len(svc.creates()) == 1 and sleeps == []
 
 
+def test_an_http_proxy_from_the_environment_gets_whole_urls(
+        monkeypatch: pytest.MonkeyPatch, make_backend: MakeBackend) -> None:
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            data = json.dumps({"status": "completed", "result": PAYLOAD}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+        backend = make_backend("http://stt.example.invalid/v1")
+        assert backend.fetch("g 1").state is TaskState.DONE
+        assert backend.fetch("g2").state is TaskState.DONE
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == ["http://stt.example.invalid/v1/stt/g%201",
+                    "http://stt.example.invalid/v1/stt/g2"]
+
+
+def test_a_closed_backend_opens_its_pool_again(tmp_path: Path, svc: FakeService,
+                                               make_backend: MakeBackend) -> None:
+    backend = make_backend(svc.base_url)
+    first = backend.create(audio(tmp_path)).generation_id
+    backend.close()
+    assert backend.fetch(first).state in (TaskState.RUNNING, TaskState.DONE)
+    assert [r.status_code for r in svc.fetches()] == [200]
+
+
 def test_closed_port_is_transient(tmp_path: Path, make_backend: MakeBackend) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
