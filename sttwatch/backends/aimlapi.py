@@ -243,8 +243,8 @@ def _nothing_sent(exc: BaseException) -> bool:
 
 
 def _body_length(data: Any) -> int | None:
-    """The body's length as requests would find it (``len()`` or toolbelt's ``.len``); None:
-    unknown, sent chunked."""
+    """The body's length as requests would find it (``len()``, or a ``.len`` as
+    ``_Multipart`` has); None: unknown, sent chunked."""
     if isinstance(data, (bytes, bytearray)):
         return len(data)
     size = getattr(data, "len", None)
@@ -310,14 +310,15 @@ class SourceUnreadable(Exception):
 class _Multipart:
     """A multipart/form-data body streamed from an open file, as an iterable of chunks of
     at most ``BLOCK`` bytes of the file (the first carries the form fields' parts, the last
-    the closing boundary, so a small file goes in one write). It is laid out as
+    the closing boundary, so a small file's whole body goes in one write). It is laid out as
     requests-toolbelt's ``MultipartEncoder`` lays it out (part headers as urllib3's
     ``RequestField`` renders them), without that encoder's buffer juggling per read.
 
     The file is sent exactly at the size it had when opened: one that grows is cut there,
     so the body matches its Content-Length; one that shrinks raises ``SourceChanged``
     (a body short of its Content-Length would wait out the read timeout for an answer that
-    cannot come). ``on_sent`` is told the body's bytes handed out so far, chunk by chunk."""
+    cannot come). ``on_sent`` is told the body's bytes handed out so far, chunk by chunk
+    (``_progress``)."""
 
     BLOCK = 16384  # urllib3's own block size for a file-like body
 
@@ -527,8 +528,9 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         pool, prefix = self._pool()
         try:
             resp = pool.urlopen(
-                method, prefix + path, body=body, headers=headers, chunked=body is not None
-                and size is None, timeout=timeout or self._timeout, retries=False,
+                method, prefix + path, body=body, headers=headers,
+                chunked=body is not None and size is None,
+                timeout=self._timeout if timeout is None else timeout, retries=False,
                 redirect=False, assert_same_host=False, preload_content=True)
             answer = Answer.of(resp, self._key)
             if self.observer is not None:
