@@ -13,12 +13,12 @@ in their error pages): nothing after that point, no exception, stored error, sid
 Creates and fetches go through urllib3's connection pool directly (one ``PoolManager`` for
 the backend, proxies and CA bundle read from the environment once, as requests would): the
 requests layer above it was a good part of the daemon's CPU per file; requests stays for the
-one-off preflight. Uploads are streamed from disk (requests-toolbelt's ``MultipartEncoder``),
-so memory stays
-flat whatever the file's size. While the body is being sent, each socket write may take up
-to the connect timeout; once it is sent, the service may take a while to take the upload
-in before it answers, so the read timeout grows by ``size / UPLOAD_FLOOR_BPS`` (an assumed
-floor of 1 MB/s for the service's side). ``create_deadline`` is the whole allowance.
+one-off preflight. Uploads are streamed from disk (``_Multipart``, a chunk at a time), so
+memory stays flat whatever the file's size. While the body is being sent, each socket write
+may take up to the connect timeout; once it is sent, the service may take a while to take
+the upload in before it answers, so the read timeout grows by ``size / UPLOAD_FLOOR_BPS``
+(an assumed floor of 1 MB/s for the service's side). ``create_deadline`` is the whole
+allowance.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,10 +41,6 @@ import certifi
 import requests
 import structlog
 import urllib3
-from requests_toolbelt import (  # type: ignore[import-untyped]
-    MultipartEncoder,
-    MultipartEncoderMonitor,
-)
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -51,6 +48,8 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.fields import format_multipart_header_param as _param
 
 from ..apikey import redact
 from ..errors import (
@@ -114,9 +113,16 @@ class Answer:
 
     @classmethod
     def of(cls, resp: urllib3.BaseHTTPResponse, key: str) -> Answer:
-        """The one place service text enters the program: the key is removed here."""
+        """The one place service text enters the program: the key is removed here. The
+        header values are looked at together first: when redacting all of them at once
+        changes nothing, neither would redacting each (a key or a token in one value is
+        in their joining too), and they are taken as they are."""
+        headers = {k.lower(): v for k, v in resp.headers.items()}
+        joined = "\n".join(headers.values())
+        if redact(joined, key) != joined:
+            headers = {k: redact(v, key) for k, v in headers.items()}
         return cls(resp.status, redact(resp.reason or "", key), redact(_text(resp), key),
-                   {k.lower(): redact(v, key) for k, v in resp.headers.items()})
+                   headers)
 
     def json(self) -> Any:
         return json.loads(self.text)
@@ -237,8 +243,8 @@ def _nothing_sent(exc: BaseException) -> bool:
 
 
 def _body_length(data: Any) -> int | None:
-    """The body's length as requests would find it (``len()`` or toolbelt's ``.len``); None:
-    unknown, sent chunked."""
+    """The body's length as requests would find it (``len()``, or a ``.len`` as
+    ``_Multipart`` has); None: unknown, sent chunked."""
     if isinstance(data, (bytes, bytearray)):
         return len(data)
     size = getattr(data, "len", None)
@@ -301,40 +307,68 @@ class SourceUnreadable(Exception):
         self.error = error
 
 
-class _Capped:
-    """The file as the upload sees it: exactly the size it had when opened. A file that
-    grows is cut there, so the body matches its Content-Length; one that shrinks raises
-    ``SourceChanged`` (toolbelt would otherwise send a body short of its Content-Length
-    and then wait out the read timeout for an answer that cannot come)."""
+class _Multipart:
+    """A multipart/form-data body streamed from an open file, as an iterable of chunks of
+    at most ``BLOCK`` bytes of the file (the first carries the form fields' parts, the last
+    the closing boundary, so a small file's whole body goes in one write). It is laid out as
+    requests-toolbelt's ``MultipartEncoder`` lays it out (part headers as urllib3's
+    ``RequestField`` renders them), without that encoder's buffer juggling per read.
 
-    def __init__(self, fh: Any, size: int) -> None:
+    The file is sent exactly at the size it had when opened: one that grows is cut there,
+    so the body matches its Content-Length; one that shrinks raises ``SourceChanged``
+    (a body short of its Content-Length would wait out the read timeout for an answer that
+    cannot come). ``on_sent`` is told the body's bytes handed out so far, chunk by chunk
+    (``_progress``)."""
+
+    BLOCK = 16384  # urllib3's own block size for a file-like body
+
+    def __init__(self, fields: list[tuple[str, str]], file_field: str, name: str, fh: Any,
+                 size: int, mime: str) -> None:
+        boundary = uuid.uuid4().hex
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+        dash = f"--{boundary}\r\n"
+        head: list[str] = []
+        for key, value in fields:
+            head += (dash, f"Content-Disposition: form-data; {_param('name', key)}\r\n\r\n",
+                     value, "\r\n")
+        head += (dash, f"Content-Disposition: form-data; {_param('name', file_field)}; "
+                       f"{_param('filename', name)}\r\nContent-Type: {mime}\r\n\r\n")
+        self._head = "".join(head).encode()
+        self._tail = f"\r\n--{boundary}--\r\n".encode()
         self._fh = fh
-        self._left = size
+        self._size = size
+        self.on_sent: Callable[[int], None] = lambda sent: None
+        self.len = len(self._head) + size + len(self._tail)
 
-    @property
-    def len(self) -> int:  # what requests-toolbelt asks of a part's body
-        return self._left
-
-    def read(self, size: int = -1) -> bytes:
-        want = self._left if size is None or size < 0 else min(size, self._left)
-        try:
-            data: bytes = self._fh.read(want)
-        except OSError as exc:  # not as an OSError: requests would call it a network error
-            raise SourceUnreadable(exc) from exc
-        if len(data) < want:
-            raise SourceChanged("the file got shorter while it was being uploaded")
-        self._left -= len(data)
-        return data
+    def __iter__(self) -> Iterator[bytes]:
+        left, sent, chunk = self._size, 0, self._head
+        while True:
+            want = min(self.BLOCK, left)
+            try:
+                data: bytes = self._fh.read(want) if want else b""
+            except OSError as exc:  # not as an OSError: that would pass for a network error
+                raise SourceUnreadable(exc) from exc
+            if len(data) < want:
+                raise SourceChanged("the file got shorter while it was being uploaded")
+            left -= want
+            chunk = chunk + data if chunk else data
+            if not left:
+                chunk += self._tail
+            sent += len(chunk)
+            self.on_sent(sent)
+            yield chunk
+            if not left:
+                return
+            chunk = b""
 
 
 def _progress(job_id: int, path: str, total: int,
-              listener: UploadProgress | None) -> Callable[[MultipartEncoderMonitor], None]:
-    """Called on every chunk read for the upload: tells the listener, and logs every
-    ``PROGRESS_STEP`` per cent of a large upload."""
+              listener: UploadProgress | None) -> Callable[[int], None]:
+    """Called with the bytes handed out so far on every chunk of the upload: tells the
+    listener, and logs every ``PROGRESS_STEP`` per cent of a large upload."""
     logged = [0]
 
-    def on_read(monitor: MultipartEncoderMonitor) -> None:
-        sent = min(int(monitor.bytes_read), total)
+    def on_sent(sent: int) -> None:
         if listener is not None:
             listener(job_id, sent, total)
         if total >= PROGRESS_MIN_BYTES:
@@ -344,7 +378,7 @@ def _progress(job_id: int, path: str, total: int,
                 log.info("upload_progress", job_id=job_id, path=path, bytes=sent,
                          total=total, percent=step)
 
-    return on_read
+    return on_sent
 
 
 class RequestObserver(Protocol):
@@ -374,6 +408,8 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         self._on_upload_progress = on_upload_progress
         self._pool_lock = threading.Lock()
         self._http: urllib3.PoolManager | None = None
+        self._target: tuple[urllib3.PoolManager | HTTPConnectionPool, str] | None = None
+        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self._retrying = Retrying(
             retry=retry_if_exception(_is_retryable), stop=stop_after_attempt(retries),
             wait=_wait(wait_random_exponential(multiplier=0.5, max=max_backoff), max_backoff),
@@ -448,11 +484,22 @@ class AimlApiBackend(Backend, kind="aimlapi"):
     def model_name(self) -> str:
         return self._model
 
-    def _pool(self) -> urllib3.PoolManager:
-        with self._pool_lock:
-            if self._http is None:
-                self._http = pool_for(self._base)
-            return self._http
+    def _pool(self) -> tuple[urllib3.PoolManager | HTTPConnectionPool, str]:
+        """Where requests go and what their paths start with: the base URL's own
+        connection pool and the base path, so that no URL is parsed and no pool looked up
+        per request; or, through a proxy that wants whole URLs, the proxy's manager and
+        the base URL."""
+        target = self._target
+        if target is None:
+            with self._pool_lock:
+                if self._target is None:
+                    self._http = manager = pool_for(self._base)
+                    self._target = (manager, self._base) if isinstance(
+                        manager, urllib3.ProxyManager) else (
+                        manager.connection_from_url(self._base),
+                        urllib3.util.parse_url(self._base).path or "")
+                target = self._target
+        return target
 
     def upload_read_timeout(self, size: int) -> float:
         """The read timeout for an upload of ``size`` bytes: the configured one, plus the
@@ -464,8 +511,10 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         (connect, the upload's take-in allowance, the answer)."""
         return self._timeouts[0] + self.upload_read_timeout(size)
 
-    def _send(self, method: str, url: str, *, timeout: tuple[float, float],
+    def _send(self, method: str, path: str, *, timeout: urllib3.Timeout | None = None,
               creates: bool = False, **kwargs: Any) -> Answer:
+        """One request to ``path`` under the base URL (``timeout``: the configured ones
+        when None), its answer redacted, every transport failure as our error types."""
         headers = {"Authorization": f"Bearer {self._key}", **kwargs.pop("headers", {})}
         endpoint = "create" if creates else "fetch"
         body: Any = kwargs.pop("data", None)
@@ -476,11 +525,13 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         size = None if body is None else _body_length(body)
         if size is not None:
             headers["Content-Length"] = str(size)
+        pool, prefix = self._pool()
         try:
-            resp = self._pool().request(
-                method, url, body=body, headers=headers, chunked=body is not None and
-                size is None, timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
-                retries=False, redirect=False, preload_content=True)
+            resp = pool.urlopen(
+                method, prefix + path, body=body, headers=headers,
+                chunked=body is not None and size is None,
+                timeout=self._timeout if timeout is None else timeout, retries=False,
+                redirect=False, assert_same_host=False, preload_content=True)
             answer = Answer.of(resp, self._key)
             if self.observer is not None:
                 self.observer.request(endpoint, answer.status_code)
@@ -505,20 +556,20 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         profile = profile_for(model)  # the model family's field names and option names
         fields: dict[str, Any] = {"model": model, **profile.create_fields(request.options)}
         headers = {"X-Client-Request-Id": f"sttwatch-job-{request.job_id}"}
-        url = f"{self._base}/stt/create"
+        path = "/stt/create"
 
         with self._shrunk(request) as upload:
             def once() -> Answer:
                 if request.url is not None:
-                    resp = self._send("POST", url, json={**fields, "url": request.url},
-                                      headers=headers, timeout=self._timeouts, creates=True)
+                    resp = self._send("POST", path, json={**fields, "url": request.url},
+                                      headers=headers, creates=True)
                 else:
-                    resp = self._upload(url, request, fields, headers, profile.file_field,
+                    resp = self._upload(path, request, fields, headers, profile.file_field,
                                         upload)
                 raise_for_status(resp)
                 return resp
 
-            resp = self._retrying(once)
+            resp = self._call(once)
         # A 2xx we cannot read may still have made a task: never resent blindly.
         body = _json_body(resp, "create", OutcomeUnknown)
         gen_id = body.get("generation_id") or body.get("id") if isinstance(body, dict) else None
@@ -552,12 +603,13 @@ class AimlApiBackend(Backend, kind="aimlapi"):
                       opener=request.opener, media=request.media) as upload:
             yield upload
 
-    def _upload(self, url: str, request: Request, fields: dict[str, Any],
+    def _upload(self, path: str, request: Request, fields: dict[str, Any],
                 headers: dict[str, str], file_field: str, upload: Upload | None) -> Answer:
         """POST the file as multipart/form-data, read from disk chunk by chunk as it is
         sent (requests' own ``files=`` would hold the whole body in memory)."""
         assert request.path is not None
-        path, name = (upload.path, upload.name) if upload else (request.path, request.path.name)
+        source, name = (upload.path, upload.name) if upload else (request.path,
+                                                                  request.path.name)
         mime = upload.mime if upload else (mimetypes.guess_type(name)[0]
                                            or "application/octet-stream")
         # The recording itself through the request's opener: on a watched share each block
@@ -565,16 +617,16 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         # cuts the body short (no task is made) instead of holding this thread.
         opener = request.opener if upload is None and request.opener is not None \
             else plain_open
-        with opener(path) as fh:
+        with opener(source) as fh:
             size = fh.seek(0, os.SEEK_END)
             fh.seek(0)
-            encoder = MultipartEncoder(
-                [*_form_fields(fields), (file_field, (name, _Capped(fh, size), mime))])
-            body = MultipartEncoderMonitor(encoder, _progress(
-                request.job_id, str(request.path), encoder.len, self._on_upload_progress))
+            body = _Multipart(_form_fields(fields), file_field, name, fh, size, mime)
+            body.on_sent = _progress(request.job_id, str(request.path), body.len,
+                                     self._on_upload_progress)
             try:
-                return self._send("POST", url, data=body, timeout=(
-                    self._timeouts[0], self.upload_read_timeout(size)), creates=True,
+                return self._send("POST", path, data=body, timeout=urllib3.Timeout(
+                    connect=self._timeouts[0], read=self.upload_read_timeout(size)),
+                    creates=True,
                     headers={**headers, "Content-Type": body.content_type})
             except SourceChanged as exc:
                 # The body was cut short of its Content-Length: no task can have been made.
@@ -583,16 +635,37 @@ class AimlApiBackend(Backend, kind="aimlapi"):
                 raise exc.error from None
 
     def fetch(self, generation_id: str) -> Status:
-        url = f"{self._base}/stt/{quote(generation_id, safe='')}"
+        path = f"/stt/{quote(generation_id, safe='')}"
 
         def once() -> Answer:
-            resp = self._send("GET", url, timeout=self._timeouts)
+            resp = self._send("GET", path)
             raise_for_status(resp)
             return resp
 
-        return parse_status(_json_body(self._retrying(once), "fetch", TransientError))
+        return parse_status(_json_body(self._call(once), "fetch", TransientError))
+
+    def _call(self, once: Callable[[], Answer]) -> Answer:
+        """``once()`` under the retry policy. The first try is made here, plainly: building
+        the policy's state machine (as every ``Retrying`` call does) costs more than most
+        requests, and most first tries succeed. Only a first try that fails with an error
+        worth retrying sets it going, and it starts from that failure (its first attempt
+        raises it again), so attempts, waits and logs are as if it had made that try."""
+        try:
+            return once()
+        except Exception as exc:
+            if not _is_retryable(exc):
+                raise
+            first = [exc]
+
+        def again() -> Answer:
+            if first:
+                raise first.pop()
+            return once()
+
+        return self._retrying(again)
 
     def close(self) -> None:
         with self._pool_lock:
             if self._http is not None:
                 self._http.clear()
+            self._http = self._target = None
