@@ -34,6 +34,7 @@ Run:  python bench/multi_host.py [--files 300] [--task-seconds 2] [--concurrency
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import math
 import os
@@ -74,6 +75,14 @@ class RunResult:
     exit_codes: tuple[int, ...]
     xacts: int | None  # PostgreSQL transactions during the run
     pg_cpu: float | None = None  # the run's server processes, user + sys
+
+
+def compiled() -> None:
+    """The package's bytecode written before a daemon starts, as pip writes it when it
+    installs sttwatch: with ``PYTHONDONTWRITEBYTECODE`` set (the test machine sets it) each
+    daemon started from a checkout compiled every module of sttwatch again (0.3 s of CPU
+    a start on 2 slow cores), which no installed daemon does. bench/overhead.py uses it too."""
+    compileall.compile_dir(str(ROOT / "sttwatch"), quiet=1)
 
 
 def split_in_flight(total: int, daemons: int, mode: str) -> tuple[int, ...]:
@@ -157,6 +166,7 @@ def last_written(paths: list[Path]) -> float | None:
 
 
 def run_once(args: argparse.Namespace, label: str, daemons: int, pg: bool) -> RunResult:
+    compiled()
     fake_cfg = FakeConfig(key=KEY, task_seconds=args.task_seconds, concurrency=args.concurrency)
     dbname = f"sttwatch_bench_{uuid.uuid4().hex[:8]}"
     admin = args.pg

@@ -63,6 +63,7 @@ from fake_service import (  # noqa: E402
     make_fake_audio,
     result_payload,
 )
+from multi_host import compiled  # noqa: E402
 
 from sttwatch.search.indexer import index_result  # noqa: E402
 from sttwatch.store import Admission, Plan  # noqa: E402
@@ -127,6 +128,7 @@ class Daemon:
         env = {**os.environ, KEY_ENV: KEY}
         if notify:
             env["NOTIFY_SOCKET"] = notify
+        compiled()  # as installed: bytecode written once, not compiled at each start
         cmd = [sys.executable, "-m", "sttwatch", "run", "--config", str(config)]
         with self.log.open("ab") as fh:
             self.started = time.monotonic()
