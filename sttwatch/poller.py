@@ -18,7 +18,7 @@ from .backends import Backend, TaskState
 from .errors import AuthError, ExpiredError, PermanentError, TransientError
 from .offline import OFFLINE_RETRY
 from .outcomes import Outcomes
-from .pacing import sleep_for
+from .pacing import Alarm, sleep_for
 from .schedule import PollSchedule
 from .settings import PipelineSettings
 from .store import Job, JobStore, State, StoreUnavailable
@@ -31,7 +31,7 @@ class Poller:
     def __init__(self, store: JobStore, backends: Mapping[str, Backend],
                  throttles: Mapping[str, Throttle], outcomes: Outcomes,
                  schedule: PollSchedule, settings: PipelineSettings,
-                 clock: Callable[[], float], wake: threading.Event) -> None:
+                 clock: Callable[[], float], wake: Alarm) -> None:
         self.store = store
         self.backends = backends
         self.throttles = throttles
@@ -109,9 +109,9 @@ class Poller:
         return sleep_for(now, due)
 
     def _fetch_guarded(self, job: Job, probe: bool = False) -> None:
-        stored = False
+        settled = False
         try:
-            stored = self._fetch(job, probe)
+            settled = self._fetch(job, probe)
         except StoreUnavailable as exc:
             # The answer could not be stored: fetch it again once the store takes writes
             # (the stage loops say when it is away and when it is back).
@@ -130,12 +130,14 @@ class Poller:
                 self._fetching.discard(job.id)
             # The loop went to sleep while this fetch ran (the claim had moved the job a
             # lease ahead): it must look again at when the job is due now, unless the job
-            # is no longer pending (its result stored: a poll-loop turn per file saved).
-            if not stored:
+            # is no longer pending (its result stored: a poll-loop turn per file saved) or
+            # its next fetch was handed to the loop's alarm.
+            if not settled:
                 self.wake.set()
 
     def _fetch(self, job: Job, probe: bool = False) -> bool:
-        """Fetch one task; True when its result is stored (the job left this stage)."""
+        """Fetch one task; True when the poll loop need not look at it again: its result is
+        stored (the job left this stage), or its next fetch is planned and the loop told."""
         assert job.generation_id is not None
         gen = job.generation_id
         bound = log.bind(job_id=job.id, path=job.path, generation_id=gen, attempt=job.attempts)
@@ -181,7 +183,10 @@ class Poller:
                 self.outcomes.retry_or_fail(job, f"not finished after {age:.0f} s")
                 return False
             self._last_miss[job.id] = age
-            self.store.schedule_poll(job, now + self.schedule.next_delay(age, job.id), now)
+            due = now + self.schedule.next_delay(age, job.id)
+            if self.store.schedule_poll(job, due, now):
+                self.wake.due(due)  # a turn only if it comes before the loop's own wake
+                return True
         elif status.state is TaskState.FAILED and status.away:
             # The recording's share went away or hung under the local engine: nothing was
             # billed and the file is not at fault; it waits for its folder (issue 20).
