@@ -127,11 +127,17 @@ class MountTable:
         """A number that changes after each mount or unmount in this process's namespace;
         -1 when the table cannot be watched."""
         if self._poll is None:
-            return -1
+            return -1  # read_again is no use either: no table to trust
         with self._lock:  # one poll at a time (a poll object refuses concurrent use)
             if any(ev & (select.POLLPRI | select.POLLERR) for _fd, ev in self._poll.poll(0)):
                 self._generation += 1
             return self._generation
+
+    def read_again(self) -> None:
+        """The next question reads the table again, changed or not: for a remount seen
+        another way (a watch folder that is not the one it was), should no poll have said."""
+        with self._lock:
+            self._generation += 1
 
     def _current(self) -> tuple[dict[str, Mount], dict[str, bool]] | None:
         gen = self.generation()

@@ -489,6 +489,7 @@ class Watcher:
         w.online, w.reason, w.ident = True, "", found.ident
         # A share mounted over the folder since it was last online has its own worker: a
         # hang on it must not stop the calls of the filesystem it was mounted on.
+        self.mounts.read_again()
         w.gate_key = self._gate_key(w.config.path)
         try:
             w.mount = self.gate.call(w.gate_key, lambda: mount_point(w.config.path))

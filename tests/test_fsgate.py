@@ -111,3 +111,15 @@ def test_a_call_runs_on_the_worker_unless_its_folder_is_known_local(tmp_path: Pa
         assert (w.call(tmp_path / "a.mp3", threading.get_ident) == me) is here
         with w.open(tmp_path / "a.mp3") as f:
             assert f.read() == b"x" and isinstance(f, io.BufferedReader) is here
+
+
+def test_the_mount_table_is_read_again_only_when_asked_or_changed(tmp_path: Path) -> None:
+    from sttwatch.mounts import MountTable
+
+    info = _mountinfo(tmp_path, ("/", "ext4"))
+    table = MountTable(info)  # a plain file: never flagged as changed, as a kernel would
+    assert table.local(Path("/mnt/nas/a.mp3"))
+    info.write_text(info.read_text() + "30 1 0:9 / /mnt/nas rw - nfs4 srv:/x rw\n")
+    assert table.local(Path("/mnt/nas/a.mp3"))  # cached: no read per question
+    table.read_again()
+    assert not table.local(Path("/mnt/nas/a.mp3"))
