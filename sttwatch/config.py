@@ -199,7 +199,8 @@ SCHEMA: Mapping[str, Field] = {
         share_rescan_seconds=Field("float", 3600.0, "full rescan of a polled watch (a share), "
                                    "for files rewritten in place; new files are found by "
                                    "folder mtimes every 2 s", minimum=10),
-        share_deadline_seconds=Field("float", 5.0, "a call on a watched folder that takes "
+        share_deadline_seconds=Field("float", 5.0, "a call on a watched folder on a share "
+                                     "(network, FUSE or unknown filesystem) that takes "
                                      "longer marks its share hung (offline) until it "
                                      "answers; the daemon never waits longer", minimum=0.5),
         first_poll_seconds=Field("float", 1.0, "first fetch of a job, until recent jobs teach "

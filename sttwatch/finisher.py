@@ -63,8 +63,9 @@ class Finisher:
         self.owner = owner
         self.lease = lease
         self.clock = clock
-        # Every call about a source or a transcript runs on its mount's worker with the
-        # deadline (sharefile.py): a share that hangs mid-write costs this thread one deadline.
+        # Every call about a source or a transcript on a share runs on its mount's worker with
+        # the deadline (sharefile.py): a share that hangs mid-write costs this thread one
+        # deadline. On a local filesystem they are made here (watcher.py).
         self.shares = shares or Shares()
         self.is_online = self.shares.is_online
         # on_done moves and deletes a share that was away refused: retried here, while this

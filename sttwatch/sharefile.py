@@ -1,4 +1,5 @@
-"""A watched file read through its mount's worker, one block at a time, each with the deadline.
+"""A watched file on a share read through its mount's worker, one block at a time, each with
+the deadline (a file on a local filesystem is opened plainly: watcher.py).
 
 The hash of a recording and its upload read the whole file: an hour-long one on a slow share
 takes far longer than any sensible deadline, so the deadline cannot be on the whole read
@@ -54,7 +55,8 @@ def plain_open(path: Path) -> Source:
 
 
 class PathCall(Protocol):
-    """``watcher.Watcher.call``: ``fn()``, a call about ``path``, on its mount's worker."""
+    """``watcher.Watcher.call``: ``fn()``, a call about ``path``, on its mount's worker (or
+    here, on a local filesystem)."""
 
     def __call__(self, path: Path, fn: Callable[[], T], /) -> T: ...
 
@@ -70,8 +72,9 @@ def _always(_path: Path) -> bool:
 @dataclass(frozen=True)
 class Shares:
     """How the stages touch files under the watches: whether a folder is online now, a
-    short call with the deadline, and a file read a block at a time with it. The daemon's
-    are its watcher's (wiring.py); the defaults touch files directly (``transcribe``)."""
+    short call with the deadline, and a file read a block at a time with it (on a local
+    filesystem: the call made here, a plain file). The daemon's are its watcher's
+    (wiring.py); the defaults touch files directly (``transcribe``)."""
 
     is_online: Callable[[Path], bool] = field(default=_always)
     call: PathCall = field(default=direct)

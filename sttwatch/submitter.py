@@ -58,9 +58,10 @@ class Submitter:
         self.clock = clock
         self.wake = outcomes.wake_submit
         self._wake_poll = wake_poll
-        # Every look at a source goes through its mount's worker with the deadline, the
-        # hash and the upload a block at a time (sharefile.py): a share that hangs mid-read
-        # costs this thread one deadline, then the job waits and the next one goes.
+        # Every look at a source on a share goes through its mount's worker with the
+        # deadline, the hash and the upload a block at a time (sharefile.py): a share that
+        # hangs mid-read costs this thread one deadline, then the job waits and the next one
+        # goes. On a local filesystem they are made here (watcher.py).
         self._shares = shares or Shares()
         self._is_online = self._shares.is_online
         self.submitted = 0

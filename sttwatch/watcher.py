@@ -57,9 +57,9 @@ from watchdog.observers.inotify_c import (
 from .config import FORMAT_KINDS, WatchConfig, watch_for
 from .dirpoll import POLL_EVERY, DirPoller
 from .fsgate import FsGate, ShareHung
-from .mounts import mount_of
+from .mounts import MountTable, mount_of
 from .offline import UNREACHABLE
-from .sharefile import ShareFile
+from .sharefile import ShareFile, Source
 
 log = structlog.get_logger("sttwatch.watcher")
 T = TypeVar("T")
@@ -254,13 +254,6 @@ def probe(path: Path, mount: Path | None) -> Probe:
     return Probe(True, "", (st.st_dev, st.st_ino))
 
 
-def _gate_key(path: Path) -> str:
-    """The mount point (from the mount table, without touching the folder) whose worker
-    makes calls about ``path``."""
-    m = mount_of(path)
-    return str(m.point) if m is not None else str(path)
-
-
 def mount_point(path: Path) -> Path:
     """The mount point of the filesystem ``path`` lives on (``/`` when nothing is between)."""
     dev = os.stat(path).st_dev
@@ -290,7 +283,6 @@ class _Watch:
     poll_reason: str = ""
     poller: DirPoller | None = None
     gate_key: str = ""  # the mount whose worker makes this watch's calls (fsgate.py)
-    network: bool = False  # on a network or FUSE filesystem (mounts.py)
     arm_error: str | None = None  # the observer could not be started; rescans still run
     overflowed: bool = False
 
@@ -323,6 +315,9 @@ class Watcher:
     # Calls on watch folders go through each mount's worker, with a deadline: a hung share
     # never blocks the main loop (or a stage asking whether a folder is online) for longer.
     gate: FsGate = field(default_factory=FsGate)
+    # Which filesystem each path is on, asked per call (one poll while nothing is mounted
+    # or unmounted): calls on a local one are made on the calling thread, not the worker.
+    mounts: MountTable = field(default_factory=MountTable)
     batch: int = 2000  # settled files handed on per tick at most: the main loop stays lively
     # What the store knows of paths (path -> (size, mtime_ns)), asked once for many listed
     # files: a scan hands on only the files it does not know as they are now. Most of a
@@ -401,40 +396,60 @@ class Watcher:
             return True
         w = self._states.get(str(cfg.path))
         if w is None:
-            return self._probe(cfg, _gate_key(cfg.path), None).online
+            return self._probe(cfg, self._gate_key(cfg.path), None).online
         if not w.online:
             return False
-        now = self._probe(cfg, w.gate_key, w.mount)
+        here = self.mounts.local(cfg.path)
+        now = self._probe(cfg, None if here else w.gate_key, w.mount)
         return now.online and now.ident == w.ident
 
-    def _probe(self, cfg: WatchConfig, key: str, mount: Path | None) -> Probe:
-        """``probe`` on the mount's worker: a share that does not answer is hung."""
+    def _probe(self, cfg: WatchConfig, key: str | None, mount: Path | None) -> Probe:
+        """``probe`` on the mount's worker (here when ``key`` is None: a local folder): a
+        share that does not answer is hung."""
+        if key is None:
+            return probe(cfg.path, mount)
         try:
             return self.gate.call(key, lambda: probe(cfg.path, mount), str(cfg.path))
         except ShareHung as exc:
             return Probe(False, f"hung: {exc.strerror}")
 
-    def _key_of(self, path: Path) -> str:
+    def _gate_key(self, path: Path) -> str:
+        """The mount point (from the mount table, without touching the folder) whose worker
+        makes calls about ``path``."""
+        m = self.mounts.lookup(path)
+        return str(m.point) if m is not None else str(path)
+
+    def _key_of(self, path: Path) -> str | None:
+        """The worker that makes calls about ``path``, or None: make them here. Here when
+        the path, and every mount on the way to it, is on a local filesystem now (the mount
+        table, asked per call, so a share mounted over a watched folder a moment ago is
+        already the worker's) and its watch is online. An offline watch, a share, a FUSE
+        or unknown filesystem, or a table that cannot be read: the worker, with the
+        deadline."""
         cfg = watch_for(self.watches, path)
         w = None if cfg is None else self._states.get(str(cfg.path))
-        return w.gate_key if w is not None else _gate_key(path)
+        if (w is None or w.online) and self.mounts.local(path):
+            return None
+        return w.gate_key if w is not None else self._gate_key(path)
 
     def call(self, path: Path, fn: Callable[[], T]) -> T:
         """``fn()`` (a call about ``path``) on its mount's worker, with the deadline; raises
-        ``ShareHung`` when that share does not answer."""
-        return self.gate.call(self._key_of(path), fn, str(path))
+        ``ShareHung`` when that share does not answer. On a local filesystem: here."""
+        key = self._key_of(path)
+        return fn() if key is None else self.gate.call(key, fn, str(path))
 
-    def open(self, path: Path) -> ShareFile:
+    def open(self, path: Path) -> Source:
         """``path`` opened for reading on its mount's worker, each block read there with
         the deadline (sharefile.py): for reads too long for one deadline (a hash, an
-        upload)."""
-        return ShareFile(self.gate, self._key_of(path), path)
+        upload). On a local filesystem: a plain buffered file."""
+        key = self._key_of(path)
+        return path.open("rb") if key is None else ShareFile(self.gate, key, path)
 
     def guarded(self, path: Path, fn: Callable[[], list[T]]) -> list[T]:
         """``fn()`` (a call about ``path`` that lists things) on its mount's worker; nothing
         when that share is hung."""
         try:
-            return self.gate.call(_gate_key(path), fn, str(path))
+            return self.gate.call(self._gate_key(path), fn, str(path))
         except ShareHung as exc:
             log.warning("share_call_skipped", path=str(path), error=exc.strerror)
             return []
@@ -455,7 +470,7 @@ class Watcher:
             key = str(cfg.path)
             if key in self._states:
                 continue
-            gate_key = _gate_key(cfg.path)
+            gate_key = self._gate_key(cfg.path)
             found = self._probe(cfg, gate_key, None)
             if found.blocked:
                 raise NotADirectoryError(errno.ENOTDIR, f"cannot watch: {found.reason}", key)
@@ -472,6 +487,10 @@ class Watcher:
 
     def _went_online(self, w: _Watch, found: Probe, *, rescan: bool) -> None:
         w.online, w.reason, w.ident = True, "", found.ident
+        # A share mounted over the folder since it was last online has its own worker: a
+        # hang on it must not stop the calls of the filesystem it was mounted on.
+        self.mounts.read_again()
+        w.gate_key = self._gate_key(w.config.path)
         try:
             w.mount = self.gate.call(w.gate_key, lambda: mount_point(w.config.path))
         except OSError:
@@ -488,7 +507,6 @@ class Watcher:
         setting = w.config.polling
         m = mount_of(w.config.path)
         fstype = m.fstype if m is not None else "unknown"
-        w.network = m is not None and m.network
         if setting == "auto":
             polled = m is not None and m.network
             reason = (f"on a {fstype} filesystem, which sends no events for other hosts' "
@@ -660,9 +678,10 @@ class Watcher:
             # that hangs (``polling: false`` on a share) raises ShareHung here instead of
             # holding the main loop. Local folders are read here: no handoff per folder.
             try:
-                files, below = self.gate.call(
+                files, below = self._list(w, folder, skip) if self.mounts.local(
+                    Path(folder)) else self.gate.call(
                     w.gate_key, lambda f=folder: self._list(w, f, skip),  # type: ignore[misc]
-                    folder) if w.network else self._list(w, folder, skip)
+                    folder)
             except ShareHung:
                 raise
             except OSError as exc:
@@ -841,10 +860,12 @@ class Watcher:
                 break
             if raw not in self._candidates:  # dropped with its watch, which went offline
                 continue
+            w = cand.watch
             try:
-                sig = self.gate.call(cand.watch.gate_key,
-                                     lambda w=cand.watch, r=raw: self._sig(w, r),  # type: ignore[misc]
-                                     raw) if cand.watch.online else None
+                sig = None if not w.online else self._sig(w, raw) if self.mounts.local(
+                    Path(raw)) else self.gate.call(
+                    w.gate_key, lambda w=w, r=raw: self._sig(w, r),  # type: ignore[misc]
+                    raw)
             except ShareHung as exc:
                 self._went_offline(cand.watch, f"hung: {exc.strerror}")
                 continue

@@ -30,6 +30,7 @@ from .errors import BackendUnavailable, ConfigError
 from .fsgate import FsGate
 from .hooks import Completions, Deliverer
 from .metrics import Metrics
+from .mounts import MountTable
 from .notify import Notifier
 from .pipeline import Pipeline
 from .plan import Planner
@@ -146,6 +147,7 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
         _give_up(store, owner, claimed)
         raise
     gate = FsGate(cfg.daemon.share_deadline_seconds)  # one per daemon, across reloads
+    mounts = MountTable()
 
     def rebuild(new: Config) -> Rebuilt:
         """Parts for a reloaded config; refused when it needs other backends."""
@@ -157,7 +159,7 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
                                            "restart, not a reload"])
         parts = Rebuilt(pipeline_settings(new, owner), Planner(new, backends, kind),
                         {k: b.in_flight_limit(new) for k, b in backends.items()},
-                        watcher(new, clock, gate, store))
+                        watcher(new, clock, gate, store, mounts))
         keys = watch_keys(new)
         if keys is not None:
             moved = store.key_by_watch(keys, migrate=True)
@@ -246,9 +248,10 @@ def money_and_visibility(cfg: Config, store: Store, pipeline: Pipeline,
 
 
 def watcher(cfg: Config, clock: Callable[[], float], gate: FsGate | None = None,
-            store: Store | None = None) -> Watcher:
-    """``gate`` outlives a reload: a mount's worker stuck on a hung share is not made again.
-    With ``store``, scans hand on only files it does not know as they are."""
+            store: Store | None = None, mounts: MountTable | None = None) -> Watcher:
+    """``gate`` outlives a reload: a mount's worker stuck on a hung share is not made again
+    (``mounts`` too: the mount table it watches is one open file). With ``store``, scans
+    hand on only files it does not know as they are."""
     exclude = tuple(p for p in (cfg.output.dir, cfg.output.done_dir) if p is not None)
     known = None
     if store is not None:
@@ -259,4 +262,5 @@ def watcher(cfg: Config, clock: Callable[[], float], gate: FsGate | None = None,
                 return {}
     return Watcher(cfg.watches, cfg.daemon.settle_seconds, clock, exclude=exclude,
                    share_rescan_seconds=cfg.daemon.share_rescan_seconds,
-                   gate=gate or FsGate(cfg.daemon.share_deadline_seconds), known=known)
+                   gate=gate or FsGate(cfg.daemon.share_deadline_seconds), known=known,
+                   mounts=mounts or MountTable())

@@ -200,3 +200,58 @@ def test_a_scan_of_an_unpolled_share_that_hangs_never_holds_the_caller(
     finally:
         share.resume()
         w.stop()
+
+
+def test_local_calls_run_here_and_a_share_mounted_over_a_folder_goes_to_its_worker(
+        tmp_path: Path) -> None:
+    """A real tmpfs and a real SSHFS mount: calls on a local folder are made on the calling
+    thread (no handoff), calls on the share on its mount's worker, and a folder a share is
+    mounted over goes to the worker with the very next call, before the watcher's check."""
+    import io
+    import subprocess
+
+    from share import SshfsShare, require_share
+
+    from sttwatch.config import AUDIO_PATTERNS, WatchConfig
+    from sttwatch.watcher import Watcher
+
+    require_share()  # root, as the tmpfs mount needs too
+    ram, share = tmp_path / "ram", SshfsShare(tmp_path / "share")
+    ram.mkdir()
+    share.mount.mkdir(parents=True)  # an empty local folder until the share is mounted
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "sttwatch-test", str(ram)],
+                   check=True)
+    try:
+        (ram / "a.mp3").write_bytes(b"ram")
+        cfgs = [WatchConfig(path=p, recursive=True, patterns=AUDIO_PATTERNS, ignore=(),
+                            settle_seconds=None, polling=False, model=None, options=None,
+                            formats=None, backend=None) for p in (ram, share.mount)]
+        w = Watcher(cfgs, 0.2, time.time, gate=FsGate(deadline=5.0))
+        assert set(w.watch_states().values()) == {True}
+
+        def on(path: Path) -> str:
+            return w.call(path, lambda: threading.current_thread().name)
+
+        here = threading.current_thread().name
+        assert on(ram / "a.mp3") == here and on(share.mount / "a.mp3") == here
+        with w.open(ram / "a.mp3") as f:
+            assert isinstance(f, io.BufferedReader) and f.read() == b"ram"
+        share.start()
+        try:
+            (share.served / "b.mp3").write_bytes(b"share")
+            # On a worker at once: the one of the mount the folder was on, until the
+            # watcher's next check sees the remount.
+            assert on(share.mount / "b.mp3").startswith("fs ")
+            with w.open(share.mount / "b.mp3") as f:
+                assert isinstance(f, ShareFile) and f.read() == b"share"
+            assert on(ram / "a.mp3") == here  # the other watch stays local
+            w.healthy()  # the watcher sees the remount: the share's own mount point now
+            assert w.watch_states() == {str(ram): True, str(share.mount): True}
+            assert on(share.mount / "b.mp3") == f"fs {share.mount}"
+        finally:
+            share.stop()
+        w.healthy()  # unmounted: offline, and an offline watch keeps the worker
+        assert w.watch_states()[str(share.mount)] is False
+        assert on(share.mount / "b.mp3").startswith("fs ")
+    finally:
+        subprocess.run(["umount", "-l", str(ram)], check=False)

@@ -23,7 +23,7 @@ POSTGRES = Dialect(name="postgres", param="%s", id_column="BIGSERIAL PRIMARY KEY
                    real="DOUBLE PRECISION", bigint="BIGINT", null_eq="IS NOT DISTINCT FROM",
                    greatest="GREATEST", skip_locked=" FOR UPDATE SKIP LOCKED",
                    admit_lock="SELECT pg_advisory_xact_lock(7270812)",
-                   ledger_lock="SELECT pg_advisory_xact_lock(7270814)")
+                   ledger_lock="SELECT pg_advisory_xact_lock(7270814)", row_lock=" FOR UPDATE")
 
 
 def safe_url(url: str) -> str:

@@ -77,6 +77,10 @@ class Dialect:
     skip_locked: str       # appended to a claim's inner SELECT
     admit_lock: str        # serialises admissions across daemons ('' if the engine does)
     ledger_lock: str = ""  # serialises charges against the caps across daemons (likewise)
+    # Appended to a row's read before it is changed in the same transaction: a claim or a
+    # create stored by another daemon between the two is seen, not overwritten ('' if the
+    # engine serialises writers).
+    row_lock: str = ""
     # Text compares as its bytes (SQLite's BINARY), so one folder's rows are one range of the
     # path index; PostgreSQL's default collation orders "/" unlike that.
     byte_order: bool = False
@@ -398,9 +402,11 @@ class SqlStore(SearchSql, Store):
             for given in batch:
                 a = replace(given, path=self._k(given.path),
                             keys=tuple(self._k(k) for k in given.keys))
+                # Locked: the admission lock does not hold off another daemon's claim or
+                # create, which would otherwise be reset by the update below (and sent twice).
                 row = self._x(x, "SELECT id, size, mtime_ns, output_key, state, owner, "
-                                 "lease_until, sha256 FROM jobs WHERE path=?",
-                              (a.path,)).fetchone()
+                                 "lease_until, sha256 FROM jobs WHERE path=?"
+                                 + self.dialect.row_lock, (a.path,)).fetchone()
                 plan = self._plan_text(a.plan)
                 reuse = a.plan.reuse_key()
                 if row is None:
