@@ -2,10 +2,13 @@
 
 Works on the one ``Transcript`` model (sttwatch/transcript_model.py), whatever family made
 it: every timing source is optional there, so cues use the most precise one present.
+``Layout`` keeps one transcript's cues and paragraphs once cut, for everything a finish
+makes of them (the txt, the srt, the vtt, the search entries).
 """
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -177,3 +180,20 @@ def subtitle_cues(t: Transcript) -> list[Cue]:
 def reading_paragraphs(t: Transcript) -> list[Paragraph]:
     """The paragraphs the service (or its utterances) gave, else the transcript as one."""
     return [p for p in t.paragraphs if p.text] or ([Paragraph(t.text)] if t.text else [])
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A transcript with its subtitle cues and reading paragraphs, each cut at the first ask
+    and kept: the srt, the vtt and the search index of one finish show the same cues, and
+    cutting them is the costliest part of rendering."""
+
+    transcript: Transcript
+
+    @functools.cached_property
+    def cues(self) -> tuple[Cue, ...]:
+        return tuple(subtitle_cues(self.transcript))
+
+    @functools.cached_property
+    def paragraphs(self) -> tuple[Paragraph, ...]:
+        return tuple(reading_paragraphs(self.transcript))
