@@ -130,7 +130,7 @@ def main() -> None:
           f"per job, {(t1 - t0) / a.jobs * 1e3:.3f} ms wall")
     if prof is not None:
         stats: Any = pstats.Stats(prof)
-        stats.sort_stats("cumulative").print_stats(a.profile)
+        stats.sort_stats(os.environ.get("SORT", "cumulative")).print_stats(a.profile)
 
 
 if __name__ == "__main__":
