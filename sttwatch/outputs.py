@@ -69,6 +69,8 @@ class Format:
 
     kind: ClassVar[str]
     suffix: ClassVar[str]
+    # Writes a result no profile reads as it is, with the reason, instead of raising.
+    keeps_unreadable: ClassVar[bool] = False
     _registry: ClassVar[dict[str, type[Format]]] = {}
 
     def __init_subclass__(cls, /, kind: str | None = None, **kwargs: Any) -> None:
@@ -118,9 +120,15 @@ def render_all(formats: Sequence[str], result: Mapping[str, Any],
                header: Mapping[str, Any], layout: Layout | None = None) -> list[str]:
     """Every format's text, reading the result once (pass ``layout`` when the caller has
     read it: ``layout_of``). Raises RenderError before producing anything when the result
-    cannot be read."""
+    cannot be read, unless every format keeps such a result (the json the finisher writes
+    of a result it fails, for ``retry --render``)."""
     if layout is None:
-        layout = layout_of(result, header)
+        try:
+            layout = layout_of(result, header)
+        except RenderError:
+            if not all(get_format(kind).keeps_unreadable for kind in formats):
+                raise
+            return [get_format(kind).render(result, header) for kind in formats]
     return [get_format(kind).write(layout, result, header) for kind in formats]
 
 
@@ -154,6 +162,8 @@ class JsonFormat(Format, kind="json"):
     """The whole result plus the job header, so nothing the service said is lost, and the
     normalized ``transcript`` fields. Never fails on a result it cannot read: that result is
     exactly what must be kept, so it is written with ``transcript: null`` and the reason."""
+
+    keeps_unreadable = True
 
     def render(self, result: Mapping[str, Any], header: Mapping[str, Any],
                transcript: Transcript | None = None) -> str:
