@@ -106,6 +106,9 @@ def main() -> None:
     ap.add_argument("--shape", default="deepgram", help="result_payload's shape")
     ap.add_argument("--speakers", type=int, default=0)
     ap.add_argument("--no-probe", action="store_true")
+    ap.add_argument("--setup-only", action="store_true",
+                    help="store the results and stop: what to subtract from a count of "
+                         "instructions of the whole run (valgrind --tool=cachegrind)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="run under cProfile and print the N costliest calls (cumulative)")
     a = ap.parse_args()
@@ -120,6 +123,9 @@ def main() -> None:
         output = OutputConfig(formats, "{stem}.{format}", None, "keep", None, False)
         since = time.time()
         store = fetched_store(Path(tmp), a.jobs, a.words, plan, a.shape, a.speakers)
+        if a.setup_only:
+            store.close()
+            return
         try:
             prof = cProfile.Profile() if a.profile else None
             c0, t0 = time.process_time(), time.perf_counter()
