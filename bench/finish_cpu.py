@@ -11,7 +11,9 @@ the jobs are admitted, sent and fetched through the store API beforehand.
     SORT=tottime python bench/finish_cpu.py --profile 25
 
 ``--no-probe`` leaves out the media probe of the json header (screen.audio_track_of), to
-see the rest of the stage on its own.
+see the rest of the stage on its own; ``--no-index`` the search entries. On a busy machine
+count instructions instead of CPU time: ``valgrind --tool=cachegrind --cache-sim=no`` over a
+run and over its ``--setup-only`` twin, the difference divided by the jobs.
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ def main() -> None:
     ap.add_argument("--shape", default="deepgram", help="result_payload's shape")
     ap.add_argument("--speakers", type=int, default=0)
     ap.add_argument("--no-probe", action="store_true")
+    ap.add_argument("--no-index", action="store_true",
+                    help="leave the search entries out, to see what indexing costs")
     ap.add_argument("--setup-only", action="store_true",
                     help="store the results and stop: what to subtract from a count of "
                          "instructions of the whole run (valgrind --tool=cachegrind)")
@@ -116,6 +120,8 @@ def main() -> None:
     log.setup("info", "json", open(os.devnull, "w"))  # noqa: SIM115
     if a.no_probe:
         finisher_module.audio_track_of = lambda _path, _language: {}  # type: ignore[assignment]
+    if a.no_index:
+        finisher_module.index_result = lambda *_args: None  # type: ignore[assignment]
     formats = tuple(a.formats.split(","))
     plan = Plan("aimlapi", a.model, {}, formats, "/")
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None  # no disk wait in fsyncs
