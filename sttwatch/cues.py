@@ -2,10 +2,13 @@
 
 Works on the one ``Transcript`` model (sttwatch/transcript_model.py), whatever family made
 it: every timing source is optional there, so cues use the most precise one present.
+``Layout`` keeps one transcript's cues and paragraphs once cut, for everything a finish
+makes of them (the txt, the srt, the vtt, the search entries).
 """
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,11 +35,25 @@ def _wrap(text: str) -> list[str]:
     if len(text) <= LINE_WIDTH:
         return [text]
     words = text.split()
-    splits = [(" ".join(words[:i]), " ".join(words[i:])) for i in range(1, len(words))]
-    fitting = [s for s in splits if max(map(len, s)) <= LINE_WIDTH]
-    if fitting:
-        return list(min(fitting, key=lambda s: max(map(len, s))))
+    at = _balanced_split(words)
+    if at is not None:
+        return [" ".join(words[:at]), " ".join(words[at:])]
     return textwrap.wrap(text, LINE_WIDTH, break_long_words=False, break_on_hyphens=False)
+
+
+def _balanced_split(words: Sequence[str]) -> int | None:
+    """Where to split ``words`` into two lines of at most LINE_WIDTH whose longer one is
+    shortest (the first such place); None when no split fits. Measured from the words'
+    lengths, without building each candidate pair of lines: a cue being filled is wrapped
+    again at every word it takes."""
+    total = sum(map(len, words)) + len(words) - 1  # len(" ".join(words))
+    best, at, left = LINE_WIDTH + 1, None, -1
+    for i, word in enumerate(words[:-1], 1):
+        left += len(word) + 1  # len(" ".join(words[:i]))
+        longer = max(left, total - left - 1)
+        if longer < best:
+            best, at = longer, i
+    return at
 
 
 def _prefix(speaker: str | None) -> str:
@@ -177,3 +194,20 @@ def subtitle_cues(t: Transcript) -> list[Cue]:
 def reading_paragraphs(t: Transcript) -> list[Paragraph]:
     """The paragraphs the service (or its utterances) gave, else the transcript as one."""
     return [p for p in t.paragraphs if p.text] or ([Paragraph(t.text)] if t.text else [])
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A transcript with its subtitle cues and reading paragraphs, each cut at the first ask
+    and kept: the srt, the vtt and the search index of one finish show the same cues, and
+    cutting them is the costliest part of rendering."""
+
+    transcript: Transcript
+
+    @functools.cached_property
+    def cues(self) -> tuple[Cue, ...]:
+        return tuple(subtitle_cues(self.transcript))
+
+    @functools.cached_property
+    def paragraphs(self) -> tuple[Paragraph, ...]:
+        return tuple(reading_paragraphs(self.transcript))

@@ -22,12 +22,13 @@ from .config import OutputConfig
 from .errors import RenderError
 from .offline import OFFLINE_RETRY, unreachable
 from .outcomes import Outcomes
-from .outputs import language_of
+from .outputs import readable
 from .pacing import backoff, sleep_for
 from .screen import audio_track_of, skip_of
 from .search.indexer import index_result
 from .sharefile import Shares
 from .store import Job, JobStore, Plan, State
+from .transcript_model import output_language
 from .transcripts import (
     LEFTOVER,
     Placement,
@@ -126,11 +127,15 @@ class Finisher:
             hdr = call(source, lambda: {
                 **header(job, plan.backend, plan.model, now),
                 **audio_track_of(source, plan.options.get("language"), media)})
-            paths = call(place.folder(), lambda: place.paths(
-                job.output_key, language_of(result, hdr, plan.options.get("language"))))
+            # Read once for the name's language, every format and the search entries; None:
+            # no profile reads it, and write_transcripts raises why (json kept, job failed).
+            layout = readable(result, hdr)
+            lang = output_language(layout.transcript if layout else None,
+                                   plan.options.get("language"))
+            paths = call(place.folder(), lambda: place.paths(job.output_key, lang))
             if after_trouble:
                 call(paths[0], lambda: clear_leftovers(paths))
-            write_transcripts(paths, plan.formats, job.result, hdr, run=call)
+            write_transcripts(paths, plan.formats, job.result, hdr, run=call, layout=layout)
         except RenderError as exc:
             self._unrenderable(job, place, paths, plan, hdr, exc)
             return
@@ -150,7 +155,7 @@ class Finisher:
             log.error("write_failed", job_id=job.id, path=job.path, error=reason,
                       retry_in=round(delay))
             return
-        index = index_result(self.store, job, plan)
+        index = index_result(self.store, job, plan, layout)
         event = self.outcomes.event(job, plan, "done", None, paths)
         if not self.store.mark_done(job, self.clock(), skipped[0] if skipped else None,
                                     event=event, index=index):

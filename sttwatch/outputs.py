@@ -3,7 +3,8 @@
 Each format is a small class registered by ``kind``; a new format is a new class. Formats
 read the one ``Transcript`` model: ``render`` gets it from the result through the model's
 profile (sttwatch/profiles/), so no writer knows any family's result shape. How cues are cut
-lives in ``cues.py``.
+lives in ``cues.py``; a format writes from the transcript's ``Layout``, which a finish reads
+once for every format and the search entries (``layout_of``).
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from .cues import TXT_WIDTH, Cue, reading_paragraphs, subtitle_cues
+from .cues import TXT_WIDTH, Cue, Layout, subtitle_cues
 from .errors import RenderError
 from .profiles import profile_for_header
 from .timeline import parse as parse_timeline
 from .timeline import remap
 from .transcript_model import Transcript, output_language, speaker_name
 
-__all__ = ["FORMATS", "Cue", "Format", "RenderError", "fit_name", "get_format", "language_of",
-           "name_max", "render_all", "subtitle_cues", "transcript_of", "write_atomic"]
+__all__ = ["FORMATS", "Cue", "Format", "Layout", "RenderError", "fit_name", "get_format",
+           "language_of", "layout_of", "name_max", "readable", "render_all", "subtitle_cues",
+           "transcript_of", "write_atomic"]
 
 
 def transcript_of(result: Mapping[str, Any], header: Mapping[str, Any]) -> Transcript:
@@ -46,11 +48,29 @@ def transcript_of(result: Mapping[str, Any], header: Mapping[str, Any]) -> Trans
     return remap(transcript, timeline)
 
 
+def layout_of(result: Mapping[str, Any], header: Mapping[str, Any]) -> Layout:
+    """The result read once (``transcript_of``), for the language in the names, every
+    format and the search entries to share, with its cues cut once. Raises RenderError when
+    no known shape fits."""
+    return Layout(transcript_of(result, header))
+
+
+def readable(result: Mapping[str, Any], header: Mapping[str, Any]) -> Layout | None:
+    """``layout_of``, or None when no profile reads the result: it still gets a name
+    (``output_language``) and its json output; rendering it says why."""
+    try:
+        return layout_of(result, header)
+    except RenderError:
+        return None
+
+
 class Format:
     """An output format; subclassing with ``kind=...`` registers it so config can name it."""
 
     kind: ClassVar[str]
     suffix: ClassVar[str]
+    # Writes a result no profile reads as it is, with the reason, instead of raising.
+    keeps_unreadable: ClassVar[bool] = False
     _registry: ClassVar[dict[str, type[Format]]] = {}
 
     def __init_subclass__(cls, /, kind: str | None = None, **kwargs: Any) -> None:
@@ -70,9 +90,9 @@ class Format:
         has read the result already. Raises RenderError on a result no profile can read."""
         if transcript is None:
             transcript = transcript_of(result, header)
-        return self.write(transcript, result, header)
+        return self.write(Layout(transcript), result, header)
 
-    def write(self, transcript: Transcript, result: Mapping[str, Any],
+    def write(self, layout: Layout, result: Mapping[str, Any],
               header: Mapping[str, Any]) -> str:
         raise NotImplementedError
 
@@ -92,28 +112,33 @@ def language_of(result: Mapping[str, Any], header: Mapping[str, Any],
     """What ``{lang}`` in ``output.name`` becomes for this result: the language it reports,
     else ``configured`` (the job's ``language`` option), else "und". Never raises, since
     even an unreadable result gets its json output written under this name."""
-    try:
-        transcript: Transcript | None = transcript_of(result, header)
-    except RenderError:
-        transcript = None
-    return output_language(transcript, configured)
+    layout = readable(result, header)
+    return output_language(layout.transcript if layout else None, configured)
 
 
 def render_all(formats: Sequence[str], result: Mapping[str, Any],
-               header: Mapping[str, Any]) -> list[str]:
-    """Every format's text, reading the result once. Raises RenderError before producing
-    anything when the result cannot be read."""
-    transcript = transcript_of(result, header)
-    return [get_format(kind).write(transcript, result, header) for kind in formats]
+               header: Mapping[str, Any], layout: Layout | None = None) -> list[str]:
+    """Every format's text, reading the result once (pass ``layout`` when the caller has
+    read it: ``layout_of``). Raises RenderError before producing anything when the result
+    cannot be read, unless every format keeps such a result (the json the finisher writes
+    of a result it fails, for ``retry --render``)."""
+    if layout is None:
+        try:
+            layout = layout_of(result, header)
+        except RenderError:
+            if not all(get_format(kind).keeps_unreadable for kind in formats):
+                raise
+            return [get_format(kind).render(result, header) for kind in formats]
+    return [get_format(kind).write(layout, result, header) for kind in formats]
 
 
 class TextFormat(Format, kind="txt"):
     """Plain text for reading and grepping, in paragraphs when the service found them, each
     opened by its speaker ("Speaker 1: ...") when the service told speakers apart."""
 
-    def write(self, transcript: Transcript, result: Mapping[str, Any],
+    def write(self, layout: Layout, result: Mapping[str, Any],
               header: Mapping[str, Any]) -> str:
-        paragraphs = reading_paragraphs(transcript)
+        paragraphs = layout.paragraphs
         if not paragraphs:
             return ""
         return "\n\n".join(
@@ -138,6 +163,8 @@ class JsonFormat(Format, kind="json"):
     normalized ``transcript`` fields. Never fails on a result it cannot read: that result is
     exactly what must be kept, so it is written with ``transcript: null`` and the reason."""
 
+    keeps_unreadable = True
+
     def render(self, result: Mapping[str, Any], header: Mapping[str, Any],
                transcript: Transcript | None = None) -> str:
         try:
@@ -146,10 +173,10 @@ class JsonFormat(Format, kind="json"):
             return self._dump({"sttwatch": header, "result": result, "transcript": None,
                                "render_error": str(exc)})
 
-    def write(self, transcript: Transcript, result: Mapping[str, Any],
+    def write(self, layout: Layout, result: Mapping[str, Any],
               header: Mapping[str, Any]) -> str:
         return self._dump({"sttwatch": header, "result": result,
-                           "transcript": transcript.as_json()})
+                           "transcript": layout.transcript.as_json()})
 
     @staticmethod
     def _dump(body: Mapping[str, Any]) -> str:
@@ -176,10 +203,10 @@ class _Subtitles(Format):
         """What opens the first line of a cue spoken by ``name``."""
         raise NotImplementedError
 
-    def write(self, transcript: Transcript, result: Mapping[str, Any],
+    def write(self, layout: Layout, result: Mapping[str, Any],
               header: Mapping[str, Any]) -> str:
         blocks = []
-        for n, cue in enumerate(subtitle_cues(transcript), 1):
+        for n, cue in enumerate(layout.cues, 1):
             times = " --> ".join(_timestamp(ms, self.decimal) for ms in (cue.start_ms, cue.end_ms))
             lines = [self.escape(line) for line in cue.lines]
             if cue.speaker and lines:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import OutputConfig
-from .outputs import SHORT_NAME, fit_name, name_max, render_all, write_atomic
+from .outputs import SHORT_NAME, Layout, fit_name, name_max, render_all, write_atomic
 from .sharefile import PathCall, direct
 from .store import Job
 from .transcript_model import UNDETERMINED
@@ -161,14 +161,16 @@ def header(job: Job, backend: str, model: str, now: float) -> dict[str, Any]:
 
 def write_transcripts(paths: Sequence[Path], formats: Sequence[str],
                       result: Mapping[str, Any], job_header: Mapping[str, Any],
-                      source: Path | None = None, run: PathCall = direct) -> None:
+                      source: Path | None = None, run: PathCall = direct,
+                      layout: Layout | None = None) -> None:
     """Render every format first, then write each atomically: a render error leaves no file.
+    ``layout`` is the result already read (outputs.layout_of); without it, read here.
     The files take the permission bits of ``source`` (default: the header's ``source``).
     Each file's write (folder, temp file, fsync, rename) is one ``run`` call: the daemon's
     runs it on that folder's mount worker with the deadline (sharefile.py), so a share that
     hangs mid-write raises ``ShareHung`` here; the temp file and rename keep a torn
     transcript from ever standing under its name."""
-    texts = render_all(formats, result, job_header)
+    texts = render_all(formats, result, job_header, layout)
     rendered = list(zip(paths, texts, strict=True))
     origin = source if source is not None else job_header.get("source")
     mode = run(Path(origin), lambda: source_mode(Path(origin))) if origin is not None \

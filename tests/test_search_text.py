@@ -11,7 +11,7 @@ import pytest
 from sttwatch.search.entries import subtitle_file_cues, text_file_cues
 from sttwatch.search.hits import clock, marked, snippet
 from sttwatch.search.query import QueryError, parse
-from sttwatch.store.search import IndexedCue, Term, pairs_of, words
+from sttwatch.store.search import IndexedCue, Term, page_words, pairs_of, words
 from sttwatch.store.searchpack import (
     may_have,
     may_hold,
@@ -22,7 +22,7 @@ from sttwatch.store.searchpack import (
     unpack_cues,
     unpack_page,
 )
-from sttwatch.store.searchsql import bloom_test, fts5_query
+from sttwatch.store.searchsql import bloom_test, body_of, fts5_query
 
 
 def test_queries_read_as_words_phrases_prefixes_and_speakers() -> None:
@@ -118,3 +118,15 @@ def test_a_filter_of_the_words_holds_them_and_rules_out_nearly_all_others() -> N
     assert len(bloom) == 688  # 11 bits a word
     assert all(may_have(bloom, w) for w in said)
     assert sum(may_have(bloom, f"other{i}") for i in range(20_000)) < 0.01 * 20_000
+
+
+def test_a_page_body_is_the_set_of_its_cues_words_however_they_were_cut() -> None:
+    """The body FTS5 deletes a page by must be the one it was inserted with: the words of
+    each cue (``words``), whether cut from the cues here or handed in (``page_words``)."""
+    cues = [IndexedCue(0.0, 1.0, None, "Café CAFÉ cafe, don't stop"),
+            IndexedCue(1.0, 2.0, "1", "Plain ASCII: stop_words and 42 x2"),
+            IndexedCue(None, None, None,
+                       "\uff26\uff55\uff4c\uff4c width, Ünïcödé and \ufb01 ligature")]
+    expected = " ".join(sorted({w for c in cues for w in words(c.text)}))
+    assert body_of(cues) == expected
+    assert body_of(cues, page_words(cues)) == expected

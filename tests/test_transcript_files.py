@@ -4,6 +4,7 @@ and which write errors are worth waiting for."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import subprocess
@@ -15,6 +16,7 @@ from conftest import run_cli, tmpfs_at, write_config
 from fake_service import FakeService, make_fake_audio
 
 from sttwatch.config import OutputConfig
+from sttwatch.errors import RenderError
 from sttwatch.outputs import write_atomic
 from sttwatch.transcripts import (
     ERROR_SUFFIX,
@@ -174,3 +176,22 @@ def test_full_or_read_only_filesystem_stays_retryable(tmpfs: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     ro = oserror(lambda: write_atomic(tmpfs / "b.txt", "t"))
     assert ro.errno == errno.EROFS and not write_error_is_permanent(ro)
+
+
+def test_an_unreadable_result_writes_no_transcript_but_its_json_alone_is_kept(
+        tmp_path: Path) -> None:
+    """What the finisher does with a result no profile reads: the formats asked for raise
+    before any file is written; then the json alone keeps the result and the reason, for
+    ``retry --render`` (it used to raise as well, and the finish never ended)."""
+    src = tmp_path / "talk.wav"
+    src.write_bytes(b"RIFF")
+    p = place(src, ("txt", "json"))
+    bad, hdr = {"odd": 1}, {"source": str(src), "model": "#g1_whisper-tiny"}
+    with pytest.raises(RenderError):
+        write_transcripts(p.paths(), p.formats, bad, hdr)
+    assert not any(path.exists() for path in p.paths())
+    json_path = p.paths()[1]
+    write_transcripts([json_path], ["json"], bad, hdr)
+    kept = json.loads(json_path.read_text())
+    assert kept["result"] == bad and kept["transcript"] is None
+    assert "no transcript" in kept["render_error"]

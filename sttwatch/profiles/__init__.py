@@ -145,9 +145,15 @@ def _warn_once(event: str, model: str, what: str = "") -> None:
     log.warning(event, model=model, **({"option": what} if what else {}))
 
 
-def _families() -> list[type[Profile]]:
+@functools.cache
+def _import_families() -> None:
+    """Once per process: every result read asks for the families (``Profile.parse``)."""
     for name in _MODULES:
         importlib.import_module(f"{__name__}.{name}")
+
+
+def _families() -> list[type[Profile]]:
+    _import_families()
     return list(Profile.registry.values())
 
 

@@ -11,7 +11,10 @@ from typing import Any
 def get(obj: Any, *path: str | int) -> Any:
     """Walk a payload, yielding None instead of raising on any wrong shape."""
     for key in path:
-        if isinstance(key, int):
+        if type(obj) is dict and type(key) is str:  # what JSON gives, told without the ABCs
+            if key not in obj:
+                return None
+        elif isinstance(key, int):
             if not isinstance(obj, Sequence) or isinstance(obj, str) or len(obj) <= key:
                 return None
         elif not isinstance(obj, Mapping) or key not in obj:

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..cues import reading_paragraphs, subtitle_cues
-from ..outputs import transcript_of
+from ..cues import Layout
+from ..outputs import layout_of
 from ..store import Job, Plan
 from ..store.search import IndexedCue, IndexedTranscript
 from ..timeline import Timeline
@@ -27,20 +27,26 @@ def cues_of_result(result: Mapping[str, Any], model: str, backend: str,
     header: dict[str, Any] = {"model": model, "backend": backend}
     if timeline:
         header["timeline"] = [list(p) for p in timeline]
-    transcript = transcript_of(result, header)
+    return cues_of_layout(layout_of(result, header))
+
+
+def cues_of_layout(layout: Layout) -> tuple[IndexedCue, ...]:
+    """The cues the srt and vtt show (the paragraphs, untimed, when there are none)."""
     cues = tuple(IndexedCue(c.start_ms / 1000, c.end_ms / 1000, c.speaker, " ".join(c.lines))
-                 for c in subtitle_cues(transcript))
-    if cues or not transcript.text:
+                 for c in layout.cues)
+    if cues or not layout.transcript.text:
         return cues
     return tuple(IndexedCue(None, None, speaker_name(p.speaker) if p.speaker else None,
-                            p.text) for p in reading_paragraphs(transcript))
+                            p.text) for p in layout.paragraphs)
 
 
-def document_of_job(job: Job, plan: Plan) -> IndexedTranscript:
+def document_of_job(job: Job, plan: Plan, layout: Layout | None = None) -> IndexedTranscript:
+    """``layout``: the job's result as its transcripts were just written from (the same
+    header: its plan's model and backend, its timeline); read here when not given."""
     assert job.result is not None
-    return IndexedTranscript(job.path, job.id, plan.model, job.mtime_ns / 1e9,
-                             cues_of_result(job.result, plan.model, plan.backend,
-                                            job.timeline))
+    cues = cues_of_layout(layout) if layout is not None else cues_of_result(
+        job.result, plan.model, plan.backend, job.timeline)
+    return IndexedTranscript(job.path, job.id, plan.model, job.mtime_ns / 1e9, cues)
 
 
 _TIME = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{2})[,.](\d{1,3})")

@@ -97,10 +97,11 @@ def has_fts5(x: Any) -> bool:
     return bool(x.execute("SELECT sqlite_compileoption_used('ENABLE_FTS5')").fetchone()[0])
 
 
-def body_of(cues: Sequence[IndexedCue]) -> str:
+def body_of(cues: Sequence[IndexedCue], seq: Sequence[str] | None = None) -> str:
     """The words a page is indexed by, each once (the engines keep no counts): the same for
-    the insert and FTS5's delete."""
-    return " ".join(sorted({w for c in cues for w in words(c.text)}))
+    the insert and FTS5's delete. ``seq``: the page's words (``page_words``), when the
+    caller has cut them already."""
+    return " ".join(sorted(set(page_words(cues) if seq is None else seq)))
 
 
 def speakers_of(cues: Sequence[IndexedCue]) -> str:
@@ -220,8 +221,11 @@ class SearchSql(SearchIndex):
 
     def _parts(self, doc: IndexedTranscript) -> list[tuple[str, Any, Any, Any]]:
         bits = PG_PAIR_BITS if self._pg else PAIR_BITS
-        return [(body_of(p), speakers_of(p), p, pack_pairs(page_words(p), bits))
-                for p in pages(doc.cues)]
+        parts = []
+        for p in pages(doc.cues):
+            seq = page_words(p)  # cut once, for the body and the filter of its pairs
+            parts.append((body_of(p, seq), speakers_of(p), p, pack_pairs(seq, bits)))
+        return parts
 
     def _index_in(self, x: Any, doc: IndexedTranscript,
                   parts: list[tuple[str, Any, Any, Any]] | None = None) -> None:
