@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         out.append(f"| daemon CPU per file, {ks} daemons (all daemons together) | flat in the "
                    f"daemons | {' / '.join(f'{x:.1f}' for x in cpus)} ms | "
                    f"{'yes' if max(cpus) <= 1.2 * min(cpus) else 'NO'} |")
+        if all(r.ready_cpu is not None for r in hosts):
+            net = [1000 * (r.cpu - (r.ready_cpu or 0.0)) / n for r in hosts]
+            out.append(f"| the same after start-up (less each daemon's CPU at READY=1: "
+                       f"{' / '.join(f'{r.ready_cpu or 0.0:.2f}' for r in hosts)} s) | flat in "
+                       f"the daemons | {' / '.join(f'{x:.1f}' for x in net)} ms | "
+                       f"{'yes' if max(net) <= 1.2 * min(net) else 'NO'} |")
         if all(r.pg_cpu is not None for r in hosts):
             out.append(f"| PostgreSQL's own CPU per file (its backends for the run), {ks} "
                        f"daemons | (reported) | "

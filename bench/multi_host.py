@@ -17,7 +17,8 @@ and the SQLite store with 1 daemon. Reported per run:
   bench's own reads are not in it); statements per file would need ``pg_stat_statements``,
   which must be preloaded by the server and usually is not. SQLite gives no such counter
   from outside the daemon, so it has none;
-* daemon CPU seconds per file: user + sys of every daemon process, summed;
+* daemon CPU seconds per file: user + sys of every daemon process, summed; and the same
+  after start-up: less each daemon's CPU at its first READY=1 (its own ``NOTIFY_SOCKET``);
 * PostgreSQL's own CPU per file: user + sys of the server processes serving the run's
   database (``pg_stat_activity``), read from ``/proc`` every half second while they live,
   so only when the server runs on this machine; the shared background processes (WAL
@@ -38,10 +39,13 @@ import compileall
 import json
 import math
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -75,6 +79,7 @@ class RunResult:
     exit_codes: tuple[int, ...]
     xacts: int | None  # PostgreSQL transactions during the run
     pg_cpu: float | None = None  # the run's server processes, user + sys
+    ready_cpu: float | None = None  # every daemon's CPU at its first READY=1, summed
 
 
 def compiled() -> None:
@@ -83,6 +88,49 @@ def compiled() -> None:
     daemon started from a checkout compiled every module of sttwatch again (0.3 s of CPU
     a start on 2 slow cores), which no installed daemon does. bench/overhead.py uses it too."""
     compileall.compile_dir(str(ROOT / "sttwatch"), quiet=1)
+
+
+class ReadyCpu:
+    """Each daemon's CPU when it says READY=1 (its own notify socket, read on a thread as
+    systemd reads it): what start-up cost, apart from what the files cost after it."""
+
+    def __init__(self, root: Path, daemons: int) -> None:
+        self.paths = [str(root / f"notify-{i}.sock") for i in range(daemons)]
+        self.socks = []
+        for path in self.paths:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(path)
+            self.socks.append(sock)
+        self.pids: list[int | None] = [None] * daemons
+        self.cpu: list[float | None] = [None] * daemons
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while not self._stop.is_set():
+            ready, _, _ = select.select(self.socks, [], [], 0.2)
+            for sock in ready:
+                i = self.socks.index(sock)
+                msg = sock.recv(4096)
+                pid = self.pids[i]
+                if b"READY=1" in msg and self.cpu[i] is None and pid is not None:
+                    try:
+                        with open(f"/proc/{pid}/stat") as fh:
+                            fields = fh.read().rsplit(")", 1)[1].split()
+                        self.cpu[i] = (int(fields[11]) + int(fields[12])) / tick
+                    except OSError:
+                        pass
+
+    def total(self) -> float | None:
+        return None if any(c is None for c in self.cpu) else sum(c or 0.0 for c in self.cpu)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for sock in self.socks:
+            sock.close()
 
 
 def split_in_flight(total: int, daemons: int, mode: str) -> tuple[int, ...]:
@@ -195,6 +243,7 @@ def run_once(args: argparse.Namespace, label: str, daemons: int, pg: bool) -> Ru
             procs: list[subprocess.Popen[bytes]] = []
             logs: list[Path] = []
             offset = time.time() - time.monotonic()  # the fake's clock -> file mtimes
+            ready = ReadyCpu(root, daemons)
             launched = time.time()
             for i, cfg in enumerate(configs):
                 log = root / f"host-{i}.log"
@@ -202,7 +251,8 @@ def run_once(args: argparse.Namespace, label: str, daemons: int, pg: bool) -> Ru
                 with log.open("wb") as fh:
                     procs.append(subprocess.Popen(
                         [sys.executable, "-m", "sttwatch", "run", "--config", str(cfg)],
-                        stdout=fh, stderr=fh, env=env))
+                        stdout=fh, stderr=fh, env={**env, "NOTIFY_SOCKET": ready.paths[i]}))
+                ready.pids[i] = procs[-1].pid
             deadline = time.monotonic() + args.timeout
             finished = None
             server: dict[int, float] = {}
@@ -221,6 +271,7 @@ def run_once(args: argparse.Namespace, label: str, daemons: int, pg: bool) -> Ru
             time.sleep(args.grace)
             if pg:
                 backend_cpu(admin, dbname, server)
+            ready.close()
             cpu = 0.0
             codes = []
             for p in procs:
@@ -245,7 +296,8 @@ def run_once(args: argparse.Namespace, label: str, daemons: int, pg: bool) -> Ru
             span = finished - (creates[0].time + offset) if creates else None
             return RunResult(label, daemons, in_flight, finished - launched, span, done,
                              len(creates), svc.max_running_seen, tuple(shares), cpu,
-                             tuple(codes), xacts, sum(server.values()) if server else None)
+                             tuple(codes), xacts, sum(server.values()) if server else None,
+                             ready.total())
     finally:
         if pg:
             import psycopg
