@@ -71,7 +71,19 @@ class Admitter:
         self._wake = wake_submit
 
     def admit(self, batch: Sequence[Settled]) -> int:
-        """Returns how many became new work."""
+        """Returns how many became new work. The submitter is woken by any batch, not only
+        by one that queued work here: on a shared library another host may have queued
+        these files a moment before (between this scan's look at the store and its
+        admission), and this daemon's submitter, asleep since its last look found nothing,
+        would otherwise wait out its idle sleep with its share of the service's slots."""
+        named = self._named(batch)
+        try:
+            return self._admit(named)
+        finally:
+            if named:
+                self._wake.set()
+
+    def _named(self, batch: Sequence[Settled]) -> list[tuple[Settled, str]]:
         named: list[tuple[Settled, str]] = []
         for s in batch:
             path = s.raw
@@ -82,6 +94,9 @@ class Admitter:
                           fix="rename the file to a UTF-8 name")
                 continue
             named.append((s, path))
+        return named
+
+    def _admit(self, named: list[tuple[Settled, str]]) -> int:
         known = self.store.versions([path for _s, path in named])
         fresh = [(s, path) for s, path in named if known.get(path) != (s.size, s.mtime_ns)]
         if not fresh:
@@ -123,8 +138,6 @@ class Admitter:
                             wanted=first.get(job.path), using=job.output_key)
             log.info("queued", job_id=job.id, path=job.path, size=job.size,
                      backend=job.backend, new_version=job.path in known)
-        if jobs:
-            self._wake.set()
         return len(jobs)
 
     def _place(self, s: Settled) -> tuple[Placement, Plan]:
