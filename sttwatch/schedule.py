@@ -35,11 +35,11 @@ class PollSchedule:
     # A miss before this share of the expected time is a task about to finish: the next
     # fetch comes NEAR_GAP of the expected time later (never sooner than NEAR_MIN seconds).
     NEAR = 1.1
-    NEAR_GAP = 0.05
+    NEAR_GAP = 0.03
     NEAR_MIN = 0.02
     # A task found done at its first fetch is learned as this much earlier than the fetch's
     # planned time, so the estimate creeps towards the finish until a fetch comes too soon.
-    EARLY = 0.003
+    EARLY = 0.002
     # Planned fetch ages kept (job id -> age); a job that leaves without a last fetch (failed,
     # taken over) leaves its entry, so the oldest go first past this many.
     PLANS = 4096
