@@ -174,6 +174,21 @@ class Pings:
         self._sock.close()
 
 
+def _files_open_under(d: Daemon, folder: Path) -> list[str]:
+    """What the daemon has open below ``folder`` (from /proc, as root)."""
+    assert d.proc is not None
+    fds = Path(f"/proc/{d.proc.pid}/fd")
+    found = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target == str(folder) or target.startswith(f"{folder}/"):
+            found.append(target)
+    return found
+
+
 def _hung(d: Daemon) -> bool:
     return any(e["event"] == "watch_offline" and "hung" in e.get("reason", "")
                for e in d.events())
@@ -233,6 +248,12 @@ def test_sigterm_during_a_hang_exits_in_time(
     d.wait_started()
     queued = make_fake_audio(share.served / "queued.mp3", "queued")
     wait_for(lambda: transcript(queued) == "queued", 60)
+    # The hang comes once the daemon has no file open on the share: a process that holds
+    # one cannot exit until the share answers (the kernel's close of a FUSE file waits for
+    # the file server, uninterruptibly), whatever the process does; that is the unit's
+    # SIGKILL and a stuck D state, not a stop in time, and the daemon cannot prevent it.
+    wait_for(lambda: any(e["event"] == "done" for e in d.events()), 30)
+    wait_for(lambda: not _files_open_under(d, share.mount), 30)
     share.hang()
     try:
         wait_for(lambda: _hung(d), 30)
