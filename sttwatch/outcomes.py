@@ -20,6 +20,7 @@ import structlog
 from .config import OutputConfig
 from .hooks import Completions
 from .outputs import language_of
+from .pacing import Alarm
 from .plan import Planner
 from .sharefile import PathCall, direct
 from .store import Job, JobStore, Plan, State, durably
@@ -47,8 +48,8 @@ class Outcomes:
         # Set at shutdown: a transition that waits for the store gives up then, so a stop
         # while the store is away stays within systemd's TimeoutStopSec.
         self.stop = stop
-        self.wake_submit = threading.Event()
-        self.wake_finish = threading.Event()
+        self.wake_submit = Alarm()
+        self.wake_finish = Alarm()
         self.completions: Completions | None = None  # the hooks' events (hooks.py)
         self.failed_this_run = 0
         self.ended = 0  # jobs this daemon marked done or failed

@@ -135,9 +135,8 @@ class Pipeline:
         elif exc is None and was is not None:
             log.warning("store_back")
 
-    def _loop(self, step: Callable[[], float | None], wake: threading.Event,
+    def _loop(self, step: Callable[[], float | None], wake: Alarm,
               stop: threading.Event) -> None:
-        alarm = wake if isinstance(wake, Alarm) else None
         while not stop.is_set():
             try:
                 delay = step()
@@ -145,11 +144,9 @@ class Pipeline:
                 self.store_trouble(exc)
                 delay = 2.0
             if delay is not None:
-                if alarm is not None:
-                    alarm.until = self.clock() + delay
+                wake.until = self.clock() + delay
                 wake.wait(delay)
-                if alarm is not None:
-                    alarm.until = None
+                wake.until = None
                 wake.clear()
 
     def submit_loop(self, stop: threading.Event) -> None:
