@@ -10,15 +10,14 @@ headers have the key and any ``Bearer`` token redacted (gateways quote the reque
 in their error pages): nothing after that point, no exception, stored error, sidecar or
 ``status`` line, can carry the key.
 
-Creates and fetches go through urllib3's connection pool directly (one ``PoolManager`` for
-the backend, proxies and CA bundle read from the environment once, as requests would): the
-requests layer above it was a good part of the daemon's CPU per file; requests stays for the
-one-off preflight. Uploads are streamed from disk (``_Multipart``, a chunk at a time), so
-memory stays flat whatever the file's size. While the body is being sent, each socket write
-may take up to the connect timeout; once it is sent, the service may take a while to take
-the upload in before it answers, so the read timeout grows by ``size / UPLOAD_FLOOR_BPS``
-(an assumed floor of 1 MB/s for the service's side). ``create_deadline`` is the whole
-allowance.
+Requests travel by http.py: a small HTTP/1.1 client of our own on a direct connection
+(urllib3 over ``http.client`` cost more CPU than the rest of a fetch), urllib3 through a
+proxy; requests stays for the one-off preflight. Uploads are streamed from disk
+(``http.Multipart``, a chunk at a time), so memory stays flat whatever the file's size.
+While the body is being sent, each socket write may take up to the connect timeout; once it
+is sent, the service may take a while to take the upload in before it answers, so the read
+timeout grows by ``size / UPLOAD_FLOOR_BPS`` (an assumed floor of 1 MB/s for the service's
+side). ``create_deadline`` is the whole allowance.
 """
 
 from __future__ import annotations
@@ -31,16 +30,13 @@ import os
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-import certifi
 import requests
 import structlog
-import urllib3
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -48,8 +44,6 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
-from urllib3.connectionpool import HTTPConnectionPool
-from urllib3.fields import format_multipart_header_param as _param
 
 from ..apikey import redact
 from ..errors import (
@@ -65,6 +59,16 @@ from ..errors import (
 from ..profiles import profile_for
 from ..sharefile import plain_open
 from . import Backend, Created, Finding, Request, Status, TaskState
+from .http import (
+    Broken,
+    Multipart,
+    NotSent,
+    Reply,
+    SourceChanged,
+    SourceUnreadable,
+    Transport,
+    transport_for,
+)
 from .shrink import Upload, prepared, pyav_missing
 
 if TYPE_CHECKING:
@@ -89,7 +93,7 @@ PROGRESS_STEP = 10  # per cent between upload_progress events
 UploadProgress = Callable[[int, int, int], None]  # (job_id, bytes sent, total bytes)
 
 
-def _text(resp: urllib3.BaseHTTPResponse) -> str:
+def _text(resp: Reply) -> str:
     """The body as text: the charset the answer names, else UTF-8 (a JSON API's)."""
     charset = "utf-8"
     for part in resp.headers.get("content-type", "").split(";")[1:]:
@@ -97,9 +101,9 @@ def _text(resp: urllib3.BaseHTTPResponse) -> str:
         if name.lower() == "charset" and value:
             charset = value.strip('"')
     try:
-        return resp.data.decode(charset, errors="replace")
+        return resp.body.decode(charset, errors="replace")
     except LookupError:  # a charset Python does not know
-        return resp.data.decode("utf-8", errors="replace")
+        return resp.body.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)
@@ -112,12 +116,12 @@ class Answer:
     headers: Mapping[str, str]  # lower-case names
 
     @classmethod
-    def of(cls, resp: urllib3.BaseHTTPResponse, key: str) -> Answer:
+    def of(cls, resp: Reply, key: str) -> Answer:
         """The one place service text enters the program: the key is removed here. The
         header values are looked at together first: when redacting all of them at once
         changes nothing, neither would redacting each (a key or a token in one value is
         in their joining too), and they are taken as they are."""
-        headers = {k.lower(): v for k, v in resp.headers.items()}
+        headers = dict(resp.headers)
         joined = "\n".join(headers.values())
         if redact(joined, key) != joined:
             headers = {k: redact(v, key) for k, v in headers.items()}
@@ -236,50 +240,6 @@ def _wait(base: Callable[[RetryCallState], float],
     return wait
 
 
-def _nothing_sent(exc: BaseException) -> bool:
-    """True when the request never reached the service (no connection was made: a connect
-    timeout, a refused connection, a name that does not resolve)."""
-    return isinstance(exc, urllib3.exceptions.ConnectTimeoutError)
-
-
-def _body_length(data: Any) -> int | None:
-    """The body's length as requests would find it (``len()``, or a ``.len`` as
-    ``_Multipart`` has); None: unknown, sent chunked."""
-    if isinstance(data, (bytes, bytearray)):
-        return len(data)
-    size = getattr(data, "len", None)
-    if isinstance(size, int):
-        return size
-    try:
-        return len(data)
-    except TypeError:
-        return None
-
-
-def pool_for(base_url: str, maxsize: int = 8) -> urllib3.PoolManager:
-    """The connection pool for ``base_url``: through the proxy the environment names for it
-    (``no_proxy`` honoured, as requests reads it), verified against ``REQUESTS_CA_BUNDLE`` /
-    ``CURL_CA_BUNDLE`` or certifi's bundle. Read once, not on every request. ``maxsize``
-    covers the threads that share it (the submitter and the poll workers)."""
-    proxies = requests.utils.get_environ_proxies(base_url)
-    proxy = proxies.get(urlsplit(base_url).scheme) or proxies.get("all")
-    ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or \
-        certifi.where()
-    kwargs: dict[str, Any] = {"maxsize": maxsize, "cert_reqs": "CERT_REQUIRED",
-                              "retries": False}
-    kwargs["ca_cert_dir" if os.path.isdir(ca) else "ca_certs"] = ca
-    if not proxy:
-        return urllib3.PoolManager(**kwargs)
-    if proxy.lower().startswith("socks"):
-        from urllib3.contrib.socks import SOCKSProxyManager
-        user, password = requests.utils.get_auth_from_url(proxy)
-        return SOCKSProxyManager(proxy, username=user or None, password=password or None,
-                                 **kwargs)
-    user, password = requests.utils.get_auth_from_url(proxy)
-    headers = urllib3.make_headers(proxy_basic_auth=f"{user}:{password}") if user else None
-    return urllib3.ProxyManager(proxy, proxy_headers=headers, **kwargs)
-
-
 def _form_fields(fields: dict[str, Any]) -> list[tuple[str, str]]:
     """Multipart wants strings: booleans as true/false, lists as repeated fields."""
     out: list[tuple[str, str]] = []
@@ -291,75 +251,6 @@ def _form_fields(fields: dict[str, Any]) -> list[tuple[str, str]]:
         else:
             out.append((key, str(value).lower() if isinstance(value, bool) else str(value)))
     return out
-
-
-class SourceChanged(Exception):
-    """The file got shorter while it was being sent (not an ``OSError``, which requests
-    would take for a connection failure)."""
-
-
-class SourceUnreadable(Exception):
-    """Reading the file failed mid-upload (its share went away, say): carried through
-    requests as a non-``OSError`` and raised again as the ``OSError`` it was."""
-
-    def __init__(self, error: OSError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class _Multipart:
-    """A multipart/form-data body streamed from an open file, as an iterable of chunks of
-    at most ``BLOCK`` bytes of the file (the first carries the form fields' parts, the last
-    the closing boundary, so a small file's whole body goes in one write). It is laid out as
-    requests-toolbelt's ``MultipartEncoder`` lays it out (part headers as urllib3's
-    ``RequestField`` renders them), without that encoder's buffer juggling per read.
-
-    The file is sent exactly at the size it had when opened: one that grows is cut there,
-    so the body matches its Content-Length; one that shrinks raises ``SourceChanged``
-    (a body short of its Content-Length would wait out the read timeout for an answer that
-    cannot come). ``on_sent`` is told the body's bytes handed out so far, chunk by chunk
-    (``_progress``)."""
-
-    BLOCK = 16384  # urllib3's own block size for a file-like body
-
-    def __init__(self, fields: list[tuple[str, str]], file_field: str, name: str, fh: Any,
-                 size: int, mime: str) -> None:
-        boundary = uuid.uuid4().hex
-        self.content_type = f"multipart/form-data; boundary={boundary}"
-        dash = f"--{boundary}\r\n"
-        head: list[str] = []
-        for key, value in fields:
-            head += (dash, f"Content-Disposition: form-data; {_param('name', key)}\r\n\r\n",
-                     value, "\r\n")
-        head += (dash, f"Content-Disposition: form-data; {_param('name', file_field)}; "
-                       f"{_param('filename', name)}\r\nContent-Type: {mime}\r\n\r\n")
-        self._head = "".join(head).encode()
-        self._tail = f"\r\n--{boundary}--\r\n".encode()
-        self._fh = fh
-        self._size = size
-        self.on_sent: Callable[[int], None] = lambda sent: None
-        self.len = len(self._head) + size + len(self._tail)
-
-    def __iter__(self) -> Iterator[bytes]:
-        left, sent, chunk = self._size, 0, self._head
-        while True:
-            want = min(self.BLOCK, left)
-            try:
-                data: bytes = self._fh.read(want) if want else b""
-            except OSError as exc:  # not as an OSError: that would pass for a network error
-                raise SourceUnreadable(exc) from exc
-            if len(data) < want:
-                raise SourceChanged("the file got shorter while it was being uploaded")
-            left -= want
-            chunk = chunk + data if chunk else data
-            if not left:
-                chunk += self._tail
-            sent += len(chunk)
-            self.on_sent(sent)
-            yield chunk
-            if not left:
-                return
-            chunk = b""
 
 
 def _progress(job_id: int, path: str, total: int,
@@ -388,7 +279,8 @@ class RequestObserver(Protocol):
 
 
 class AimlApiBackend(Backend, kind="aimlapi"):
-    """The AI/ML API; one urllib3 pool for every thread, every call with a timeout."""
+    """The AI/ML API; one transport (http.py) for every thread, every call with a
+    timeout."""
 
     def __init__(self, base_url: str, api_key: str, model: str, *,
                  connect_timeout: float = 10.0, read_timeout: float = 60.0, retries: int = 5,
@@ -407,9 +299,7 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         self._timeouts = (connect_timeout, read_timeout)
         self._on_upload_progress = on_upload_progress
         self._pool_lock = threading.Lock()
-        self._http: urllib3.PoolManager | None = None
-        self._target: tuple[urllib3.PoolManager | HTTPConnectionPool, str] | None = None
-        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self._transport: Transport | None = None
         self._retrying = Retrying(
             retry=retry_if_exception(_is_retryable), stop=stop_after_attempt(retries),
             wait=_wait(wait_random_exponential(multiplier=0.5, max=max_backoff), max_backoff),
@@ -484,22 +374,16 @@ class AimlApiBackend(Backend, kind="aimlapi"):
     def model_name(self) -> str:
         return self._model
 
-    def _pool(self) -> tuple[urllib3.PoolManager | HTTPConnectionPool, str]:
-        """Where requests go and what their paths start with: the base URL's own
-        connection pool and the base path, so that no URL is parsed and no pool looked up
-        per request; or, through a proxy that wants whole URLs, the proxy's manager and
-        the base URL."""
-        target = self._target
-        if target is None:
+    def _way(self) -> Transport:
+        """The transport to the base URL, made at the first request (and again after
+        ``close``): the environment's proxy settings are read then, once."""
+        way = self._transport
+        if way is None:
             with self._pool_lock:
-                if self._target is None:
-                    self._http = manager = pool_for(self._base)
-                    self._target = (manager, self._base) if isinstance(
-                        manager, urllib3.ProxyManager) else (
-                        manager.connection_from_url(self._base),
-                        urllib3.util.parse_url(self._base).path or "")
-                target = self._target
-        return target
+                if self._transport is None:
+                    self._transport = transport_for(self._base)
+                way = self._transport
+        return way
 
     def upload_read_timeout(self, size: int) -> float:
         """The read timeout for an upload of ``size`` bytes: the configured one, plus the
@@ -511,45 +395,34 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         (connect, the upload's take-in allowance, the answer)."""
         return self._timeouts[0] + self.upload_read_timeout(size)
 
-    def _send(self, method: str, path: str, *, timeout: urllib3.Timeout | None = None,
-              creates: bool = False, **kwargs: Any) -> Answer:
-        """One request to ``path`` under the base URL (``timeout``: the configured ones
-        when None), its answer redacted, every transport failure as our error types."""
-        headers = {"Authorization": f"Bearer {self._key}", **kwargs.pop("headers", {})}
+    def _send(self, method: str, path: str, *, timeouts: tuple[float, float] | None = None,
+              creates: bool = False, headers: Mapping[str, str] | None = None,
+              data: Multipart | None = None, json_body: Any = None) -> Answer:
+        """One request to ``path`` under the base URL (``timeouts``: connect and read, the
+        configured ones when None), its answer redacted, every transport failure as our
+        error types."""
+        sent = {"Authorization": f"Bearer {self._key}", **(headers or {})}
         endpoint = "create" if creates else "fetch"
-        body: Any = kwargs.pop("data", None)
-        if "json" in kwargs:
-            body = json.dumps(kwargs.pop("json")).encode()
-            headers["Content-Type"] = "application/json"
-        assert not kwargs, f"unknown request arguments: {sorted(kwargs)}"
-        size = None if body is None else _body_length(body)
-        if size is not None:
-            headers["Content-Length"] = str(size)
-        pool, prefix = self._pool()
+        body: bytes | Multipart | None = data
+        length = 0 if data is None else data.len
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            length = len(body)
+            sent["Content-Type"] = "application/json"
         try:
-            resp = pool.urlopen(
-                method, prefix + path, body=body, headers=headers,
-                chunked=body is not None and size is None,
-                timeout=self._timeout if timeout is None else timeout, retries=False,
-                redirect=False, assert_same_host=False, preload_content=True)
-            answer = Answer.of(resp, self._key)
-            if self.observer is not None:
-                self.observer.request(endpoint, answer.status_code)
-            return answer
-        # Every transport failure, cut-off bodies too (a failure to decode a body is
-        # the service's, and counts as one).
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            reply = self._way().request(method, path, sent, body, length,
+                                        timeouts or self._timeouts)
+        except (NotSent, Broken) as exc:
             if self.observer is not None:
                 self.observer.request(endpoint, None)
-            # (urllib3's NewConnectionError is a kind of ConnectTimeoutError: asked first.)
-            what = ("connection failed" if isinstance(exc, (
-                urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError,
-                ConnectionError)) else "timed out" if isinstance(exc, (
-                    urllib3.exceptions.TimeoutError, TimeoutError)) else "request failed")
-            if creates and not _nothing_sent(exc):
-                raise OutcomeUnknown(f"create {what} after sending ({type(exc).__name__}); "
+            if creates and isinstance(exc, Broken):
+                raise OutcomeUnknown(f"create {exc.what} after sending ({exc.cause}); "
                                      "the task may exist") from None
-            raise TransientError(f"{what}: {type(exc).__name__}") from None
+            raise TransientError(f"{exc.what}: {exc.cause}") from None
+        answer = Answer.of(reply, self._key)
+        if self.observer is not None:
+            self.observer.request(endpoint, answer.status_code)
+        return answer
 
     def create(self, request: Request) -> Created:
         model = request.model or self._model
@@ -561,7 +434,7 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         with self._shrunk(request) as upload:
             def once() -> Answer:
                 if request.url is not None:
-                    resp = self._send("POST", path, json={**fields, "url": request.url},
+                    resp = self._send("POST", path, json_body={**fields, "url": request.url},
                                       headers=headers, creates=True)
                 else:
                     resp = self._upload(path, request, fields, headers, profile.file_field,
@@ -620,12 +493,12 @@ class AimlApiBackend(Backend, kind="aimlapi"):
         with opener(source) as fh:
             size = fh.seek(0, os.SEEK_END)
             fh.seek(0)
-            body = _Multipart(_form_fields(fields), file_field, name, fh, size, mime)
+            body = Multipart(_form_fields(fields), file_field, name, fh, size, mime)
             body.on_sent = _progress(request.job_id, str(request.path), body.len,
                                      self._on_upload_progress)
             try:
-                return self._send("POST", path, data=body, timeout=urllib3.Timeout(
-                    connect=self._timeouts[0], read=self.upload_read_timeout(size)),
+                return self._send("POST", path, data=body, timeouts=(
+                    self._timeouts[0], self.upload_read_timeout(size)),
                     creates=True,
                     headers={**headers, "Content-Type": body.content_type})
             except SourceChanged as exc:
@@ -666,6 +539,6 @@ class AimlApiBackend(Backend, kind="aimlapi"):
 
     def close(self) -> None:
         with self._pool_lock:
-            if self._http is not None:
-                self._http.clear()
-            self._http = self._target = None
+            way, self._transport = self._transport, None
+        if way is not None:
+            way.close()
