@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
 import structlog
 
 from .budget import audio_seconds, cost_usd
@@ -114,7 +113,7 @@ class Deliverer:
         self.clock = clock
         self._environ = hook_environ(os.environ if environ is None else environ, hooks,
                                      key_env, key)
-        self._session = requests.Session()
+        self._session: Any = None  # a requests.Session, made for the first post
         self.lease = lease_for(hooks)
 
     def run_once(self) -> float | None:
@@ -163,6 +162,10 @@ class Deliverer:
 
     def _post(self, event: OutboxEvent) -> None:
         assert self.hooks.url
+        import requests  # only a daemon with hooks.url needs it (an import costs 0.1 s)
+
+        if self._session is None:
+            self._session = requests.Session()
         try:
             resp = self._session.post(self.hooks.url, json=dict(event.body),
                                       headers={"Idempotency-Key": event.id},

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-import requests
 import structlog
 from tenacity import (
     RetryCallState,
@@ -341,6 +340,8 @@ class AimlApiBackend(Backend, kind="aimlapi"):
             return [Finding(False, f"backend aimlapi has no API key ({key_source(cfg)})",
                             "export AIMLAPI_KEY=... (with api.api_key_env: AIMLAPI_KEY) or "
                             "set api.api_key_file")]
+        import requests  # the one-off check only: the daemon's requests go by http.py
+
         base = cfg.api.base_url
         try:
             resp = requests.post(f"{base.rstrip('/')}/stt/create",

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
+from urllib.request import getproxies_environment
 
 import certifi
 
@@ -356,6 +357,8 @@ def transport_for(base_url: str, maxsize: int = 8) -> Transport:
     """The way to ``base_url``: through the proxy the environment names for it
     (``no_proxy`` honoured, as requests reads it), else directly. Read once, not per
     request."""
+    if not getproxies_environment():  # no proxy set at all: requests need not be loaded
+        return Direct(base_url, maxsize)
     from requests.utils import get_environ_proxies
 
     proxies = get_environ_proxies(base_url)
@@ -367,7 +370,7 @@ class Multipart:
     """A multipart/form-data body streamed from an open file, as an iterable of chunks of
     at most ``BLOCK`` bytes of the file (the first carries the form fields' parts, the last
     the closing boundary, so a small file's whole body goes in one write). Part headers
-    are rendered as urllib3's ``RequestField`` renders them.
+    are rendered as urllib3's ``RequestField`` renders them (``param``).
 
     The file is sent exactly at the size it had when opened: one that grows is cut there,
     so the body matches its Content-Length; one that shrinks raises ``SourceChanged``
@@ -378,8 +381,6 @@ class Multipart:
 
     def __init__(self, fields: list[tuple[str, str]], file_field: str, name: str, fh: Any,
                  size: int, mime: str) -> None:
-        from urllib3.fields import format_multipart_header_param as param
-
         boundary = uuid.uuid4().hex
         self.content_type = f"multipart/form-data; boundary={boundary}"
         dash = f"--{boundary}\r\n"
@@ -416,6 +417,15 @@ class Multipart:
             if not left:
                 return
             chunk = b""
+
+
+def param(name: str, value: str) -> str:
+    """A part header's ``name="value"``, quoted as the WHATWG form encoding (and urllib3's
+    ``format_multipart_header_param``) does: line breaks and double quotes percent-encoded."""
+    return f'{name}="{value.translate(_QUOTED)}"'
+
+
+_QUOTED = {0x0A: "%0A", 0x0D: "%0D", 0x22: "%22"}
 
 
 class SourceChanged(Exception):
