@@ -247,7 +247,7 @@ class Daemon:
             self.notifier.send(watchdog=1, status=status)
 
     def _unfinished(self) -> int:
-        c = self.store.counts()
+        c = self.store.counts(UNFINISHED)
         return sum(c[state.value] for state in UNFINISHED)
 
     def reload(self) -> None:
@@ -326,7 +326,7 @@ class Daemon:
         if activity == self._once_activity and now - self._once_counted_at < ONCE_RECOUNT:
             return None
         self._once_activity, self._once_counted_at = activity, now
-        c = self.store.counts()
+        c = self.store.counts(UNFINISHED)  # the unfinished rows only, by the state index
         if not sum(c[state.value] for state in UNFINISHED):
             return ExitCode.FAILED if self.pipeline.failed_this_run else ExitCode.OK
         unfinished = sum(c[state.value] for state in UNFINISHED)

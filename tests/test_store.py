@@ -539,6 +539,8 @@ def test_counts_and_the_oldest_unfinished(store: Store) -> None:
     admitted(store, A, now=10.0)
     assert store.counts() == {"seen": 1, "submitting": 0, "pending": 0, "fetched": 1,
                               "done": 0, "failed": 0}
+    assert store.counts([State.FETCHED, State.DONE]) == {
+        "seen": 0, "submitting": 0, "pending": 0, "fetched": 1, "done": 0, "failed": 0}
     oldest = store.oldest_unfinished()
     assert oldest is not None and oldest.path == A
 

@@ -258,7 +258,10 @@ class Store(ABC):
     def forget(self, paths: Iterable[str]) -> int: ...
 
     @abstractmethod
-    def counts(self) -> dict[str, int]: ...
+    def counts(self, states: Sequence[State] | None = None) -> dict[str, int]:
+        """Jobs per state (every state a key). ``states``: only those counted (the rest 0),
+        through the state index: an unfinished few in a library of done ones cost a few
+        rows, not the whole table."""
 
     @abstractmethod
     def stranded(self, backends: Sequence[str], limit: int = 100) -> list[Job]:

@@ -876,9 +876,11 @@ class SqlStore(SearchSql, Store):
                 n += self._x(x, "DELETE FROM jobs WHERE path=?", (self._k(p),)).rowcount
         return n
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, states: Sequence[State] | None = None) -> dict[str, int]:
+        where = "" if states is None else f" WHERE state IN ({_marks(len(states))})"
         with self._read() as x:
-            rows = self._x(x, "SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+            rows = self._x(x, f"SELECT state, COUNT(*) FROM jobs{where} GROUP BY state",
+                           [s.value for s in states or ()]).fetchall()
         return {s.value: 0 for s in State} | {str(r[0]): int(r[1]) for r in rows}
 
     def next_due(self, state: State, backends: Sequence[str] | None = None,
