@@ -16,7 +16,6 @@ import hashlib
 import html
 import json
 import os
-import secrets
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -287,7 +286,8 @@ def _open_temp(path: Path, mode: int, suffix: str | None) -> tuple[int, str]:
         base = fit_name(base, name_max(path.parent) - TEMP_EXTRA, suffix)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
-        tag = "".join(secrets.choice(_TEMP_CHARS) for _ in range(8))
+        # One read of the system's randomness (secrets.choice made one per character).
+        tag = "".join(_TEMP_CHARS[b % len(_TEMP_CHARS)] for b in os.urandom(8))
         tmp = os.path.join(path.parent, f".{base}.{tag}.tmp")
         try:
             return os.open(tmp, flags, mode), tmp
@@ -307,10 +307,15 @@ def write_atomic(path: Path, text: str, mode: int = 0o666, *,
     path = Path(path)
     fd, tmp = _open_temp(path, mode & 0o666, suffix)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        # Plain writes of the encoded text: a file object would ask whether the file is a
+        # terminal and where it stands, a few system calls a transcript for nothing.
+        try:
+            view = memoryview(text.encode("utf-8"))
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
