@@ -394,12 +394,16 @@ class Config:
 
 
 def watch_for(watches: Sequence[WatchConfig], path: Path) -> WatchConfig | None:
-    """The watch whose folder holds ``path`` (the deepest one when folders nest)."""
-    best: WatchConfig | None = None
+    """The watch whose folder holds ``path`` (the deepest one when folders nest). Compared
+    as text, as ``PurePath.is_relative_to`` compares parts (both are lexical; it costs a
+    few microseconds a call, and every call about a file asks): two folders that both hold
+    ``path`` nest, so the longer is the deeper."""
+    text, best, depth = str(path), None, -1
     for w in watches:
-        if path.is_relative_to(w.path) and (
-                best is None or len(w.path.parts) > len(best.path.parts)):
-            best = w
+        root = str(w.path)
+        if (text == root or text.startswith(root if root.endswith("/") else root + "/")) \
+                and len(root) > depth:
+            best, depth = w, len(root)
     return best
 
 
