@@ -69,7 +69,7 @@ class PollSchedule:
         just before it; after a miss far before it (a blind one), the middle between."""
         with self._lock:
             planned = self._planned.pop(job_id, age) if job_id is not None else age
-            near = self.NEAR_GAP * 1.5 * self._expected() if self._history else 0.0
+            near = 1.5 * self._near_gap(self._expected()) if self._history else 0.0
         upper = max(last_miss or 0.0, min(age, planned))
         if last_miss is not None and upper - last_miss > near:
             return (last_miss + upper) / 2  # a wide bracket (a blind one): its middle
@@ -88,12 +88,17 @@ class PollSchedule:
         if wait > self.MIN_GAP:
             delay = min(self._cap, wait)
         elif not blind and age < self.NEAR * expected:
-            delay = min(self._cap, max(self.NEAR_MIN, self.NEAR_GAP * expected))
+            delay = min(self._cap, self._near_gap(expected))
         else:
             growth = self.BLIND_GROWTH if blind else self.GROWTH
             delay = min(self._cap, max(self.MIN_GAP, growth * age))
         self._plan(job_id, age + delay)
         return delay
+
+    def _near_gap(self, expected: float) -> float:
+        """The step after a miss just before the expected time: a bracket this narrow
+        (one step and a half) is a near miss's, not a blind one's."""
+        return max(self.NEAR_MIN, self.NEAR_GAP * expected)
 
     def _plan(self, job_id: int | None, age: float) -> None:
         if job_id is None:
