@@ -13,7 +13,7 @@ in their error pages): nothing after that point, no exception, stored error, sid
 Requests travel by http.py: a small HTTP/1.1 client of our own on a direct connection
 (urllib3 over ``http.client`` cost more CPU than the rest of a fetch), urllib3 through a
 proxy; requests stays for the one-off preflight. Uploads are streamed from disk
-(``http.Multipart``, a chunk at a time), so memory stays flat whatever the file's size.
+(multipart.py, a chunk at a time), so memory stays flat whatever the file's size.
 While the body is being sent, each socket write may take up to the connect timeout; once it
 is sent, the service may take a while to take the upload in before it answers, so the read
 timeout grows by ``size / UPLOAD_FLOOR_BPS`` (an assumed floor of 1 MB/s for the service's
@@ -58,16 +58,8 @@ from ..errors import (
 from ..profiles import profile_for
 from ..sharefile import plain_open
 from . import Backend, Created, Finding, Request, Status, TaskState
-from .http import (
-    Broken,
-    Multipart,
-    NotSent,
-    Reply,
-    SourceChanged,
-    SourceUnreadable,
-    Transport,
-    transport_for,
-)
+from .http import Broken, NotSent, Reply, Transport, transport_for
+from .multipart import Multipart, SourceChanged, SourceUnreadable
 from .shrink import Upload, prepared, pyav_missing
 
 if TYPE_CHECKING:
