@@ -109,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
                        f"{' / '.join(f'{r.ready_cpu or 0.0:.2f}' for r in hosts)} s) | flat in "
                        f"the daemons | {' / '.join(f'{x:.1f}' for x in net)} ms | "
                        f"{'yes' if max(net) <= 1.2 * min(net) else 'NO'} |")
+        if all(r.ready_cpu is not None and r.stop_cpu is not None for r in hosts):
+            run = [1000 * ((r.stop_cpu or 0.0) - (r.ready_cpu or 0.0)) / n for r in hosts]
+            out.append(f"| the same between READY=1 and the stop (less each daemon's CPU after "
+                       f"its SIGTERM too: "
+                       f"{' / '.join(f'{r.cpu - (r.stop_cpu or 0.0):.2f}' for r in hosts)} s) "
+                       f"| flat in the daemons | {' / '.join(f'{x:.1f}' for x in run)} ms | "
+                       f"{'yes' if max(run) <= 1.2 * min(run) else 'NO'} |")
         if all(r.pg_cpu is not None for r in hosts):
             out.append(f"| PostgreSQL's own CPU per file (its backends for the run), {ks} "
                        f"daemons | (reported) | "

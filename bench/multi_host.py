@@ -19,6 +19,8 @@ and the SQLite store with 1 daemon. Reported per run:
   from outside the daemon, so it has none;
 * daemon CPU seconds per file: user + sys of every daemon process, summed; and the same
   after start-up: less each daemon's CPU at its first READY=1 (its own ``NOTIFY_SOCKET``);
+  and between READY=1 and the stop: each daemon's CPU read from ``/proc`` just before its
+  SIGTERM, less that at READY=1 (start-up and shutdown are paid once a daemon, not a file);
 * PostgreSQL's own CPU per file: user + sys of the server processes serving the run's
   database (``pg_stat_activity``), read from ``/proc`` every half second while they live,
   so only when the server runs on this machine; the shared background processes (WAL
@@ -80,6 +82,7 @@ class RunResult:
     xacts: int | None  # PostgreSQL transactions during the run
     pg_cpu: float | None = None  # the run's server processes, user + sys
     ready_cpu: float | None = None  # every daemon's CPU at its first READY=1, summed
+    stop_cpu: float | None = None  # every daemon's CPU just before its SIGTERM, summed
 
 
 def compiled() -> None:
@@ -131,6 +134,16 @@ class ReadyCpu:
         self._thread.join(2)
         for sock in self.socks:
             sock.close()
+
+
+def cpu_of(pid: int) -> float | None:
+    """A live process's CPU seconds so far (user + sys), from ``/proc``."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def split_in_flight(total: int, daemons: int, mode: str) -> tuple[int, ...]:
@@ -272,6 +285,9 @@ def run_once(args: argparse.Namespace, label: str, daemons: int, pg: bool) -> Ru
             if pg:
                 backend_cpu(admin, dbname, server)
             ready.close()
+            # Before the stop: what each daemon spent on the files, without its shutdown
+            # (the interpreter's own teardown is a tenth of a second a process).
+            at_stop = [cpu_of(p.pid) if p.returncode is None else None for p in procs]
             cpu = 0.0
             codes = []
             for p in procs:
@@ -297,7 +313,9 @@ def run_once(args: argparse.Namespace, label: str, daemons: int, pg: bool) -> Ru
             return RunResult(label, daemons, in_flight, finished - launched, span, done,
                              len(creates), svc.max_running_seen, tuple(shares), cpu,
                              tuple(codes), xacts, sum(server.values()) if server else None,
-                             ready.total())
+                             ready.total(),
+                             None if any(c is None for c in at_stop) else
+                             sum(c or 0.0 for c in at_stop))
     finally:
         if pg:
             import psycopg

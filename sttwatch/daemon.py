@@ -16,12 +16,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import structlog
 
-from .admission import Admitter, batches
+from .admission import BATCH, Admitter
 from .config import Config
 from .errors import BackendUnavailable, ConfigError, CreditsExhausted
 from .exitcodes import ExitCode
@@ -34,6 +35,7 @@ from .transcripts import sweep_leftovers
 from .watcher import Settled, Watcher
 
 log = structlog.get_logger("sttwatch.daemon")
+T = TypeVar("T")
 
 STATUS_REFRESH = 10.0  # seconds; status.STALE_AFTER must stay well above it
 ONCE_RECOUNT = 1.0  # seconds; run --once counts again at least this often
@@ -43,6 +45,7 @@ IDLE_TICK = 2.0  # seconds, at most, between turns of an idle main loop
 PEER_STALE = 30.0  # seconds without a heartbeat: a peer no longer takes its backend's jobs
 BEAT = 5.0  # seconds between heartbeats when systemd's watchdog asks for none more often
 MAIN_STALL = 900.0  # seconds the main loop may spend in one turn (a scan of a large share)
+SLICE = 32  # files admitted in one go while peers share the store (see ``_slices``)
 
 
 @dataclass(frozen=True)
@@ -143,15 +146,39 @@ class Daemon:
         keeps systemd's watchdog waiting."""
         settled = [*self._unadmitted, *self.watcher.tick()]
         self._unadmitted = []
+        parts = [part for i in range(0, len(settled), BATCH)
+                 for part in self._slices(settled[i:i + BATCH])]
         done = 0
         try:
-            for batch in batches(settled):
-                self._admitted += self.admitter.admit(batch)
-                done += len(batch)
+            for part in parts:
+                self._admitted += self.admitter.admit(part)
+                done += 1
                 self._turned_at = self.clock()
         except StoreUnavailable:  # kept for the next turn: the watcher hands a file on once
-            self._unadmitted = settled[done:]
+            self._unadmitted = [s for part in parts[done:] for s in part]
             raise
+
+    def _slices(self, batch: Sequence[T]) -> list[Sequence[T]]:
+        """A large batch in slices, this daemon's share first: every ``hosts``-th slice from
+        its rank among the live daemons, then the others'. Daemons watching one folder find
+        its new files together (a start after an outage, a folder copied in) and would each
+        look at every file, its transcripts' names on disk included, only for all but one
+        to learn at the store that it was queued meanwhile. Taken in this order they look at
+        their own slices side by side, and find the others' already queued: one read of
+        their versions a slice. Alone, or for a small batch: the batch as it is."""
+        if len(batch) <= SLICE:
+            return [batch]
+        rank, hosts = self._rank()
+        if hosts <= 1:
+            return [batch]
+        slices = [batch[i:i + SLICE] for i in range(0, len(batch), SLICE)]
+        return [*slices[rank::hosts], *(s for i, s in enumerate(slices) if i % hosts != rank)]
+
+    def _rank(self) -> tuple[int, int]:
+        """This daemon's place among the live daemons of the store, and how many there are."""
+        now = self.clock()
+        live = [d.host_id for d in self.store.daemons() if now - d.heartbeat < PEER_STALE]
+        return (live.index(self.owner), len(live)) if self.owner in live else (0, 1)
 
     def _status_line(self) -> str:
         c = self.store.counts()

@@ -155,6 +155,15 @@ def _own_or_hidden(path: str) -> bool:
     return name.startswith(".") or name.endswith(OWN_SUFFIXES)
 
 
+OWN_NAMES = tuple(os.fsencode(s) for s in OWN_SUFFIXES)
+
+
+def _own_or_hidden_name(name: bytes) -> bool:
+    """``_own_or_hidden`` for a raw inotify name (one entry of a watched folder)."""
+    low = name.lower()
+    return low.startswith(b".") or low.endswith(OWN_NAMES)
+
+
 class _Hints(FileSystemEventHandler):
     """Puts (kind, path) on the queue and returns; never raises."""
 
@@ -190,7 +199,16 @@ class _Hints(FileSystemEventHandler):
 
 class _CheckedInotify(InotifyFD):
     """watchdog's inotify reader, reporting what watchdog only logs or swallows: a queue
-    overflow (events were lost) and the watch limit reached below the root (ENOSPC)."""
+    overflow (events were lost) and the watch limit reached below the root (ENOSPC).
+
+    A file event whose name can never be a hint (a hidden name, a transcript, a temp file:
+    ``_own_or_hidden``) ends here, before watchdog's move pairing, emitter and dispatcher
+    threads. Each transcript written beside its source is five or more such events (create,
+    write, close, and the rename's two halves, the first held half a second for its pair),
+    and every daemon watching the folder gets them for every host's transcripts: with
+    several hosts on one share that was the watcher's largest cost per file. A rename
+    between a kept and a dropped name still reaches the handler as its kept half (a move
+    from or to outside the tree), which is what the handler takes from it anyway."""
 
     def __init__(self, report: Callable[[str], None]) -> None:
         super().__init__()
@@ -199,6 +217,8 @@ class _CheckedInotify(InotifyFD):
     def handle_event(self, event: InotifyEvent) -> None:
         if event.is_queue_overflow:
             self._report("overflow")
+        elif event.name and not event.is_directory and _own_or_hidden_name(event.name):
+            return
         super().handle_event(event)
 
     def add_callback(self, path: bytes, mask: Mask, callback: WatchCallback,

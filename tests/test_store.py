@@ -114,6 +114,33 @@ def test_admit_leaves_an_unchanged_file_alone_and_restarts_a_changed_one(store: 
     assert store.versions([A, B]) == {A: (11, 1000)}
 
 
+def test_hosts_admitting_one_batch_at_once_queue_each_file_once(store: Store) -> None:
+    """Daemons watching one folder offer its new files together: each file is queued by one
+    of them, and a batch mixing files already queued with a newer version and a new file
+    queues only those two."""
+    batch = [offer(f"/rec/{i:03}.mp3") for i in range(100)]
+    got: list[list[Job]] = []
+    lock = threading.Lock()
+
+    def host(owner: str) -> None:
+        jobs = store.admit(batch, 1.0, owner)
+        with lock:
+            got.append(jobs)
+
+    threads = [threading.Thread(target=host, args=(f"h{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [j.id for jobs in got for j in jobs]
+    assert len(ids) == len(set(ids)) == 100
+    assert store.counts()["seen"] == 100
+    mixed = [batch[0], offer("/rec/001.mp3", size=11, mtime=2000), offer("/rec/new.mp3")]
+    again = store.admit(mixed, 2.0, OTHER)
+    assert sorted(j.path for j in again) == ["/rec/001.mp3", "/rec/new.mp3"]
+    assert get(store, "/rec/001.mp3").size == 11 and store.counts()["seen"] == 101
+
+
 def test_admit_records_an_up_to_date_file_as_done(store: Store) -> None:
     assert store.admit([offer(done="transcript already up to date")], 1.0) == []
     job = get(store, A)

@@ -150,6 +150,20 @@ def test_move_from_an_unwatched_folder_is_taken_at_once(tmp_path: Path,
     assert "growing.wav" not in r.names()
 
 
+def test_a_temp_name_renamed_into_place_is_taken_at_once(tmp_path: Path,
+                                                         running: Any) -> None:
+    """rsync and many uploaders write a hidden temp file, then rename it: the rename's hidden
+    half is dropped before watchdog sees it, and its other half still takes the file without
+    waiting for the settle time (60 s here)."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    r = running(watch(inbox), settle=60.0)
+    for temp, name in ((".talk.m4a.Xy12ab", "talk.m4a"), ("memo.wav.part", "memo.wav")):
+        os.rename(write(inbox / temp), inbox / name)
+    r.until(lambda: {"talk.m4a", "memo.wav"} <= r.names(), timeout=10)
+    assert r.names() == {"talk.m4a", "memo.wav"}
+
+
 def test_our_own_writes_never_reach_the_judgement(tmp_path: Path, running: Any) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()

@@ -399,6 +399,7 @@ class SqlStore(SearchSql, Store):
         with self._tx() as x:
             if self.dialect.admit_lock:
                 self._x(x, self.dialect.admit_lock)
+                batch = self._not_admitted(x, batch)
             for given in batch:
                 a = replace(given, path=self._k(given.path),
                             keys=tuple(self._k(k) for k in given.keys))
@@ -468,6 +469,30 @@ class SqlStore(SearchSql, Store):
         if not admitted:
             return []
         return self._select(f"id IN ({_marks(len(admitted))}) ORDER BY id", admitted)
+
+    def _not_admitted(self, x: Executor, batch: Sequence[Admission]) -> list[Admission]:
+        """The offers another daemon has not already taken, read under the admission lock
+        in one look per 500 paths. Daemons watching one folder see each new file together
+        and admit it together: all but the first find its row there at this version, which
+        the per-row read below would tell each of them file by file (a locked read a file,
+        on every daemon). Kept: offers with no row, and those the row reads below decide
+        (a newer version, a changed size); dropped as below: a done offer whose path has a
+        row, and a version the row already has or has passed."""
+        paths = [self._k(a.path) for a in batch]
+        have: dict[str, tuple[int, int]] = {}
+        for i in range(0, len(paths), 500):
+            part = paths[i:i + 500]
+            have.update((str(p), (int(size), int(mtime))) for p, size, mtime in self._x(
+                x, f"SELECT path, size, mtime_ns FROM jobs WHERE path IN "
+                   f"({_marks(len(part))})", part).fetchall())
+        kept = []
+        for a, path in zip(batch, paths, strict=True):
+            row = have.get(path)
+            if row is not None and (a.done_note is not None or a.mtime_ns < row[1] or (
+                    a.mtime_ns == row[1] and a.size == row[0])):
+                continue
+            kept.append(a)
+        return kept
 
     def add_done(self, path: str, size: int, mtime_ns: int, now: float, note: str) -> None:
         with self._tx() as x:
