@@ -90,6 +90,8 @@ class Daemon:
     _keeper_stop: threading.Event = field(default_factory=threading.Event)
     # Loops beside the stages (hook delivery, metrics), supervised like them (wiring.py).
     extras: dict[str, Callable[[threading.Event], None]] = field(default_factory=dict)
+    # Loads what every file's screen runs on before READY=1 (wiring.py: Screener.warm).
+    warm_up: Callable[[], None] = lambda: None
     _admitted: int = 0
     _last_activity: int = -1
     _counted_at: float = 0.0
@@ -391,6 +393,8 @@ class Daemon:
             self.watcher.scan()
         else:
             self.watcher.start()
+        if not once:  # a service's first file should not wait; a run --once may have none
+            self.warm_up()
         for name in ("submit", "poll", "finish", *self.extras):
             self._start_worker(name)
         self._maybe_look()

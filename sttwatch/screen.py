@@ -13,6 +13,7 @@ empty ones for no speech; none for a subtitled film) and the note to end with.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +205,19 @@ class Screener:
     def __init__(self, config: Callable[[], Config], shares: Shares = PLAIN) -> None:
         self._config = config
         self._shares = shares
+
+    def warm(self) -> None:
+        """Load what the screen runs on, before the daemon says it is ready: PyAV and the
+        voice-activity detector are a third of a second of imports, which the first file
+        would wait for otherwise (on a shared library, every host's first file)."""
+        cfg = self._config()
+        if cfg.api.skip_no_speech and vad_installed():
+            import faster_whisper.vad  # noqa: F401
+
+            from .backends import audio, media  # noqa: F401
+        elif any(w.skip_subtitled for w in cfg.watches):
+            with contextlib.suppress(ImportError):
+                import av  # noqa: F401
 
     def __call__(self, job_id: int, path: Path, plan: Plan,
                  media: MediaProbe | None = None) -> Skipped | None:

@@ -184,7 +184,8 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
     pipeline = Pipeline(store, backends, first.settings, first.planner, cfg.output,
                         first.limits, clock, is_online, shares=shares)
     # Today's config, a reloaded one too: skip_subtitled and skip_no_speech apply at once.
-    pipeline.submitter.screen = Screener(lambda: built[0].cfg if built else cfg, shares)
+    screener = Screener(lambda: built[0].cfg if built else cfg, shares)
+    pipeline.submitter.screen = screener
     from .admission import Admitter
 
     def guard(path: Path, fn: Callable[[], Admission]) -> Admission:
@@ -204,7 +205,8 @@ def build(cfg: Config, *, key: str | None, override: str | None = None,
         raise
     source = cfg.source
     daemon = Daemon(cfg, store, pipeline, admitter, first.watcher, Notifier(environ), rebuild,
-                    lambda: configmod.load(source), clock, say, extras=extras)
+                    lambda: configmod.load(source), clock, say, extras=extras,
+                    warm_up=screener.warm)
     built.append(daemon)
     return daemon
 
