@@ -81,9 +81,14 @@ class PollSchedule:
         return delay
 
     def next_delay(self, age: float, job_id: int | None = None) -> float:
+        """Until the next fetch after a miss at ``age``. Backing off, the next age is a
+        step on from the age this fetch was *planned* for, not the one it went out at: a
+        fetch that went out late would otherwise push every later one later still (blind,
+        1 s, 1.5 s, 2.25 s became 1.05, 1.6, 2.45 s with 50 ms of lateness a fetch)."""
         with self._lock:
             blind = not self._history
             expected = self._expected()
+            planned = self._planned.get(job_id) if job_id is not None else None
         wait = expected - age
         if wait > self.MIN_GAP:
             delay = min(self._cap, wait)
@@ -91,7 +96,8 @@ class PollSchedule:
             delay = min(self._cap, self._near_gap(expected))
         else:
             growth = self.BLIND_GROWTH if blind else self.GROWTH
-            delay = min(self._cap, max(self.MIN_GAP, growth * age))
+            base = age if planned is None else min(age, planned)
+            delay = min(self._cap, max(self.MIN_GAP, base * (1 + growth) - age))
         self._plan(job_id, age + delay)
         return delay
 

@@ -67,6 +67,19 @@ def test_before_any_task_finished_a_miss_waits_half_the_age_again() -> None:
     assert blind.next_delay(2.0) == pytest.approx(0.06)
 
 
+def test_a_late_fetch_does_not_push_the_blind_steps_later() -> None:
+    """Planned at 1 s, 1.5 s, 2.25 s: each fetch that goes out 50 ms late still plans the
+    next at the same step, so a 2 s task is seen at 2.25 s (plus one lateness), not 2.45 s."""
+    blind = PollSchedule(1.0, 20.0, [])
+    planned = blind.first_delay(1)
+    steps = []
+    while planned < 2.0:
+        went = planned + 0.05
+        planned = went + blind.next_delay(went, 1)
+        steps.append(planned)
+    assert steps == [pytest.approx(1.5), pytest.approx(2.25)]
+
+
 def test_a_finished_task_teaches_between_its_last_miss_and_now_or_just_before_now() -> None:
     schedule = PollSchedule(1.0, 20.0, [])
     assert schedule.sample(2.2, 2.0) == pytest.approx(2.1)  # no history: a blind bracket
