@@ -120,6 +120,11 @@ def ddl(d: Dialect) -> list[str]:
             timeline TEXT,
             request_key TEXT)""",
         "CREATE INDEX IF NOT EXISTS jobs_state_next ON jobs(state, next_at)",
+        # A scan's read of a folder's rows (``unknown``) from the index alone: the path
+        # index without them looked up each row in the table, 0.19 -> 0.10 s of CPU for
+        # 100,000 rows. Only where a folder is one range (SQLite); a few bytes a row.
+        *(["CREATE INDEX IF NOT EXISTS jobs_path_version ON jobs(path, size, mtime_ns)"]
+          if d.byte_order else []),
         # One source per output name: two rows can never write the same transcript files.
         "CREATE UNIQUE INDEX IF NOT EXISTS jobs_output_key_unique ON jobs(output_key) "
         "WHERE output_key IS NOT NULL",
