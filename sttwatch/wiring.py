@@ -255,14 +255,15 @@ def watcher(cfg: Config, clock: Callable[[], float], gate: FsGate | None = None,
     (``mounts`` too: the mount table it watches is one open file). With ``store``, scans
     hand on only files it does not know as they are."""
     exclude = tuple(p for p in (cfg.output.dir, cfg.output.done_dir) if p is not None)
-    known = None
+    unknown = None
     if store is not None:
-        def known(paths: Sequence[str]) -> Mapping[str, tuple[int, int]]:
+        def unknown(listings: Sequence[Sequence[tuple[str, int, int]]]
+                    ) -> list[tuple[str, int, int]]:
             try:
-                return store.versions(paths, listing=True)
+                return store.unknown(listings)
             except StoreUnavailable:  # all handed on: admission waits the store out
-                return {}
+                return [f for files in listings for f in files]
     return Watcher(cfg.watches, cfg.daemon.settle_seconds, clock, exclude=exclude,
                    share_rescan_seconds=cfg.daemon.share_rescan_seconds,
-                   gate=gate or FsGate(cfg.daemon.share_deadline_seconds), known=known,
+                   gate=gate or FsGate(cfg.daemon.share_deadline_seconds), unknown=unknown,
                    mounts=mounts or MountTable())

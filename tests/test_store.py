@@ -256,27 +256,35 @@ def test_a_batch_of_many_files_is_one_call(store: Store) -> None:
     assert len(store.versions([f"/rec/{i:04}.mp3" for i in range(1200)])) == 1200
 
 
-def test_versions_of_a_folders_listing_are_its_files_rows_only(store: Store) -> None:
-    """A scan asks for a whole folder's listing: a folder of many files may be read as one
+def test_a_listing_is_compared_with_its_files_rows_only(store: Store) -> None:
+    """A scan asks about whole folders' listings: a folder of many files may be read as one
     range (SQLite), which must not reach a folder whose name extends it, one below it, or a
-    file it was not asked about."""
+    file it was not asked about. New files, changed ones and names that cannot be stored
+    come back; files known at their size and mtime do not."""
     from sttwatch.store.keys import WatchKeys
     mine = [f"/rec/d1/{i:03}.mp3" for i in range(40)] + [f"/rec/é/{i:03}.mp3" for i in range(40)]
     others = ["/rec/d10/x.mp3", "/rec/d1/sub/y.mp3", "/rec/d1.mp3", "/rec/d1-a/z.mp3",
               "/rec/é0/w.mp3"]
     store.admit([offer(p, size=i) for i, p in enumerate(mine + others)], 1.0)
-    asked = [*mine[1:], "/rec/d1/new.mp3", "/rec/é/new.mp3"]
-    want = {p: (i, 1000) for i, p in enumerate(mine) if i}
-    for listing in (True, False):
-        assert store.versions(asked, listing) == want
-        assert store.versions(others, listing) == {p: (i + len(mine), 1000)
-                                                   for i, p in enumerate(others)}
+    odd = "/rec/d1/\udcff.mp3"  # a name that is not UTF-8
+    listed = [[(p, i, 1000) for i, p in enumerate(mine[:40]) if i],
+              [(p, i + 40, 1000) for i, p in enumerate(mine[40:])]]
+    listed[0] += [("/rec/d1/new.mp3", 1, 1000), (odd, 1, 1000), (mine[0], 7, 1000)]
+    listed[1][5] = (mine[45], 45, 2000)  # changed since
+    listed[1].append(("/rec/é/new.mp3", 1, 1000))
+    want = [("/rec/d1/new.mp3", 1, 1000), (odd, 1, 1000), (mine[0], 7, 1000),
+            (mine[45], 45, 2000), ("/rec/é/new.mp3", 1, 1000)]
+    alone = [[(p, i + len(mine), 1000)] for i, p in enumerate(others)]
+    gone = [[(p, 1, 1000)] for p in others]
+    assert store.unknown(listed) == want
+    assert store.unknown(alone) == []
+    assert store.unknown(gone) == [f for files in gone for f in files]
     # Keyed by watch (a shared store), a folder nested as its own watch included.
     store.key_by_watch(WatchKeys.of([("rec", "/rec"), ("deep", "/rec/d1/sub")]), migrate=True)
-    for listing in (True, False):
-        assert store.versions(asked, listing) == want
-        assert store.versions(["/rec/d1/sub/y.mp3"], listing) == {
-            "/rec/d1/sub/y.mp3": (len(mine) + 1, 1000)}
+    assert store.unknown(listed) == want
+    assert store.unknown([[("/rec/d1/sub/y.mp3", len(mine) + 1, 1000)]]) == []
+    assert store.versions(["/rec/d1/sub/y.mp3", mine[3]]) == {
+        "/rec/d1/sub/y.mp3": (len(mine) + 1, 1000), mine[3]: (3, 1000)}
 
 
 # --- submitting ----------------------------------------------------------------------------

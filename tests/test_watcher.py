@@ -339,7 +339,7 @@ def test_a_scan_hands_on_only_what_the_store_does_not_know_as_it_is(tmp_path: Pa
     for new in (inbox / "new.wav", inbox / "sub" / "new.wav"):
         os.utime(write(new), (old, old))
     w = Watcher((watch(inbox),), 0.3, time.time,
-                known=lambda paths: store.versions(paths, listing=True))
+                unknown=store.unknown)
     try:
         assert w.scan() == 43  # found, known or not
         taken = {s.path.relative_to(inbox).as_posix() for s in w.tick()}
@@ -349,3 +349,26 @@ def test_a_scan_hands_on_only_what_the_store_does_not_know_as_it_is(tmp_path: Pa
         assert len(plain.tick()) == 43
     finally:
         store.close()
+
+
+def test_a_scan_takes_the_names_the_patterns_say(tmp_path: Path) -> None:
+    """Patterns that only name an ending and full globs, in any case; ignored names, hidden
+    names, download temp names and our own outputs never, whatever the patterns say."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    old = time.time() - 3600
+    names = ["talk.MP3", "talk.mp3.part", "rec-07.wav", "rec-7.wav", "x.ogg", "skip-me.mp3",
+             ".hidden.mp3", "notes.txt", "talk.srt", "clip.mp3x", "a.weird"]
+    for name in names:
+        os.utime(write(inbox / name), (old, old))
+    cfg = watch(inbox, patterns=("*.mp3", "rec-??.wav", "*.[ow]gg", "*", "*.txt"),
+                ignore=("skip-*",))
+    w = Watcher((cfg,), 0.3, time.time)
+    w.scan()
+    assert {s.path.name for s in w.tick()} == {"talk.MP3", "rec-07.wav", "rec-7.wav",
+                                               "x.ogg", "clip.mp3x", "a.weird"}
+    picky = Watcher((watch(inbox, patterns=("*.mp3", "rec-??.wav", "*.[ow]gg")),), 0.3,
+                    time.time)
+    picky.scan()
+    assert {s.path.name for s in picky.tick()} == {"talk.MP3", "rec-07.wav", "x.ogg",
+                                                   "skip-me.mp3"}

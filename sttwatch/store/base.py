@@ -31,12 +31,18 @@ class Store(ABC):
     def get(self, path: str) -> Job | None: ...
 
     @abstractmethod
-    def versions(self, paths: Sequence[str], listing: bool = False
-                 ) -> dict[str, tuple[int, int]]:
+    def versions(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of the known ones among ``paths``: lets admission skip unchanged
-        files with one query per batch, and a scan with one per thousand listed files.
-        ``listing``: the paths are whole folders' listings (a scan's), so reading a folder's
-        rows whole costs no more than looking each path up; any paths give the same answer."""
+        files with one query per batch."""
+
+    @abstractmethod
+    def unknown(self, listings: Sequence[Sequence[tuple[str, int, int]]]
+                ) -> list[tuple[str, int, int]]:
+        """The (path, size, mtime_ns) of a scan's listings (one folder's files each) the
+        store does not hold at that size and mtime: new and changed files, and those whose
+        name cannot be stored (not UTF-8; admission says so). One read per thousand listed
+        files, however many folders; a whole folder may be read where that costs no more
+        than looking each path up."""
 
     @abstractmethod
     def admit(self, batch: Sequence[Admission], now: float, owner: str | None = None
