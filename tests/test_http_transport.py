@@ -148,12 +148,17 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
+def served_by(ca: trustme.CA) -> ssl.SSLContext:
+    """A server's TLS context with a certificate for localhost from ``ca``."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(tls)
+    return tls
+
+
 def test_fetches_over_tls_are_verified_and_share_one_connection(
         serve: Callable[..., Server], backend_for: Callable[..., AimlApiBackend],
         ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(tls)
-    server = serve(lambda req: (answer(DONE), False), tls)
+    server = serve(lambda req: (answer(DONE), False), served_by(ca))
     bundle = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
@@ -168,9 +173,7 @@ def test_fetches_over_tls_are_verified_and_share_one_connection(
 def test_a_service_whose_certificate_is_not_trusted_never_gets_the_create(
         serve: Callable[..., Server], backend_for: Callable[..., AimlApiBackend],
         ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(tls)
-    server = serve(lambda req: (answer(CREATED), False), tls)
+    server = serve(lambda req: (answer(CREATED), False), served_by(ca))
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other))
