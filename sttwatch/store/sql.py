@@ -350,13 +350,17 @@ class SqlStore(SearchSql, Store):
         """``SELECT select FROM jobs WHERE column IN keys`` for many keys in one read, 500 at
         a time (SQLite's bound-parameter limit): admission asks this per batch, never per
         file."""
-        keys = [self._k(k) for k in keys]
-        rows: list[Any] = []
         with self._read() as x:
-            for i in range(0, len(keys), 500):
-                part = keys[i:i + 500]
-                rows += self._x(x, f"SELECT {select} FROM jobs WHERE {column} IN "
-                                   f"({_marks(len(part))})", part).fetchall()
+            return self._rows_in(x, select, column, [self._k(k) for k in keys])
+
+    def _rows_in(self, x: Executor, select: str, column: str, keys: Sequence[str]
+                 ) -> list[Any]:
+        """The same within ``x`` (a transaction under a lock, say), for keys as stored."""
+        rows: list[Any] = []
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            rows += self._x(x, f"SELECT {select} FROM jobs WHERE {column} IN "
+                               f"({_marks(len(part))})", part).fetchall()
         return rows
 
     def versions(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -499,12 +503,8 @@ class SqlStore(SearchSql, Store):
         (a newer version, a changed size); dropped as below: a done offer whose path has a
         row, and a version the row already has or has passed."""
         paths = [self._k(a.path) for a in batch]
-        have: dict[str, tuple[int, int]] = {}
-        for i in range(0, len(paths), 500):
-            part = paths[i:i + 500]
-            have.update((str(p), (int(size), int(mtime))) for p, size, mtime in self._x(
-                x, f"SELECT path, size, mtime_ns FROM jobs WHERE path IN "
-                   f"({_marks(len(part))})", part).fetchall())
+        have = {str(p): (int(size), int(mtime)) for p, size, mtime
+                in self._rows_in(x, "path, size, mtime_ns", "path", paths)}
         kept = []
         for a, path in zip(batch, paths, strict=True):
             row = have.get(path)
